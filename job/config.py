@@ -1,0 +1,162 @@
+"""One frozen configuration, built in one place from flags and validated early."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from job.errors import ConfigError
+
+Architecture = Literal["mlp", "dlrm"]
+Output = Literal["regression", "classes"]
+SplitKind = Literal["random", "temporal"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of one rating model. Presets below name the ones we ship."""
+
+    architecture: Architecture = "mlp"
+    # "regression": one linear unit predicting the centred rating (the article).
+    # "classes": softmax over the rating scale's steps; the rating is the expectation.
+    output: Output = "regression"
+    user_dim: int = 8
+    movie_dim: int = 8
+    hidden: tuple[int, ...] = (32, 4)
+    # Per-user and per-movie scalar biases added to the output (not in the article).
+    biases: bool = False
+    l2: float = 0.0  # L2 penalty on embeddings; 0 reproduces the article
+    dropout: float = 0.0  # after each hidden layer; 0 reproduces the article
+    learning_rate: float = 1e-3  # Keras' Adam default, which the article used
+    batch_size: int = 500
+    epochs: int = 20
+    patience: int = 0  # early stopping on val MAE; the article stops at the first worse epoch
+    restore_best_weights: bool = False
+    # DLRM only: side features (genres, year, tags) and the two MLPs around the interaction.
+    side_dim: int = 8
+    bottom: tuple[int, ...] = (16,)
+    top: tuple[int, ...] = (64, 32)
+    n_tags: int = 300  # vocabulary: the most used tags
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ("mlp", "dlrm"):
+            raise ConfigError(f"unknown architecture {self.architecture!r}: use 'mlp' or 'dlrm'")
+        if self.output not in ("regression", "classes"):
+            raise ConfigError(f"unknown output {self.output!r}: use 'regression' or 'classes'")
+        for name in ("user_dim", "movie_dim", "batch_size", "epochs", "side_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be at least 1 (got {getattr(self, name)})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1) (got {self.dropout})")
+        if self.l2 < 0 or self.learning_rate <= 0 or self.patience < 0:
+            raise ConfigError("model.l2 and model.patience must be >= 0, learning_rate > 0")
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The article's network, exactly: embeddings 8 + 8, Dense 32 relu, Dense 4 relu,
+    # Dense 1 linear, centred target, Adam, MSE loss, MAE metric, batch 500, 20 epochs,
+    # EarlyStopping(val MAE, patience 0). Keep unchanged: it is the reference point.
+    "seed": ModelConfig(),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one run needs. Built by ``build_config`` from CLI flags."""
+
+    data: str = "ml-latest-small"
+    out: Path = Path("out")
+    preset: str = "seed"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    seed: int = 42
+    test_fraction: float = 0.1
+    val_fraction: float = 0.1
+    split: SplitKind = "random"
+    top_k: int = 10
+    cache_dir: Path = field(default_factory=lambda: default_cache_dir())
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ConfigError(
+                f"--test-fraction must be in [0, 1) (got {self.test_fraction}); 0 keeps no test set"
+            )
+        if not 0.0 < self.val_fraction < 1.0 or self.test_fraction + self.val_fraction >= 1.0:
+            raise ConfigError(
+                f"--val-fraction must be in (0, 1) and leave training data "
+                f"(got val {self.val_fraction}, test {self.test_fraction})"
+            )
+        if self.split not in ("random", "temporal"):
+            raise ConfigError(f"--split must be 'random' or 'temporal' (got {self.split!r})")
+        if self.top_k < 1:
+            raise ConfigError(f"--top-k must be at least 1 (got {self.top_k})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view, for run.json."""
+        raw = dataclasses.asdict(self)
+        raw["out"] = str(self.out)
+        raw["cache_dir"] = str(self.cache_dir)
+        return raw
+
+
+def default_cache_dir() -> Path:
+    """Where downloaded datasets live: $MOVIELENS_CACHE, else the XDG cache folder."""
+    if env := os.environ.get("MOVIELENS_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "movielens-job"
+
+
+def model_config(preset: str, **overrides: Any) -> ModelConfig:
+    """The named preset with the given fields replaced; unknown names are refused."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(sorted(PRESETS))}")
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ConfigError(f"unknown model setting(s) {sorted(unknown)}: known are {sorted(known)}")
+    return dataclasses.replace(PRESETS[preset], **overrides)
+
+
+def build_config(
+    *,
+    data: str = "ml-latest-small",
+    out: str | Path = "out",
+    preset: str = "seed",
+    epochs: int | None = None,
+    seed: int = 42,
+    test_fraction: float = 0.1,
+    val_fraction: float = 0.1,
+    split: str = "random",
+    top_k: int = 10,
+    cache_dir: str | Path | None = None,
+    **model_overrides: Any,
+) -> Config:
+    """The one place a ``Config`` is made from flags; validates everything."""
+    if epochs is not None:
+        model_overrides["epochs"] = epochs
+    return Config(
+        data=data,
+        out=Path(out),
+        preset=preset,
+        model=model_config(preset, **model_overrides),
+        seed=seed,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
+        split=split,  # type: ignore[arg-type]  # validated in __post_init__
+        top_k=top_k,
+        cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+    )
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Rebuild a ``Config`` saved in run.json (tuples come back as lists)."""
+    model = dict(raw["model"])
+    for key in ("hidden", "bottom", "top"):
+        model[key] = tuple(model[key])
+    fields = {**raw, "model": ModelConfig(**model)}
+    fields["out"] = Path(raw["out"])
+    fields["cache_dir"] = Path(raw["cache_dir"])
+    return Config(**fields)
