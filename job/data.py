@@ -137,8 +137,8 @@ def load_folder(folder: Path, name: str) -> Dataset:
         )
     ratings, movies, tags = loader(folder)
     scale = _infer_scale(ratings, folder / files[0])
-    ratings = _drop_duplicate_pairs(ratings, folder / files[0])
     _check_movies_known(ratings, movies, folder / files[0], folder / files[1])
+    ratings = _drop_duplicate_pairs(ratings, folder / files[0])
     return Dataset(
         name=name,
         ratings=ratings.reset_index(drop=True),
@@ -501,6 +501,6 @@ def _check_movies_known(
         position = int(np.flatnonzero(unknown)[0])
         movie = ratings["movie_id"].iloc[position]
         raise DataError(
-            f"{ratings_path}: movieId {movie} (row {position + 1}) is not in {movies_path.name}; "
+            f"{ratings_path}, line {position + 2}: movieId {movie} is not in {movies_path.name}; "
             f"add it to {movies_path.name} or remove its ratings ({int(unknown.sum())} rows)"
         )

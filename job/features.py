@@ -12,7 +12,7 @@ import pandas as pd
 
 from job.errors import DataError
 
-YEAR_IN_TITLE = re.compile(r"\((\d{4})(?:[–-]\d{0,4})?\)\s*$")
+YEAR_IN_TITLE = re.compile(r"\((\d{4})(?:\s*[–-]\s*(?:\d{4})?\s*)?\)\s*$")
 NO_GENRES = "(no genres listed)"
 
 
@@ -115,3 +115,107 @@ def genre_matrix(movies: pd.DataFrame, encoding: IdEncoding, vocabulary: list[st
             if genre in position:
                 matrix[row, position[genre]] = 1.0
     return matrix
+
+
+def normalise_tag(tag: str) -> str:
+    """Tags as users typed them differ in case and spacing: "Dark Comedy " == "dark comedy"."""
+    return " ".join(str(tag).lower().split())
+
+
+def tag_vocabulary(tags: pd.DataFrame, size: int) -> list[str]:
+    """The ``size`` most used tags (normalised), most used first; ties broken alphabetically.
+
+    "Used" counts distinct (user, movie, tag) applications, so a user repeating a tag on one
+    movie counts once.
+    """
+    if size < 1 or tags.empty:
+        return []
+    applied = pd.DataFrame(
+        {"user_id": tags["user_id"], "movie_id": tags["movie_id"], "tag": tags["tag"].map(normalise_tag)}
+    )
+    applied = applied[applied["tag"] != ""].drop_duplicates()
+    counts = applied.groupby("tag").size().reset_index(name="n")
+    counts = counts.sort_values(["n", "tag"], ascending=[False, True], kind="stable")
+    return counts["tag"].head(size).tolist()
+
+
+def tag_matrix(tags: pd.DataFrame, encoding: IdEncoding, vocabulary: list[str]) -> np.ndarray:
+    """Term-frequency weights of the vocabulary's tags, one row per encoded movie index.
+
+    (n_movies, len(vocabulary)), each non-empty row summing to 1 (a weighted mean pooling of
+    tag embeddings); movies without a vocabulary tag get a row of zeros. Tags of movies
+    outside the encoding are ignored.
+    """
+    matrix = np.zeros((encoding.n_movies, len(vocabulary)), dtype="float32")
+    if not vocabulary or tags.empty:
+        return matrix
+    position = {t: i for i, t in enumerate(vocabulary)}
+    column = tags["tag"].map(normalise_tag).map(position)
+    raw_movies = tags["movie_id"].to_numpy("int64")
+    known = np.isin(raw_movies, encoding.movie_ids) & column.notna().to_numpy()
+    if not known.any():
+        return matrix
+    rows = encoding.encode_movies(raw_movies[known])
+    np.add.at(matrix, (rows, column[known].to_numpy("int64")), 1.0)
+    totals = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, totals, out=matrix, where=totals > 0)
+
+
+def year_matrix(movies: pd.DataFrame, encoding: IdEncoding) -> np.ndarray:
+    """Dense year features per encoded movie index: (n_movies, 2) = [standardised year, missing].
+
+    The year is standardised over the catalogue's known years; a movie with no year in its
+    title gets 0 (the mean) and a 1 in the ``missing`` column.
+    """
+    matrix = np.zeros((encoding.n_movies, 2), dtype="float32")
+    matrix[:, 1] = 1.0
+    years = np.array([parse_year(t) or np.nan for t in movies["title"]], dtype="float64")
+    rows = encoding.encode_movies(movies["movie_id"])
+    known = ~np.isnan(years)
+    if known.any():
+        spread = float(np.std(years[known])) or 1.0
+        matrix[rows[known], 0] = (years[known] - float(np.mean(years[known]))) / spread
+        matrix[rows[known], 1] = 0.0
+    return matrix
+
+
+@dataclass(frozen=True)
+class SideFeatures:
+    """Per-movie constants the DLRM model stores: genres, year and tags, by encoded index."""
+
+    genres: np.ndarray  # (n_movies, n_genres) multi-hot
+    years: np.ndarray  # (n_movies, 2) standardised year, missing flag
+    tags: np.ndarray  # (n_movies, n_tags) term frequencies, rows sum to 1 or 0
+    genre_names: tuple[str, ...] = ()
+    tag_names: tuple[str, ...] = ()
+
+    @property
+    def n_movies(self) -> int:
+        return int(self.genres.shape[0])
+
+    @classmethod
+    def empty(cls, n_movies: int) -> SideFeatures:
+        """No side information (e.g. synthetic benchmarks): one all-zero column per table."""
+        zeros = np.zeros((n_movies, 1), dtype="float32")
+        return cls(zeros, np.zeros((n_movies, 2), dtype="float32"), zeros.copy())
+
+
+def side_features(
+    movies: pd.DataFrame, tags: pd.DataFrame, encoding: IdEncoding, n_tags: int
+) -> SideFeatures:
+    """Build every side-feature table for the encoded catalogue.
+
+    A table with no columns (a dataset without genres or tags) gets one all-zero column, so
+    the model's shapes never have a zero dimension.
+    """
+    genres = genre_vocabulary(movies)
+    vocabulary = tag_vocabulary(tags, n_tags)
+    genre_table = genre_matrix(movies, encoding, genres)
+    tag_table = tag_matrix(tags, encoding, vocabulary)
+    if genre_table.shape[1] == 0:
+        genre_table = np.zeros((encoding.n_movies, 1), dtype="float32")
+    if tag_table.shape[1] == 0:
+        tag_table = np.zeros((encoding.n_movies, 1), dtype="float32")
+    return SideFeatures(
+        genre_table, year_matrix(movies, encoding), tag_table, tuple(genres), tuple(vocabulary)
+    )

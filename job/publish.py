@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -522,8 +522,9 @@ class S3Publisher(_Publisher):
             # S3-compatible stores (MinIO, Ceph, a server on an IP) serve path-style URLs;
             # virtual-hosted ones need DNS for BUCKET.HOST that they rarely have.
             s3_options["addressing_style"] = "path"
+        retries: Any = {"max_attempts": max_attempts, "mode": mode}
         config = Config(
-            retries={"max_attempts": max_attempts, "mode": mode},  # type: ignore[typeddict-item]
+            retries=retries,
             max_pool_connections=self.max_concurrency + 4,
             connect_timeout=10,
             read_timeout=60,
@@ -544,13 +545,13 @@ class S3Publisher(_Publisher):
         """A botocore/transfer exception as one line that names the thing and the fix."""
         from botocore.exceptions import (
             ClientError,
-            ConnectionClosedError,
-            EndpointConnectionError,
+            CredentialRetrievalError,
+            HTTPClientError,
             NoCredentialsError,
             PartialCredentialsError,
             ProfileNotFound,
-            ReadTimeoutError,
         )
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
         url = f"s3://{self.bucket}/{key}" if key else str(self.target)
         after = ""
@@ -565,12 +566,17 @@ class S3Publisher(_Publisher):
             )
         if isinstance(exc, ProfileNotFound):
             return PublishError(f"{_one_line(exc)}: fix AWS_PROFILE or ~/.aws/config")
-        if isinstance(exc, EndpointConnectionError):
+        if isinstance(exc, CredentialRetrievalError):
+            return PublishError(
+                f"could not get AWS credentials for {url} ({_one_line(exc)}): check the "
+                "profile or role configuration"
+            )
+        if isinstance(exc, BotoConnectionError):  # refused, unresolvable, connect timeout
             return PublishError(
                 f"cannot reach the S3 endpoint {self._where()} for {url}: check --endpoint-url "
                 f"/ AWS_ENDPOINT_URL, the network, and that the server is running{after}"
             )
-        if isinstance(exc, (ConnectionClosedError, ReadTimeoutError)):
+        if isinstance(exc, HTTPClientError):  # connection dropped, read timeout
             return PublishError(
                 f"the S3 endpoint {self._where()} dropped or timed out on {url} after retries "
                 f"({_one_line(exc)}){after}"
@@ -702,7 +708,7 @@ class S3Publisher(_Publisher):
             return 0, 0
         progress = Progress(len(todo), sum(f.size for f in todo))
 
-        class _Subscriber(BaseSubscriber):  # type: ignore[misc]
+        class _Subscriber(BaseSubscriber):
             def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
                 progress.add_bytes(bytes_transferred)
 
@@ -751,8 +757,8 @@ class S3Publisher(_Publisher):
                 manager.shutdown()
         progress.close()
         if failure is not None:
-            exc, key = failure
-            raise self.translate(exc, key) from None
+            error, key = failure
+            raise self.translate(error, key) from None
         return len(todo), sum(f.size for f in todo)
 
     def put_small(self, key: str, body: bytes, ctype: str) -> None:
@@ -813,7 +819,8 @@ class S3Publisher(_Publisher):
         if previous:
             logger.info("publish: s3://%s/%slatest.json now points to run %s", self.bucket,
                         self.prefix, previous.get("run_id"))
-        uploaded, sent = self.upload_run(run_id, files)
+        run_uploaded, run_sent = self.upload_run(run_id, files)
+        uploaded, sent = run_uploaded, run_sent
 
         # Entry points last, latest.json very last: only now is every run object in place.
         page = redirect_page(run_id).encode("utf-8")
@@ -848,7 +855,7 @@ class S3Publisher(_Publisher):
             url=self.site_url(),
             objects=len(files),
             uploaded=uploaded,
-            skipped=len(files) - (uploaded - (2 if entry_written else 0)),
+            skipped=len(files) - run_uploaded,
             bytes_total=sum(f.size for f in files),
             bytes_uploaded=sent,
             seconds=time.monotonic() - started,
@@ -885,9 +892,10 @@ class LocalPublisher(_Publisher):
             raise self._fail(f"create {runs}", exc) from None
         final = runs / run_id
         if final.is_dir():
-            uploaded, sent = self._update_run(final, files)
+            run_uploaded, run_sent = self._update_run(final, files)
         else:
-            uploaded, sent = self._new_run(runs, final, files)
+            run_uploaded, run_sent = self._new_run(runs, final, files)
+        uploaded, sent = run_uploaded, run_sent
 
         page = redirect_page(run_id).encode("utf-8")
         previous = self._read_latest()
@@ -919,7 +927,7 @@ class LocalPublisher(_Publisher):
             url=(self.root / "index.html").resolve().as_uri(),
             objects=len(files),
             uploaded=uploaded,
-            skipped=len(files) - (uploaded - (2 if entry_written else 0)),
+            skipped=len(files) - run_uploaded,
             bytes_total=sum(f.size for f in files),
             bytes_uploaded=sent,
             seconds=time.monotonic() - started,
@@ -1007,6 +1015,3 @@ def _same_file(path: Path, f: LocalFile) -> bool:
         return False
     return sha.hexdigest() == f.sha256
 
-
-# Unused-import guard for type checkers: Callable is part of the public helper signatures below.
-ProgressCallback = Callable[[int, int], None]
