@@ -1,13 +1,13 @@
 """Command line: a thin layer that parses flags, calls the stage, and turns errors into one line.
 
-    python -m job run        every stage on a dataset (train, score, merge, render, publish)
-    python -m job train      load, split, train, evaluate
-    python -m job recommend  the article's example predictions for one user
-    python -m job score      predict every user's unwatched movies (optionally one shard)
-    python -m job merge      build recommendations.duckdb and Parquet from the scored parts
-    python -m job render     the static site
-    python -m job publish    upload a run to s3://BUCKET/PREFIX or a local folder
-    python -m job bench      scoring throughput against the article's approach
+python -m job run        every stage on a dataset (train, score, merge, render, publish)
+python -m job train      load, split, train, evaluate
+python -m job recommend  the article's example predictions for one user
+python -m job score      predict every user's unwatched movies (optionally one shard)
+python -m job merge      build recommendations.duckdb and Parquet from the scored parts
+python -m job render     the static site
+python -m job publish    upload a run to s3://BUCKET/PREFIX or a local folder
+python -m job bench      scoring throughput against the article's approach
 """
 
 from __future__ import annotations
@@ -19,30 +19,77 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from job.errors import ConfigError, JobError
+
+if TYPE_CHECKING:
+    from job.config import Config
 
 log = logging.getLogger("job")
 
 
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default="ml-latest-small", help="dataset name (ml-latest-small, ml-1m, ...) or a folder of MovieLens CSVs (default: %(default)s)")
-    parser.add_argument("--out", default="out", type=Path, help="output folder (default: %(default)s)")
-    parser.add_argument("--preset", default="seed", help="model preset (default: %(default)s, the article's network)")
+    parser.add_argument(
+        "--data",
+        default="ml-latest-small",
+        help="dataset name (ml-latest-small, ml-1m, ...) or a folder of MovieLens CSVs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", default="out", type=Path, help="output folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--preset",
+        default="seed",
+        help="model preset (default: %(default)s, the article's network)",
+    )
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the preset's)")
-    parser.add_argument("--seed", type=int, default=42, help="one seed for split, initialisation and shuffling (default: %(default)s)")
-    parser.add_argument("--test-fraction", type=float, default=0.1, help="held-out test share; 0 trains on every rating given (default: %(default)s)")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="validation share for early stopping (default: %(default)s)")
-    parser.add_argument("--split", choices=["random", "temporal"], default="random", help="random, or per user by time (default: %(default)s)")
-    parser.add_argument("--cache-dir", type=Path, help="where downloaded datasets are kept (default: $MOVIELENS_CACHE or ~/.cache/movielens-job)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="one seed for split, initialisation and shuffling (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.1,
+        help="held-out test share; 0 trains on every rating given (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="validation share for early stopping (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=["random", "temporal"],
+        default="random",
+        help="random, or per user by time (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="where downloaded datasets are kept (default: $MOVIELENS_CACHE or ~/.cache/movielens-job)",
+    )
 
 
 def _add_score_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--top-k", type=int, default=10, help="recommendations kept per user in top_k (default: %(default)s)")
-    parser.add_argument("--keep-top", type=int, help="keep only N predictions per user in `predictions` (for catalogues too large to store in full)")
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=10,
+        help="recommendations kept per user in top_k (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--keep-top",
+        type=int,
+        help="keep only N predictions per user in `predictions` (for catalogues too large to store in full)",
+    )
 
 
-def _config_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _config_from(args: argparse.Namespace) -> Config:
     from job.config import build_config
 
     return build_config(
@@ -120,51 +167,111 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m job", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m job",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
         sub.set_defaults(handler=handler)
         return sub
 
-    run = command("run", cmd_run, "Run every stage: train, score, merge, render, and publish if asked.")
+    run = command(
+        "run", cmd_run, "Run every stage: train, score, merge, render, and publish if asked."
+    )
     _add_training_flags(run)
     _add_score_flags(run)
-    run.add_argument("--publish", metavar="TARGET", help="s3://BUCKET/PREFIX (or a local folder) to publish the run to")
-    run.add_argument("--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL or AWS)")
+    run.add_argument(
+        "--publish",
+        metavar="TARGET",
+        help="s3://BUCKET/PREFIX (or a local folder) to publish the run to",
+    )
+    run.add_argument(
+        "--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL or AWS)"
+    )
     run.add_argument("--keep-runs", type=int, help="after publishing, keep only the newest N runs")
 
-    train = command("train", cmd_train, "Load and validate the data, split it, train the model, evaluate it against baselines.")
+    train = command(
+        "train",
+        cmd_train,
+        "Load and validate the data, split it, train the model, evaluate it against baselines.",
+    )
     _add_training_flags(train)
 
-    recommend = command("recommend", cmd_recommend, "Print a user's top-rated movies and top recommendations (the article's example).")
-    recommend.add_argument("--out", default="out", type=Path, help="a trained run's folder (default: %(default)s)")
-    recommend.add_argument("--user", type=int, required=True, help="raw MovieLens user id, e.g. 557")
-    recommend.add_argument("-n", type=int, default=5, help="number of recommendations (default: %(default)s)")
+    recommend = command(
+        "recommend",
+        cmd_recommend,
+        "Print a user's top-rated movies and top recommendations (the article's example).",
+    )
+    recommend.add_argument(
+        "--out", default="out", type=Path, help="a trained run's folder (default: %(default)s)"
+    )
+    recommend.add_argument(
+        "--user", type=int, required=True, help="raw MovieLens user id, e.g. 557"
+    )
+    recommend.add_argument(
+        "-n", type=int, default=5, help="number of recommendations (default: %(default)s)"
+    )
 
-    score = command("score", cmd_score, "Predict a rating for every user's unwatched movies, and each user's top K.")
-    score.add_argument("--out", default="out", type=Path, help="a trained run's folder (default: %(default)s)")
-    score.add_argument("--shard", metavar="I/N", help="score only shard I of N (default: all users; or $AWS_BATCH_JOB_ARRAY_INDEX with $SHARD_COUNT)")
+    score = command(
+        "score",
+        cmd_score,
+        "Predict a rating for every user's unwatched movies, and each user's top K.",
+    )
+    score.add_argument(
+        "--out", default="out", type=Path, help="a trained run's folder (default: %(default)s)"
+    )
+    score.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="score only shard I of N (default: all users; or $AWS_BATCH_JOB_ARRAY_INDEX with $SHARD_COUNT)",
+    )
     _add_score_flags(score)
 
-    merge = command("merge", cmd_merge, "Build recommendations.duckdb and the Parquet tables from the scored parts.")
-    merge.add_argument("--out", default="out", type=Path, help="a scored run's folder (default: %(default)s)")
+    merge = command(
+        "merge",
+        cmd_merge,
+        "Build recommendations.duckdb and the Parquet tables from the scored parts.",
+    )
+    merge.add_argument(
+        "--out", default="out", type=Path, help="a scored run's folder (default: %(default)s)"
+    )
 
     render = command("render", cmd_render, "Render the static site into OUT/site.")
-    render.add_argument("--out", default="out", type=Path, help="a merged run's folder (default: %(default)s)")
+    render.add_argument(
+        "--out", default="out", type=Path, help="a merged run's folder (default: %(default)s)"
+    )
 
-    publish = command("publish", cmd_publish, "Upload a finished run to s3://BUCKET/PREFIX or a local folder.")
+    publish = command(
+        "publish", cmd_publish, "Upload a finished run to s3://BUCKET/PREFIX or a local folder."
+    )
     publish.add_argument("out", type=Path, help="the run's output folder")
     publish.add_argument("target", help="s3://BUCKET/PREFIX, file://PATH or a local folder")
-    publish.add_argument("--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL or AWS)")
-    publish.add_argument("--keep-runs", type=int, help="keep only the newest N runs under the prefix")
+    publish.add_argument(
+        "--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL or AWS)"
+    )
+    publish.add_argument(
+        "--keep-runs", type=int, help="keep only the newest N runs under the prefix"
+    )
 
-    bench = command("bench", cmd_bench, "Benchmark scoring: the fast path against the article's per-user predict.")
-    bench.add_argument("--users", type=int, default=2000, help="synthetic users (default: %(default)s)")
-    bench.add_argument("--movies", type=int, default=5000, help="synthetic movies (default: %(default)s)")
+    bench = command(
+        "bench",
+        cmd_bench,
+        "Benchmark scoring: the fast path against the article's per-user predict.",
+    )
+    bench.add_argument(
+        "--users", type=int, default=2000, help="synthetic users (default: %(default)s)"
+    )
+    bench.add_argument(
+        "--movies", type=int, default=5000, help="synthetic movies (default: %(default)s)"
+    )
     return parser
 
 

@@ -86,8 +86,12 @@ KNOWN: dict[str, KnownDataset] = {
     k.name: k
     for k in [
         # shipped inside the package; this is the archive's checksum, for reference
-        KnownDataset("ml-latest-small", "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436"),
-        KnownDataset("ml-latest", "66a9e518c747d76b241d9a859b001a2619d3ed1672ceef599eb50daf73a7b4a3"),
+        KnownDataset(
+            "ml-latest-small", "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436"
+        ),
+        KnownDataset(
+            "ml-latest", "66a9e518c747d76b241d9a859b001a2619d3ed1672ceef599eb50daf73a7b4a3"
+        ),
         KnownDataset("ml-25m", "8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa"),
         KnownDataset("ml-32m", "e4a68655d7386b8f95f2f2424b2ff975dfdd15ffd59e0d864a14dca43e99d6ee"),
         KnownDataset("ml-1m", "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20"),
@@ -268,7 +272,9 @@ def _read_csv_layout(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     _refuse_duplicate_movies(movies, folder / "movies.csv")
     tags = _empty_tags()
     if (folder / "tags.csv").exists():
-        raw_tags = _read_csv(folder / "tags.csv", TAG_COLUMNS, optional=["timestamp"], may_be_empty=True)
+        raw_tags = _read_csv(
+            folder / "tags.csv", TAG_COLUMNS, optional=["timestamp"], may_be_empty=True
+        )
         if len(raw_tags):
             tags = pd.DataFrame(
                 {
@@ -308,9 +314,7 @@ def _read_csv(
         if column not in columns:
             close = difflib.get_close_matches(column, columns, n=1, cutoff=0.6)
             hint = f"; rename column {close[0]!r} to {column!r}" if close else ""
-            raise DataError(
-                f"{path}: missing column {column!r} (found {', '.join(columns)}){hint}"
-            )
+            raise DataError(f"{path}: missing column {column!r} (found {', '.join(columns)}){hint}")
     try:
         frame = pd.read_csv(
             path,
@@ -328,13 +332,17 @@ def _read_csv(
     return frame
 
 
-def _bad_row(path: Path, frame: pd.DataFrame, mask: np.ndarray, column: str, what: str) -> DataError:
-    """An error naming the first offending line (the header is line 1)."""
+def _bad_row(
+    path: Path, frame: pd.DataFrame, mask: np.ndarray, column: str, what: str
+) -> DataError:
+    """An error naming the first offending line (of a CSV, the header is line 1)."""
     position = int(np.flatnonzero(mask)[0])
     value = frame[column].iloc[position]
-    line = position + 2
+    line = position + frame.attrs.get("first_data_line", 2)
     if value == "" or (isinstance(value, float) and np.isnan(value)):
-        return DataError(f"{path}, line {line}: column {column!r} is empty; fill it in or remove the row")
+        return DataError(
+            f"{path}, line {line}: column {column!r} is empty; fill it in or remove the row"
+        )
     return DataError(f"{path}, line {line}: column {column!r} has {value!r}; {what}")
 
 
@@ -360,12 +368,18 @@ def _refuse_duplicate_movies(movies: pd.DataFrame, path: Path) -> None:
     if dup.any():
         line = int(np.flatnonzero(dup)[0]) + 2
         movie = movies["movie_id"].iloc[line - 2]
-        raise DataError(f"{path}, line {line}: movieId {movie} appears twice; keep one row per movie")
+        raise DataError(
+            f"{path}, line {line}: movieId {movie} appears twice; keep one row per movie"
+        )
 
 
 def _empty_tags() -> pd.DataFrame:
     return pd.DataFrame(
-        {"user_id": pd.Series(dtype="int64"), "movie_id": pd.Series(dtype="int64"), "tag": pd.Series(dtype=str)}
+        {
+            "user_id": pd.Series(dtype="int64"),
+            "movie_id": pd.Series(dtype="int64"),
+            "tag": pd.Series(dtype=str),
+        }
     )
 
 
@@ -388,7 +402,9 @@ def _read_dat_layout(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
                 f"{path}, line {bad + 1}: expected {len(columns)} '::'-separated fields "
                 f"({', '.join(columns)}), got {len(rows[bad])}"
             )
-        return pd.DataFrame(rows, columns=columns)
+        frame = pd.DataFrame(rows, columns=columns)
+        frame.attrs["first_data_line"] = 1  # no header line
+        return frame
 
     raw = read("ratings.dat", ["userId", "movieId", "rating", "timestamp"])
     path = folder / "ratings.dat"
@@ -430,7 +446,10 @@ ML100K_GENRES = [
 
 def _read_100k_layout(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     path = folder / "u.data"
-    raw = pd.read_csv(path, sep="\t", header=None, dtype=str, names=RATING_COLUMNS, keep_default_na=False)
+    raw = pd.read_csv(
+        path, sep="\t", header=None, dtype=str, names=RATING_COLUMNS, keep_default_na=False
+    )
+    raw.attrs["first_data_line"] = 1
     ratings = pd.DataFrame(
         {
             "user_id": _ids(raw, "userId", path),
@@ -442,13 +461,20 @@ def _read_100k_layout(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
     item_path = folder / "u.item"
     if not item_path.exists():
         raise DataError(f"{item_path}: file not found; ml-100k needs u.item beside u.data")
+    item_columns = ["movieId", "title", "release", "video", "url", *ML100K_GENRES]
     items = pd.read_csv(
-        io.StringIO(item_path.read_bytes().decode("latin-1")), sep="|", header=None, dtype=str
+        io.StringIO(item_path.read_bytes().decode("latin-1")),
+        sep="|",
+        header=None,
+        names=item_columns,
+        dtype=str,
+        keep_default_na=False,
     )
-    flags = items.iloc[:, 5 : 5 + len(ML100K_GENRES)].to_numpy() == "1"
+    items.attrs["first_data_line"] = 1
+    flags = items[ML100K_GENRES].to_numpy() == "1"
     genres = ["|".join(g for g, on in zip(ML100K_GENRES, row, strict=True) if on) for row in flags]
     movies = pd.DataFrame(
-        {"movie_id": _ids(items, 0, item_path), "title": items[1].fillna(""), "genres": genres}
+        {"movie_id": _ids(items, "movieId", item_path), "title": items["title"], "genres": genres}
     )
     return ratings, movies, _empty_tags()
 

@@ -72,7 +72,9 @@ def _encode(known: np.ndarray, raw: np.ndarray, kind: str) -> np.ndarray:
     index = np.minimum(index, len(known) - 1)
     missing = known[index] != raw
     if missing.any():
-        raise DataError(f"unknown {kind} id {int(raw[missing][0])}: it is not in the trained encoding")
+        raise DataError(
+            f"unknown {kind} id {int(raw[missing][0])}: it is not in the trained encoding"
+        )
     return index.astype("int32")
 
 
@@ -131,7 +133,11 @@ def tag_vocabulary(tags: pd.DataFrame, size: int) -> list[str]:
     if size < 1 or tags.empty:
         return []
     applied = pd.DataFrame(
-        {"user_id": tags["user_id"], "movie_id": tags["movie_id"], "tag": tags["tag"].map(normalise_tag)}
+        {
+            "user_id": tags["user_id"],
+            "movie_id": tags["movie_id"],
+            "tag": tags["tag"].map(normalise_tag),
+        }
     )
     applied = applied[applied["tag"] != ""].drop_duplicates()
     counts = applied.groupby("tag").size().reset_index(name="n")

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 RUN_JSON = "run.json"
 MODEL_FILE = "model.keras"
 ENCODING_FILE = "encoding.json"
+# Written by score, merge and render; a new train stage invalidates them.
+DOWNSTREAM_OUTPUTS = ("parts", "recommendations.duckdb", "parquet", "site")
 BASELINE_NAMES = ("global mean", "movie mean", "user+movie bias")
 
 
@@ -266,8 +269,18 @@ def write_train_outputs(
     history: pd.DataFrame,
     labels: np.ndarray,
 ) -> None:
-    """Every file atomically; run.json last, so its presence means the stage finished."""
+    """Every file atomically; run.json last, so its presence means the stage finished.
+
+    Outputs of later stages from an earlier run in the same folder are removed first: they
+    belong to another model and must not be merged or published with this one.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    for stale in DOWNSTREAM_OUTPUTS:
+        path = out / stale
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     with atomic_path(out / MODEL_FILE) as tmp:
         model.save(tmp.with_suffix(".keras"))
         tmp.with_suffix(".keras").rename(tmp)
@@ -327,7 +340,7 @@ def format_example(example: UserExample) -> str:
         "movie_id\trating\ttitle\tgenre",
     ]
     for row in example.top_rated.itertuples():
-        lines.append(f"{row.movie_id}\t{row.rating:.1f}\t{row.title}\t{row.genres.replace('|', '-')}")
+        lines.append(f"{row.movie_id}\t{row.rating:.1f}\t{row.title}\t{str(row.genres).replace('|', '-')}")
     lines += [
         "",
         f"Showing recommendations for user: {example.user_id}",
@@ -337,5 +350,5 @@ def format_example(example: UserExample) -> str:
         "-" * 32,
     ]
     for row in example.recommendations.itertuples():
-        lines.append(f"{row.title} : {row.genres.replace('|', '-')}  (predicted {row.predicted_rating:.2f})")
+        lines.append(f"{row.title} : {str(row.genres).replace('|', '-')}  (predicted {row.predicted_rating:.2f})")
     return "\n".join(lines)

@@ -23,7 +23,9 @@ def write_movielens(
         for m in rng.choice(n_movies, size=min(per_user, n_movies), replace=False):
             raw = 3.0 + taste[user, genre_of[m]] + rng.normal(0, 0.3)
             rating = float(np.clip(np.round(raw * 2) / 2, 0.5, 5.0))
-            rows.append(f"{user + 1},{movie_ids[m]},{rating},{1_000_000 + int(rng.integers(0, 10**6))}")
+            rows.append(
+                f"{user + 1},{movie_ids[m]},{rating},{1_000_000 + int(rng.integers(0, 10**6))}"
+            )
     (folder / "ratings.csv").write_text("\n".join(rows) + "\n")
     movies = ["movieId,title,genres"]
     for i, movie in enumerate(movie_ids):

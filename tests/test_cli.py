@@ -29,8 +29,23 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
 
 def test_design_contract_flags_exist() -> None:
     run_help = build_parser().parse_args(
-        ["run", "--data", "x", "--out", "o", "--preset", "seed", "--epochs", "3", "--seed", "7",
-         "--test-fraction", "0", "--publish", "s3://b/p"]
+        [
+            "run",
+            "--data",
+            "x",
+            "--out",
+            "o",
+            "--preset",
+            "seed",
+            "--epochs",
+            "3",
+            "--seed",
+            "7",
+            "--test-fraction",
+            "0",
+            "--publish",
+            "s3://b/p",
+        ]
     )
     assert run_help.test_fraction == 0 and run_help.publish == "s3://b/p"
 
@@ -44,7 +59,9 @@ def test_design_contract_flags_exist() -> None:
         (["recommend", "--out", "/nonexistent", "--user", "1"], "no trained run here"),
     ],
 )
-def test_bad_flags_are_one_line_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_bad_flags_are_one_line_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     code = main(["-q", *argv, *(["--out", str(tmp_path / "o")] if argv[0] == "train" else [])])
     err = capsys.readouterr().err.strip()
     assert code != 0
@@ -53,5 +70,7 @@ def test_bad_flags_are_one_line_errors(argv: list[str], message: str, capsys: py
 
 
 def test_module_entry_point() -> None:
-    result = subprocess.run([sys.executable, "-m", "job", "--help"], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "job", "--help"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0 and "train" in result.stdout

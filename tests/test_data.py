@@ -31,7 +31,9 @@ def replace_line(path: Path, line: int, text: str) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def run_train_expecting_error(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+def run_train_expecting_error(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> str:
     """Run the CLI on bad data; assert exit 1, one line on stderr, nothing written."""
     out = tmp_path / "out"
     code = main(["-q", "train", "--data", str(data), "--out", str(out), "--epochs", "1"])
@@ -58,7 +60,9 @@ def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "no such dataset folder" in err and "ml-1m" in err
 
 
-def test_misspelled_column(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_misspelled_column(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     replace_line(folder / "ratings.csv", 1, "userId,movieid,rating,timestamp")
     err = run_train_expecting_error(folder, tmp_path, capsys)
     assert "ratings.csv: missing column 'movieId'" in err
@@ -67,7 +71,9 @@ def test_misspelled_column(folder: Path, tmp_path: Path, capsys: pytest.CaptureF
 
 def test_missing_column(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = (folder / "ratings.csv").read_text().splitlines()
-    (folder / "ratings.csv").write_text("\n".join(",".join(r.split(",")[:2] + r.split(",")[3:]) for r in text))
+    (folder / "ratings.csv").write_text(
+        "\n".join(",".join(r.split(",")[:2] + r.split(",")[3:]) for r in text)
+    )
     err = run_train_expecting_error(folder, tmp_path, capsys)
     assert "ratings.csv: missing column 'rating'" in err
 
@@ -78,7 +84,9 @@ def test_non_numeric_id(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert "ratings.csv, line 4: column 'userId' has 'abc'; ids must be whole numbers" in err
 
 
-def test_rating_outside_scale(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rating_outside_scale(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     replace_line(folder / "ratings.csv", 3, "1,10,7.5,1000")
     err = run_train_expecting_error(folder, tmp_path, capsys)
     assert "ratings.csv, line 3: rating 7.5 is outside the scale 0.5–5" in err
@@ -91,7 +99,9 @@ def test_rating_off_step(folder: Path, tmp_path: Path, capsys: pytest.CaptureFix
 
 
 @pytest.mark.parametrize("value", ["", "NaN", "nan"])
-def test_nan_rating(value: str, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_nan_rating(
+    value: str, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     replace_line(folder / "ratings.csv", 5, f"2,10,{value},1000")
     err = run_train_expecting_error(folder, tmp_path, capsys)
     assert "ratings.csv, line 5: column 'rating'" in err
@@ -110,7 +120,9 @@ def test_header_only(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 @pytest.mark.parametrize("delimiter", [";", "\t"])
-def test_wrong_delimiter(delimiter: str, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_wrong_delimiter(
+    delimiter: str, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = folder / "ratings.csv"
     path.write_text(path.read_text().replace(",", delimiter))
     err = run_train_expecting_error(folder, tmp_path, capsys)
@@ -118,13 +130,20 @@ def test_wrong_delimiter(delimiter: str, folder: Path, tmp_path: Path, capsys: p
     assert "save it comma-separated" in err
 
 
-def test_movie_missing_from_movies_csv(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_movie_missing_from_movies_csv(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     replace_line(folder / "ratings.csv", 2, "1,99999,4.0,1000")
     err = run_train_expecting_error(folder, tmp_path, capsys)
-    assert "ratings.csv, line 2: movieId 99999 is not in movies.csv" in err and "add it to movies.csv" in err
+    assert (
+        "ratings.csv, line 2: movieId 99999 is not in movies.csv" in err
+        and "add it to movies.csv" in err
+    )
 
 
-def test_duplicate_movie_rows_refused(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_duplicate_movie_rows_refused(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with open(folder / "movies.csv", "a") as f:
         f.write("10,Again (2000),Drama\n")
     err = run_train_expecting_error(folder, tmp_path, capsys)
@@ -175,7 +194,10 @@ def test_shipped_dataset_loads_with_the_articles_counts() -> None:
 def test_whole_star_scale_is_inferred(folder: Path) -> None:
     path = folder / "ratings.csv"
     lines = path.read_text().splitlines()
-    fixed = [lines[0]] + [",".join([*r.split(",")[:2], str(max(1, round(float(r.split(",")[2])))), r.split(",")[3]]) for r in lines[1:]]
+    fixed = [lines[0]] + [
+        ",".join([*r.split(",")[:2], str(max(1, round(float(r.split(",")[2])))), r.split(",")[3]])
+        for r in lines[1:]
+    ]
     path.write_text("\n".join(fixed) + "\n")
     assert load_folder(folder, "x").scale == WHOLE_STARS
     assert WHOLE_STARS.values.tolist() == [1, 2, 3, 4, 5]
@@ -183,8 +205,12 @@ def test_whole_star_scale_is_inferred(folder: Path) -> None:
 
 
 def test_dat_layout(tmp_path: Path) -> None:
-    (tmp_path / "ratings.dat").write_text("1::10::5::978300760\n1::20::3::978302109\n2::10::4::978301968\n")
-    (tmp_path / "movies.dat").write_bytes("10::Toy Story (1995)::Animation|Children's\n20::Café (1999)::Drama\n".encode("latin-1"))
+    (tmp_path / "ratings.dat").write_text(
+        "1::10::5::978300760\n1::20::3::978302109\n2::10::4::978301968\n"
+    )
+    (tmp_path / "movies.dat").write_bytes(
+        "10::Toy Story (1995)::Animation|Children's\n20::Café (1999)::Drama\n".encode("latin-1")
+    )
     dataset = load_folder(tmp_path, "ml-1m-like")
     assert len(dataset.ratings) == 3
     assert dataset.movies.set_index("movie_id").loc[20, "title"] == "Café (1999)"
@@ -202,8 +228,10 @@ def test_100k_layout(tmp_path: Path) -> None:
     (tmp_path / "u.data").write_text("1\t10\t5\t881250949\n2\t20\t3\t891717742\n")
     genre_flags = "|".join(["0"] * 19)
     (tmp_path / "u.item").write_bytes(
-        (f"10|Toy Story (1995)|01-Jan-1995||http://x|{genre_flags}\n"
-         f"20|Señor (1996)|01-Jan-1996||http://x|{genre_flags}\n").encode("latin-1")
+        (
+            f"10|Toy Story (1995)|01-Jan-1995||http://x|{genre_flags}\n"
+            f"20|Señor (1996)|01-Jan-1996||http://x|{genre_flags}\n"
+        ).encode("latin-1")
     )
     dataset = load_folder(tmp_path, "ml-100k")
     assert dataset.movies.set_index("movie_id").loc[20, "title"] == "Señor (1996)"
@@ -240,7 +268,9 @@ def make_zip(folder: Path, name: str) -> bytes:
     return buffer.getvalue()
 
 
-def test_download_checks_sha256_and_caches(folder: Path, tmp_path: Path, http_server: tuple[str, Path]) -> None:
+def test_download_checks_sha256_and_caches(
+    folder: Path, tmp_path: Path, http_server: tuple[str, Path]
+) -> None:
     base, root = http_server
     archive = make_zip(folder, "ml-test")
     (root / "ml-test.zip").write_bytes(archive)
@@ -250,10 +280,14 @@ def test_download_checks_sha256_and_caches(folder: Path, tmp_path: Path, http_se
     assert (unpacked / "ratings.csv").read_bytes() == (folder / "ratings.csv").read_bytes()
     (root / "ml-test.zip").unlink()  # a second use must not touch the network
     assert fetch(known, cache, url=f"{base}/ml-test.zip") == unpacked
-    assert np.array_equal(load_folder(unpacked, "ml-test").ratings, load_folder(folder, "x").ratings)
+    assert np.array_equal(
+        load_folder(unpacked, "ml-test").ratings, load_folder(folder, "x").ratings
+    )
 
 
-def test_download_with_wrong_checksum_is_refused(folder: Path, tmp_path: Path, http_server: tuple[str, Path]) -> None:
+def test_download_with_wrong_checksum_is_refused(
+    folder: Path, tmp_path: Path, http_server: tuple[str, Path]
+) -> None:
     base, root = http_server
     (root / "ml-test.zip").write_bytes(make_zip(folder, "ml-test"))
     known = KnownDataset("ml-test", "0" * 64)

@@ -9,14 +9,25 @@ import pandas as pd
 import pytest
 
 from job.errors import DataError
-from job.features import IdEncoding, genre_matrix, genre_vocabulary, movie_table, parse_year, split_genres
+from job.features import (
+    IdEncoding,
+    genre_matrix,
+    genre_vocabulary,
+    movie_table,
+    parse_year,
+    split_genres,
+)
 
 
 def test_encoding_round_trip_with_sparse_raw_ids(tmp_path: Path) -> None:
     ratings = pd.DataFrame({"user_id": [500, 7, 7, 42], "movie_id": [9000, 10, 9000, 3]})
-    movies = pd.DataFrame({"movie_id": [3, 10, 9000, 123456], "title": list("abcd"), "genres": [""] * 4})
+    movies = pd.DataFrame(
+        {"movie_id": [3, 10, 9000, 123456], "title": list("abcd"), "genres": [""] * 4}
+    )
     encoding = IdEncoding.fit(ratings, movies)
-    assert encoding.n_users == 3 and encoding.n_movies == 4  # unrated movie 123456 is in the catalogue
+    assert (
+        encoding.n_users == 3 and encoding.n_movies == 4
+    )  # unrated movie 123456 is in the catalogue
     users = encoding.encode_users(ratings["user_id"])
     assert users.max() < encoding.n_users  # dense indexes, never raw ids
     assert encoding.decode_users(users).tolist() == ratings["user_id"].tolist()
@@ -55,7 +66,13 @@ def test_parse_year(title: str, year: int | None) -> None:
 def test_genres() -> None:
     assert split_genres("Action|Sci-Fi") == ["Action", "Sci-Fi"]
     assert split_genres("(no genres listed)") == []
-    movies = pd.DataFrame({"movie_id": [20, 10], "title": ["B (2000)", "A"], "genres": ["Drama|Action", "(no genres listed)"]})
+    movies = pd.DataFrame(
+        {
+            "movie_id": [20, 10],
+            "title": ["B (2000)", "A"],
+            "genres": ["Drama|Action", "(no genres listed)"],
+        }
+    )
     table = movie_table(movies)
     assert table["movie_id"].tolist() == [10, 20]
     assert table["genres"].tolist() == [[], ["Drama", "Action"]]

@@ -16,13 +16,23 @@ from job.pipeline import example_for_user, format_example, load_run, train_stage
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_movielens(tmp_path_factory.mktemp("tiny") / "data", n_users=30, n_movies=40, per_user=12)
+    return write_movielens(
+        tmp_path_factory.mktemp("tiny") / "data", n_users=30, n_movies=40, per_user=12
+    )
 
 
 def test_train_writes_every_output_and_a_manifest(tiny_data: Path, tmp_path: Path) -> None:
     manifest = train_stage(build_config(data=str(tiny_data), out=tmp_path, epochs=2), verbose=0)
-    for name in ("model.keras", "encoding.json", "history.csv", "metrics.json", "run.json",
-                 "dataset/ratings.parquet", "dataset/movies.parquet", "dataset/tags.parquet"):
+    for name in (
+        "model.keras",
+        "encoding.json",
+        "history.csv",
+        "metrics.json",
+        "run.json",
+        "dataset/ratings.parquet",
+        "dataset/movies.parquet",
+        "dataset/tags.parquet",
+    ):
         assert (tmp_path / name).exists(), name
     assert not [p for p in tmp_path.rglob(".*.tmp")], "temporary files left behind"
     on_disk = json.loads((tmp_path / "run.json").read_text())
@@ -41,14 +51,31 @@ def test_train_writes_every_output_and_a_manifest(tiny_data: Path, tmp_path: Pat
 
 
 def test_same_seed_same_run(tiny_data: Path, tmp_path: Path) -> None:
-    a = train_stage(build_config(data=str(tiny_data), out=tmp_path / "a", epochs=2, seed=5), verbose=0)
-    b = train_stage(build_config(data=str(tiny_data), out=tmp_path / "b", epochs=2, seed=5), verbose=0)
+    a = train_stage(
+        build_config(data=str(tiny_data), out=tmp_path / "a", epochs=2, seed=5), verbose=0
+    )
+    b = train_stage(
+        build_config(data=str(tiny_data), out=tmp_path / "b", epochs=2, seed=5), verbose=0
+    )
     assert a["history"] == b["history"]
     assert a["metrics"] == b["metrics"]
 
 
 def test_test_fraction_zero_trains_on_everything(tiny_data: Path, tmp_path: Path) -> None:
-    code = main(["-q", "train", "--data", str(tiny_data), "--out", str(tmp_path), "--epochs", "1", "--test-fraction", "0"])
+    code = main(
+        [
+            "-q",
+            "train",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(tmp_path),
+            "--epochs",
+            "1",
+            "--test-fraction",
+            "0",
+        ]
+    )
     assert code == 0
     run = load_run(tmp_path)
     assert run.manifest["dataset"]["split"]["test"] == 0
@@ -57,7 +84,23 @@ def test_test_fraction_zero_trains_on_everything(tiny_data: Path, tmp_path: Path
 
 
 def test_temporal_split_runs(tiny_data: Path, tmp_path: Path) -> None:
-    assert main(["-q", "train", "--data", str(tiny_data), "--out", str(tmp_path), "--epochs", "1", "--split", "temporal"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--data",
+                str(tiny_data),
+                "--out",
+                str(tmp_path),
+                "--epochs",
+                "1",
+                "--split",
+                "temporal",
+            ]
+        )
+        == 0
+    )
 
 
 def test_model_reloads_and_predicts_the_same(tiny_data: Path, tmp_path: Path) -> None:
@@ -82,7 +125,9 @@ def test_shipped_dataset_seed_preset_beats_the_movie_mean(shipped_run: Path) -> 
 
 
 @pytest.mark.e2e
-def test_recommend_prints_the_articles_example(shipped_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_recommend_prints_the_articles_example(
+    shipped_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["recommend", "--out", str(shipped_run), "--user", "557"]) == 0
     text = capsys.readouterr().out
     run = load_run(shipped_run)

@@ -13,7 +13,13 @@ from job.split import TEST, TRAIN, VAL, split_ratings
 def ratings() -> pd.DataFrame:
     rng = np.random.default_rng(3)
     n = 2000
-    return pd.DataFrame({"user_id": rng.integers(0, 50, n), "movie_id": np.arange(n), "timestamp": rng.integers(0, 10**9, n)})
+    return pd.DataFrame(
+        {
+            "user_id": rng.integers(0, 50, n),
+            "movie_id": np.arange(n),
+            "timestamp": rng.integers(0, 10**9, n),
+        }
+    )
 
 
 def test_random_split_sizes_and_seed(ratings: pd.DataFrame) -> None:
@@ -35,5 +41,8 @@ def test_temporal_split_is_per_user_and_in_time_order(ratings: pd.DataFrame) -> 
     frame = ratings.assign(label=labels)
     for _, user in frame.groupby("user_id"):
         if (user.label == TEST).any() and (user.label == TRAIN).any():
-            assert user[user.label == TEST].timestamp.min() >= user[user.label == TRAIN].timestamp.max()
+            assert (
+                user[user.label == TEST].timestamp.min()
+                >= user[user.label == TRAIN].timestamp.max()
+            )
     assert 0.15 < (labels == TEST).mean() < 0.25
