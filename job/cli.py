@@ -156,7 +156,11 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    raise JobError("publish: not available yet")
+    from job.publish import publish
+
+    summary = publish(args.out, args.target, endpoint_url=args.endpoint_url, keep_runs=args.keep_runs)
+    print(summary.url)  # stdout: the address alone, for scripts and the job summary
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

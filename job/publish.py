@@ -93,10 +93,13 @@ CONTENT_TYPES: dict[str, str] = {
 # can compare it without reading object metadata one HEAD at a time.
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNKSIZE = 16 * 1024 * 1024
-# botocore's own default is 3 legacy attempts; a 10,000-object upload meets the odd 503 and
-# SlowDown, and adaptive mode also slows the client down when the store throttles.
+# botocore's default is 3 attempts; a 10,000-object upload meets the odd 503 and SlowDown.
+# Standard mode backs off exponentially with jitter per request, which with 32 parallel
+# uploads already lowers the request rate; "adaptive" (AWS_RETRY_MODE=adaptive) adds a
+# client-wide rate limiter that, after a burst of SlowDowns early in a run, throttles the
+# whole upload far below what the store allows.
 DEFAULT_MAX_ATTEMPTS = 10
-DEFAULT_RETRY_MODE = "adaptive"
+DEFAULT_RETRY_MODE = "standard"
 
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
@@ -195,21 +198,22 @@ class PublishSummary:
     run_id: str
     target: str  # s3://bucket/prefix or the folder
     url: str  # the entry page a browser opens
-    objects: int  # objects of the run (uploaded + already there)
-    uploaded: int
-    skipped: int
+    objects: int  # objects of the run: uploaded + skipped
+    uploaded: int  # run objects sent this time
+    skipped: int  # run objects already stored unchanged
     bytes_total: int
-    bytes_uploaded: int
+    bytes_uploaded: int  # of the run objects
     seconds: float
-    entry_points_written: bool
+    entry_points_written: bool  # False on a re-run that found them already pointing here
     removed_runs: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """One line: objects, bytes, seconds, URL."""
         removed = f", removed {len(self.removed_runs)} old run(s)" if self.removed_runs else ""
+        entry = "entry points updated" if self.entry_points_written else "entry points unchanged"
         return (
             f"published run {self.run_id}: {self.objects} objects "
-            f"({self.uploaded} uploaded, {self.skipped} unchanged), "
+            f"({self.uploaded} uploaded, {self.skipped} unchanged, {entry}), "
             f"{_human_bytes(self.bytes_uploaded)} of {_human_bytes(self.bytes_total)} sent "
             f"in {self.seconds:.1f} s{removed} -> {self.url}"
         )
@@ -522,7 +526,7 @@ class S3Publisher(_Publisher):
             # S3-compatible stores (MinIO, Ceph, a server on an IP) serve path-style URLs;
             # virtual-hosted ones need DNS for BUCKET.HOST that they rarely have.
             s3_options["addressing_style"] = "path"
-        retries: Any = {"max_attempts": max_attempts, "mode": mode}
+        retries: Any = {"total_max_attempts": max_attempts, "mode": mode}
         config = Config(
             retries=retries,
             max_pool_connections=self.max_concurrency + 4,
@@ -531,8 +535,8 @@ class S3Publisher(_Publisher):
             s3=s3_options or None,  # type: ignore[arg-type]
         )
         try:
-            session = boto3.session.Session()
-            return session.client("s3", endpoint_url=self.endpoint_url, config=config)
+            self.session = boto3.session.Session()
+            return self.session.client("s3", endpoint_url=self.endpoint_url, config=config)
         except Exception as exc:  # profile not found, bad region, bad config file ...
             raise PublishError(f"cannot set up an S3 client: {_one_line(exc)}") from None
 
@@ -630,13 +634,10 @@ class S3Publisher(_Publisher):
         # Few attempts here: a refused connection at the start is a configuration error,
         # not a blip; the upload client itself keeps its patient retries.
         quick = self.client.meta.config.merge(
-            Config(retries={"max_attempts": 2, "mode": "standard"})
+            Config(retries={"total_max_attempts": 2, "mode": "standard"})
         )
-        import boto3
-
         try:
-            session = boto3.session.Session()
-            probe = session.client("s3", endpoint_url=self.endpoint_url, config=quick)
+            probe = self.session.client("s3", endpoint_url=self.endpoint_url, config=quick)
             probe.head_bucket(Bucket=self.bucket)
         except Exception as exc:
             raise self.translate(exc) from None
@@ -819,8 +820,7 @@ class S3Publisher(_Publisher):
         if previous:
             logger.info("publish: s3://%s/%slatest.json now points to run %s", self.bucket,
                         self.prefix, previous.get("run_id"))
-        run_uploaded, run_sent = self.upload_run(run_id, files)
-        uploaded, sent = run_uploaded, run_sent
+        uploaded, sent = self.upload_run(run_id, files)
 
         # Entry points last, latest.json very last: only now is every run object in place.
         page = redirect_page(run_id).encode("utf-8")
@@ -833,8 +833,6 @@ class S3Publisher(_Publisher):
             self.put_small(f"{self.prefix}latest.json", latest.encode("utf-8"),
                            CONTENT_TYPES[".json"])
             entry_written = True
-            uploaded += 2
-            sent += len(page) + len(latest.encode("utf-8"))
 
         removed: list[str] = []
         if keep_runs is not None:
@@ -855,7 +853,7 @@ class S3Publisher(_Publisher):
             url=self.site_url(),
             objects=len(files),
             uploaded=uploaded,
-            skipped=len(files) - run_uploaded,
+            skipped=len(files) - uploaded,
             bytes_total=sum(f.size for f in files),
             bytes_uploaded=sent,
             seconds=time.monotonic() - started,
@@ -892,10 +890,9 @@ class LocalPublisher(_Publisher):
             raise self._fail(f"create {runs}", exc) from None
         final = runs / run_id
         if final.is_dir():
-            run_uploaded, run_sent = self._update_run(final, files)
+            uploaded, sent = self._update_run(final, files)
         else:
-            run_uploaded, run_sent = self._new_run(runs, final, files)
-        uploaded, sent = run_uploaded, run_sent
+            uploaded, sent = self._new_run(runs, final, files)
 
         page = redirect_page(run_id).encode("utf-8")
         previous = self._read_latest()
@@ -907,8 +904,6 @@ class LocalPublisher(_Publisher):
             self._write_atomic(index, page)
             self._write_atomic(self.root / "latest.json", latest.encode("utf-8"))
             entry_written = True
-            uploaded += 2
-            sent += len(page) + len(latest.encode("utf-8"))
 
         removed: list[str] = []
         if keep_runs is not None:
@@ -927,7 +922,7 @@ class LocalPublisher(_Publisher):
             url=(self.root / "index.html").resolve().as_uri(),
             objects=len(files),
             uploaded=uploaded,
-            skipped=len(files) - run_uploaded,
+            skipped=len(files) - uploaded,
             bytes_total=sum(f.size for f in files),
             bytes_uploaded=sent,
             seconds=time.monotonic() - started,

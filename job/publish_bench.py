@@ -53,44 +53,49 @@ def moto_server(port: int | None = None, *, startup_timeout: float = 30.0) -> It
     """
     port = port or free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    log = tempfile.TemporaryFile()
     # ``python -m moto.server -H 127.0.0.1 -p PORT``, minus werkzeug's line per request:
     # formatting and writing 10,000 access-log lines is CPU the benchmark should not pay.
     launcher = (
         "import logging, sys; logging.getLogger('werkzeug').setLevel(logging.WARNING); "
         "from moto.server import main; main(sys.argv[1:])"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", launcher, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                tail = log.read()[-2000:].decode("utf-8", "replace")
-                raise RuntimeError(f"moto server exited with {proc.returncode}: {tail}")
-            try:
-                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
-                    break
-            except (urllib.error.URLError, OSError):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"moto server did not answer on {endpoint} within {startup_timeout} s"
-                    ) from None
-                time.sleep(0.1)
-        yield endpoint
-    finally:
-        proc.terminate()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", launcher, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            _wait_until_up(proc, endpoint, log, startup_timeout)
+            yield endpoint
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_until_up(
+    proc: subprocess.Popen[bytes], endpoint: str, log: Any, startup_timeout: float
+) -> None:
+    deadline = time.monotonic() + startup_timeout
+    while True:
+        if proc.poll() is not None:
+            log.seek(0)
+            tail = log.read()[-2000:].decode("utf-8", "replace")
+            raise RuntimeError(f"moto server exited with {proc.returncode}: {tail}")
+        try:
+            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
+                return
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"moto server did not answer on {endpoint} within {startup_timeout} s"
+                ) from None
+            time.sleep(0.1)
 
 
 def make_synthetic_out(root: Path, n_objects: int, run_id: str = "20260101T000000Z-bench000") -> Path:
@@ -165,9 +170,11 @@ def bench_publish(n_objects: int = 10_000, *, max_concurrency: int = 32) -> dict
         "bytes": first.bytes_total,
         "first_seconds": round(first.seconds, 2),
         "first_uploaded": first.uploaded,
-        "first_objects_per_s": round(first.uploaded / max(first.seconds, 1e-9), 1),
+        "first_bytes_uploaded": first.bytes_uploaded,
+        "first_objects_per_s": round(first.objects / max(first.seconds, 1e-9), 1),
         "rerun_seconds": round(rerun.seconds, 2),
         "rerun_uploaded": rerun.uploaded,
+        "rerun_bytes_uploaded": rerun.bytes_uploaded,
         "url": first.url,
     }
     print(format_table(result))
@@ -176,23 +183,22 @@ def bench_publish(n_objects: int = 10_000, *, max_concurrency: int = 32) -> dict
 
 def format_table(result: dict[str, Any]) -> str:
     """The benchmark as a small fixed-width table."""
+    objects = result["objects"]
     rows = [
-        ("", "objects", "MB", "seconds", "objects/s"),
-        (
-            "first upload",
-            str(result["first_uploaded"]),
-            f"{result['bytes'] / 1e6:.1f}",
-            f"{result['first_seconds']:.2f}",
-            f"{result['first_objects_per_s']:.0f}",
-        ),
-        (
-            "re-run",
-            str(result["rerun_uploaded"]),
-            "0.0" if not result["rerun_uploaded"] else "?",
-            f"{result['rerun_seconds']:.2f}",
-            f"{result['objects'] / max(result['rerun_seconds'], 1e-9):.0f} checked",
-        ),
+        ("publish", "objects", "uploaded", "MB sent", "seconds", "objects/s"),
     ]
+    for label, key in (("first", "first"), ("re-run", "rerun")):
+        seconds = result[f"{key}_seconds"]
+        rows.append(
+            (
+                label,
+                str(objects),
+                str(result[f"{key}_uploaded"]),
+                f"{result[f'{key}_bytes_uploaded'] / 1e6:.1f}",
+                f"{seconds:.2f}",
+                f"{objects / max(seconds, 1e-9):.0f}",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in

