@@ -8,6 +8,8 @@ python -m job merge      build recommendations.duckdb and Parquet from the score
 python -m job render     the static site
 python -m job publish    upload a run to s3://BUCKET/PREFIX or a local folder
 python -m job bench      scoring throughput against the article's approach
+python -m job tune       grid search of model settings on the validation set (tune.json)
+python -m job seeds      a preset's test metrics over several seeds, mean ± std (seeds.json)
 """
 
 from __future__ import annotations
@@ -87,6 +89,17 @@ def _add_score_flags(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="keep only N predictions per user in `predictions` (for catalogues too large to store in full)",
     )
+    parser.add_argument(
+        "--block-users",
+        type=int,
+        help="users scored per block; bounds memory (default: sized to ~128 MiB of intermediates)",
+    )
+    parser.add_argument(
+        "--max-rows",
+        type=int,
+        default=500_000_000,
+        help="refuse, before scoring, a `predictions` table of more rows, all shards together (default: %(default)s, ~8 GB on disk)",
+    )
 
 
 def _config_from(args: argparse.Namespace) -> Config:
@@ -144,15 +157,27 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    raise JobError("score: not available yet")
+    from job.score import Shard, resolve_shard, score_stage
+
+    # `run` scores every user; only `score` takes a shard (from the flag or AWS Batch's env).
+    shard = resolve_shard(args.shard, os.environ) if args.command == "score" else Shard()
+    score_stage(args.out, shard, args.top_k, args.keep_top, args.block_users, args.max_rows)
+    return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    raise JobError("merge: not available yet")
+    from job.score import merge_stage
+
+    merge_stage(args.out)
+    return 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    raise JobError("render: not available yet")
+    from job.site import render_site
+
+    summary = render_site(args.out)
+    log.info("site written to %s (open %s)", summary.site, summary.site / "index.html")
+    return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -164,7 +189,32 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    raise JobError("bench: not available yet")
+    from job.bench import format_report, run_bench
+
+    print(format_report(run_bench(args.shape, args.users, args.movies, args.ratings, args.top_k, args.block_users, args.reference_users, args.seed)))
+    return 0
+
+
+def cmd_bench_publish(args: argparse.Namespace) -> int:
+    from job.publish_bench import bench_publish
+
+    bench_publish(args.objects)
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from job.tune import TUNE_BASE, run_tune
+
+    args.preset = args.preset or TUNE_BASE
+    run_tune(_config_from(args))
+    return 0
+
+
+def cmd_seeds(args: argparse.Namespace) -> int:
+    from job.tune import run_seeds
+
+    run_seeds(_config_from(args), args.seeds)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -270,12 +320,32 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_bench,
         "Benchmark scoring: the fast path against the article's per-user predict.",
     )
-    bench.add_argument(
-        "--users", type=int, default=2000, help="synthetic users (default: %(default)s)"
+    bench.add_argument("--shape", choices=["ml-latest-small", "ml-1m", "ml-10m", "ml-25m", "ml-32m"], help="a MovieLens dataset's size; --users/--movies/--ratings override it")
+    bench.add_argument("--users", type=int, help="synthetic users (default: the shape's, else 2000)")
+    bench.add_argument("--movies", type=int, help="synthetic movies (default: the shape's, else 5000)")
+    bench.add_argument("--ratings", type=int, help="synthetic ratings (default: the shape's ratings per user x users, else 165 per user)")
+    bench.add_argument("--top-k", type=int, default=10, help="top K per user (default: %(default)s)")
+    bench.add_argument("--block-users", type=int, help="users per block (default: sized to ~128 MiB of intermediates)")
+    bench.add_argument("--reference-users", type=int, default=5, help="users timed on the article's path, one model.predict each (default: %(default)s)")
+    bench.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and the random weights (default: %(default)s)")
+
+    bench_publish = command(
+        "bench-publish",
+        cmd_bench_publish,
+        "Benchmark publishing: upload a synthetic site to a local moto S3 server, then re-run it.",
     )
-    bench.add_argument(
-        "--movies", type=int, default=5000, help="synthetic movies (default: %(default)s)"
-    )
+    bench_publish.add_argument("--objects", type=int, default=10_000, help="files in the synthetic site (default: %(default)s)")
+
+    tune = command("tune", cmd_tune, "Grid-search model settings (job/tune.py's TUNE_GRID) on the validation set; writes OUT/tune.json.")
+    _add_training_flags(tune)
+    tune.set_defaults(preset=None)  # the grid's declared base preset unless --preset is given
+    for action in tune._actions:
+        if action.dest == "preset":
+            action.help = "preset whose settings the grid's values replace (default: the grid's declared base)"
+
+    seeds = command("seeds", cmd_seeds, "Train and test a preset once per seed; print mean ± std; writes OUT/seeds.json.")
+    _add_training_flags(seeds)
+    seeds.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds, each its own split, initialisation and shuffling (default: 1 2 3)")
     return parser
 
 

@@ -1,23 +1,59 @@
-"""Baselines and test metrics: is the model better than predicting an average?"""
+"""Baselines and test metrics: is the model better than predicting an average?
+
+Two kinds of metric, for the model and every baseline alike:
+
+- rating error on held-out ratings: RMSE and MAE (and the classifier's accuracy);
+- ranking among each user's unwatched movies: precision@10, recall@10 and nDCG@10, with the
+  held-out ratings of 4 stars or more as the relevant movies, and the catalogue coverage of
+  the top-10 lists.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from job.data import RatingScale
 
+RANK_K = 10  # the "@10" of the ranking metrics (their column names say 10)
+RELEVANT_RATING = 4.0  # a held-out rating of this or more marks a relevant movie
+
 
 @dataclass(frozen=True)
 class Metrics:
+    """One row of ``run.json``'s metrics (and the DuckDB ``metrics`` table).
+
+    ``accuracy`` is the classifier's (most likely class == the rating), None for other
+    models; ranking columns are None where there was nothing to rank.
+    """
+
     model: str
     rmse: float
     mae: float
     n: int
+    accuracy: float | None = None
+    precision_at_10: float | None = None
+    recall_at_10: float | None = None
+    ndcg_at_10: float | None = None
+    coverage_at_10: float | None = None
+    training_seconds: float | None = None
 
-    def as_dict(self) -> dict[str, float | int | str]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def with_ranking(self, ranking: RankingMetrics | None) -> Metrics:
+        if ranking is None:
+            return self
+        return replace(
+            self,
+            precision_at_10=ranking.precision,
+            recall_at_10=ranking.recall,
+            ndcg_at_10=ranking.ndcg,
+            coverage_at_10=ranking.coverage,
+        )
 
 
 def error_metrics(name: str, predicted: np.ndarray, actual: np.ndarray) -> Metrics:
@@ -81,3 +117,129 @@ def fit_biases(
         residual = ratings - mean - b_movie[movies]
         b_user = np.bincount(users, weights=residual, minlength=n_users) / (reg_user + n_u)
     return BiasModel(mean, b_user, b_movie)
+
+
+def accuracy(predicted_ratings: np.ndarray, actual: np.ndarray) -> float:
+    """Share of exact hits: the predicted class's rating equals the actual rating."""
+    if len(actual) == 0:
+        return float("nan")
+    return float(np.mean(np.isclose(predicted_ratings, actual)))
+
+
+# ---------------------------------------------------------------------------------------
+# Ranking: precision@k, recall@k, nDCG@k and coverage among each user's unwatched movies
+
+
+@dataclass(frozen=True)
+class RankingMetrics:
+    precision: float  # mean over users of hits@k / k
+    recall: float  # mean over users of hits@k / (their relevant movies)
+    ndcg: float  # mean over users of DCG@k / ideal DCG@k, binary relevance
+    coverage: float  # distinct movies in all top-k lists / catalogue size
+    n_users: int  # users with at least one relevant held-out movie (the mean's denominator)
+
+
+# users (B,) int -> (B, n_movies) scores, higher is better
+BlockScorer = Callable[[np.ndarray], np.ndarray]
+
+
+def popularity_order(train_movies: np.ndarray, n_movies: int) -> np.ndarray:
+    """Movie indexes, most training ratings first, then by index: the tie-break of every ranking.
+
+    Ties matter for the baselines: the global mean scores every movie the same, so its
+    ranking *is* this order (a most-popular recommender); the movie mean ties many movies
+    at 5.0.
+    """
+    counts = np.bincount(train_movies, minlength=n_movies)
+    return np.lexsort((np.arange(n_movies), -counts))
+
+
+def _rows_of(sorted_users: np.ndarray, block_users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For pairs sorted by user: (row in block, index into the pairs) of the block's users' pairs."""
+    starts = np.searchsorted(sorted_users, block_users, side="left")
+    ends = np.searchsorted(sorted_users, block_users, side="right")
+    lengths = ends - starts
+    rows = np.repeat(np.arange(len(block_users)), lengths)
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return rows, offsets + np.arange(int(lengths.sum()))
+
+
+def ranking_metrics(
+    score_block: BlockScorer,
+    n_movies: int,
+    seen: tuple[np.ndarray, np.ndarray],
+    held_out: tuple[np.ndarray, np.ndarray, np.ndarray],
+    order: np.ndarray,
+    k: int = RANK_K,
+    relevant_rating: float = RELEVANT_RATING,
+    block: int = 64,
+) -> RankingMetrics | None:
+    """Rank every movie a user has not rated in ``seen`` and score the top ``k``.
+
+    Args:
+        score_block: users (B,) -> (B, n_movies) scores (e.g. predicted ratings, unclipped).
+        seen: (users, movies) of the ratings the model learnt from (train and validation):
+            never candidates.
+        held_out: (users, movies, ratings) of the test ratings; every user among them is
+            ranked, those with a rating >= ``relevant_rating`` are the relevant movies.
+        order: the tie-break, movies in preferred order (``popularity_order``); among equal
+            scores the earlier movie ranks first.
+        block: users scored at once; memory is ``block x n_movies``.
+
+    Returns:
+        Means over users with at least one relevant movie, coverage over all ranked users;
+        None if no user has a relevant held-out movie.
+    """
+    seen_users, seen_movies = (np.asarray(a) for a in seen)
+    ho_users, ho_movies, ho_ratings = (np.asarray(a) for a in held_out)
+    by_user = np.argsort(seen_users, kind="stable")
+    seen_users, seen_movies = seen_users[by_user], seen_movies[by_user]
+    relevant = ho_ratings >= relevant_rating
+    rel_users, rel_movies = ho_users[relevant], ho_movies[relevant]
+    by_user = np.argsort(rel_users, kind="stable")
+    rel_users, rel_movies = rel_users[by_user], rel_movies[by_user]
+    # Columns are permuted into the tie-break order, so a stable sort on the score alone
+    # breaks ties by it; ``position`` maps a movie index to its column.
+    position = np.empty(n_movies, dtype="int64")
+    position[order] = np.arange(n_movies)
+    users = np.unique(ho_users)
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    precision, recall, ndcg = [], [], []
+    shown = np.zeros(n_movies, dtype=bool)
+    for start in range(0, len(users), block):
+        block_users = users[start : start + block]
+        scores = np.asarray(score_block(block_users), "float64")[:, order]
+        rows, index = _rows_of(seen_users, block_users)
+        scores[rows, position[seen_movies[index]]] = -np.inf
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        candidate = np.isfinite(np.take_along_axis(scores, top, axis=1))
+        top_movies = order[top]
+        shown[top_movies[candidate]] = True
+        is_relevant = np.zeros((len(block_users), n_movies), dtype=bool)
+        rows, index = _rows_of(rel_users, block_users)
+        is_relevant[rows, rel_movies[index]] = True
+        n_relevant = is_relevant.sum(axis=1)
+        hits = np.take_along_axis(is_relevant, top_movies, axis=1) & candidate
+        judged = n_relevant > 0
+        if not judged.any():
+            continue
+        hits, n_rel = hits[judged], n_relevant[judged]
+        n_hits = hits.sum(axis=1)
+        precision.append(n_hits / k)
+        recall.append(n_hits / n_rel)
+        ideal = np.cumsum(discount)[np.minimum(n_rel, k) - 1]
+        ndcg.append((hits * discount).sum(axis=1) / ideal)
+    if not precision:
+        return None
+    return RankingMetrics(
+        precision=float(np.mean(np.concatenate(precision))),
+        recall=float(np.mean(np.concatenate(recall))),
+        ndcg=float(np.mean(np.concatenate(ndcg))),
+        coverage=float(shown.sum() / n_movies),
+        n_users=int(sum(len(p) for p in precision)),
+    )
+
+
+def constant_scorer(per_movie: np.ndarray) -> BlockScorer:
+    """A baseline's scores: the same per-movie value for every user."""
+    return lambda users: np.broadcast_to(per_movie, (len(users), len(per_movie)))

@@ -19,7 +19,7 @@ import logging
 import platform
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -34,17 +34,21 @@ from job.data import Dataset, RatingScale, load_dataset
 from job.errors import JobError
 from job.evaluate import (
     Metrics,
+    accuracy,
     clip,
+    constant_scorer,
     error_metrics,
     fit_biases,
     global_mean_baseline,
     movie_mean_baseline,
+    popularity_order,
+    ranking_metrics,
 )
 from job.features import IdEncoding
-from job.model import predict_ratings
-from job.split import TEST, TRAIN, VAL, split_ratings
+from job.model import block_scorer, predict_classes, predict_ratings
+from job.split import TEST, TRAIN, VAL
 from job.store import atomic_path, read_json, write_json
-from job.train import train
+from job.train import split_data, train_split
 
 log = logging.getLogger(__name__)
 
@@ -117,28 +121,12 @@ def train_stage(config: Config, verbose: int = 1) -> dict[str, Any]:
         f"{len(dataset.movies):,}",
     )
 
-    encoding = IdEncoding.fit(dataset.ratings, dataset.movies)
-    users = encoding.encode_users(dataset.ratings["user_id"])
-    movies = encoding.encode_movies(dataset.ratings["movie_id"])
-    ratings = dataset.ratings["rating"].to_numpy("float64")
-    labels = split_ratings(dataset.ratings, config.split, config.test_fraction, config.val_fraction, config.seed)
-    pairs = np.stack([users, movies], axis=1)
+    data = split_data(dataset, config)
+    encoding, pairs, ratings, labels = data.encoding, data.pairs, data.ratings, data.labels
     part = {name: labels == code for name, code in (("train", TRAIN), ("val", VAL), ("test", TEST))}
-    if not part["train"].any() or not part["val"].any():
-        raise JobError(f"{dataset.name}: too few ratings ({len(ratings)}) to split into train and validation sets")
 
     started = time.perf_counter()
-    result = train(
-        config.model,
-        encoding.n_users,
-        encoding.n_movies,
-        pairs[part["train"]],
-        ratings[part["train"]],
-        pairs[part["val"]],
-        ratings[part["val"]],
-        seed=config.seed,
-        verbose=verbose,
-    )
+    result = train_split(config.model, data, dataset.scale, seed=config.seed, verbose=verbose)
     timings["train"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -153,10 +141,15 @@ def train_stage(config: Config, verbose: int = 1) -> dict[str, Any]:
         held_out,
         encoding,
         dataset.scale,
+        training_seconds=result.seconds,
     )
     timings["evaluate"] = time.perf_counter() - started
     for row in metrics:
-        log.info("%-16s %s RMSE=%.4f MAE=%.4f", row.model, evaluated_on, row.rmse, row.mae)
+        log.info(
+            "%-16s %s RMSE=%.4f MAE=%.4f nDCG@10=%s",
+            row.model, evaluated_on, row.rmse, row.mae,
+            "n/a" if row.ndcg_at_10 is None else f"{row.ndcg_at_10:.4f}",
+        )
 
     manifest = build_manifest(config, dataset, encoding, result.model, result.history, labels)
     manifest["metrics"] = {"evaluated_on": evaluated_on, "rows": [m.as_dict() for m in metrics]}
@@ -175,21 +168,58 @@ def evaluate_all(
     held_out: np.ndarray,
     encoding: IdEncoding,
     scale: RatingScale,
+    training_seconds: float | None = None,
 ) -> list[Metrics]:
-    """Held-out RMSE and MAE of the model and of the three baselines, all clipped to the scale."""
+    """Held-out metrics of the model and of the three baselines, all clipped to the scale.
+
+    Rating error (RMSE, MAE; accuracy for the classifier) on the ``held_out`` ratings, and
+    ranking metrics among each held-out user's unwatched movies: every movie except those
+    the user rated outside ``held_out`` (train and validation) is a candidate, ranked by the
+    unclipped predicted rating, ties by training popularity (``evaluate.popularity_order``).
+    ``training_seconds`` is the model's; the baselines' are their own fitting times.
+    """
     tr_users, tr_movies = pairs[train_mask, 0], pairs[train_mask, 1]
     ho_users, ho_movies = pairs[held_out, 0], pairs[held_out, 1]
     actual = ratings[held_out]
     tr_ratings = ratings[train_mask]
-    global_mean = global_mean_baseline(tr_ratings, encoding.n_movies)
-    movie_mean = movie_mean_baseline(tr_movies, tr_ratings, encoding.n_movies)
-    biases = fit_biases(tr_users, tr_movies, tr_ratings, encoding.n_users, encoding.n_movies)
+    n_movies = encoding.n_movies
+    fitting: dict[str, float] = {}
+    started = time.perf_counter()
+    global_mean = global_mean_baseline(tr_ratings, n_movies)
+    fitting[BASELINE_NAMES[0]] = time.perf_counter() - started
+    started = time.perf_counter()
+    movie_mean = movie_mean_baseline(tr_movies, tr_ratings, n_movies)
+    fitting[BASELINE_NAMES[1]] = time.perf_counter() - started
+    started = time.perf_counter()
+    biases = fit_biases(tr_users, tr_movies, tr_ratings, encoding.n_users, n_movies)
+    fitting[BASELINE_NAMES[2]] = time.perf_counter() - started
     log.info("Average rating in training set is %.2f stars", float(np.mean(tr_ratings)))
-    return [
-        error_metrics(name, clip(predict_ratings(model, ho_users, ho_movies), scale), actual),
+
+    def seconds(value: float | None) -> float | None:
+        return None if value is None else round(value, 3)
+
+    model_row = error_metrics(name, clip(predict_ratings(model, ho_users, ho_movies), scale), actual)
+    if getattr(model, "classes", False):
+        model_row = replace(model_row, accuracy=accuracy(predict_classes(model, ho_users, ho_movies), actual))
+    rows = [
+        replace(model_row, training_seconds=seconds(training_seconds)),
         error_metrics(BASELINE_NAMES[0], global_mean[ho_movies], actual),
         error_metrics(BASELINE_NAMES[1], movie_mean[ho_movies], actual),
         error_metrics(BASELINE_NAMES[2], clip(biases.predict(ho_users, ho_movies), scale), actual),
+    ]
+    rows[1:] = [replace(row, training_seconds=seconds(fitting[row.model])) for row in rows[1:]]
+    # The user's bias shifts every movie alike, so it cannot change a user's ranking.
+    scorers = [
+        block_scorer(model, n_movies),
+        constant_scorer(global_mean),
+        constant_scorer(movie_mean),
+        constant_scorer(biases.mean + biases.movie_bias),
+    ]
+    order = popularity_order(tr_movies, n_movies)
+    seen = (pairs[~held_out, 0], pairs[~held_out, 1])
+    return [
+        row.with_ranking(ranking_metrics(scorer, n_movies, seen, (ho_users, ho_movies, actual), order))
+        for row, scorer in zip(rows, scorers, strict=True)
     ]
 
 

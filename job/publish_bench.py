@@ -35,6 +35,7 @@ FAKE_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+_UNSET = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 
 
 def free_port() -> int:
@@ -46,36 +47,68 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def moto_server(port: int | None = None, *, startup_timeout: float = 30.0) -> Iterator[str]:
-    """Run ``python -m moto.server`` on a loopback port; yield its endpoint URL.
+    """Run moto's standalone S3 server on a loopback port; yield its endpoint URL."""
+    with MotoServer(port, startup_timeout=startup_timeout) as server:
+        yield server.endpoint
 
-    A real HTTP server in its own process, so the client side (boto3, retries, connection
-    pool, the transfer manager's threads) is exercised exactly as against a real store.
+
+class MotoServer:
+    """``python -m moto.server -H 127.0.0.1 -p PORT`` as a subprocess, for tests and benchmarks.
+
+    A real HTTP server in its own process, so the client side (boto3, retries, connections,
+    the transfer manager's threads) runs exactly as against a real store.
     """
-    port = port or free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    # ``python -m moto.server -H 127.0.0.1 -p PORT``, minus werkzeug's line per request:
-    # formatting and writing 10,000 access-log lines is CPU the benchmark should not pay.
-    launcher = (
-        "import logging, sys; logging.getLogger('werkzeug').setLevel(logging.WARNING); "
-        "from moto.server import main; main(sys.argv[1:])"
-    )
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", launcher, "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
+
+    def __init__(self, port: int | None = None, *, startup_timeout: float = 30.0) -> None:
+        self.port = port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.startup_timeout = startup_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    def __enter__(self) -> MotoServer:
+        # moto.server's own main(), minus werkzeug's line per request: formatting and
+        # writing 10,000 access-log lines is CPU the benchmark should not pay.
+        launcher = (
+            "import logging, sys; logging.getLogger('werkzeug').setLevel(logging.WARNING); "
+            "from moto.server import main; main(sys.argv[1:])"
+        )
+        self._log = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", launcher, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         try:
-            _wait_until_up(proc, endpoint, log, startup_timeout)
-            yield endpoint
-        finally:
-            proc.terminate()
+            _wait_until_up(self._proc, self.endpoint, self._log, self.startup_timeout)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
             try:
-                proc.wait(timeout=10)
+                self._proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server has used so far (Linux /proc), to tell its share from ours."""
+        if self._proc is None:
+            return None
+        try:
+            stat = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_until_up(
@@ -137,35 +170,44 @@ def bench_publish(n_objects: int = 10_000, *, max_concurrency: int = 32) -> dict
     """Publish a synthetic run of ``n_objects`` to a local moto server, then publish it again.
 
     Returns:
-        objects, bytes, first_seconds, rerun_seconds, first_objects_per_s,
-        rerun_uploaded (must be 0), url.
+        objects, bytes, first_seconds, first_objects_per_s, rerun_seconds, rerun_uploaded
+        (0: nothing is sent again), the client's and the server's CPU seconds for each, and
+        the machine's CPU count and load average (the server and the client share it).
     """
     from job.publish import publish
 
-    saved = {key: os.environ.get(key) for key in FAKE_CREDENTIALS}
+    # Only the fake credentials: a profile or endpoint of the caller's must not redirect this.
+    saved = {key: os.environ.pop(key, None) for key in (*FAKE_CREDENTIALS, *_UNSET)}
     os.environ.update(FAKE_CREDENTIALS)
+    cpu: dict[str, float | None] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp:
             out = make_synthetic_out(Path(tmp), n_objects)
-            with moto_server() as endpoint:
+            with MotoServer() as server:
                 import boto3
 
                 bucket = "bench-publish"
-                boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+                boto3.client("s3", endpoint_url=server.endpoint).create_bucket(Bucket=bucket)
                 target = f"s3://{bucket}/site"
-                first = publish(
-                    out, target, endpoint_url=endpoint, max_concurrency=max_concurrency
-                )
-                rerun = publish(
-                    out, target, endpoint_url=endpoint, max_concurrency=max_concurrency
-                )
+                runs = []
+                for label in ("first", "rerun"):
+                    client_cpu, server_cpu = time.process_time(), server.cpu_seconds()
+                    runs.append(publish(out, target, endpoint_url=server.endpoint,
+                                        max_concurrency=max_concurrency))
+                    cpu[f"{label}_client_cpu_s"] = round(time.process_time() - client_cpu, 1)
+                    after = server.cpu_seconds()
+                    cpu[f"{label}_server_cpu_s"] = (
+                        round(after - server_cpu, 1)
+                        if after is not None and server_cpu is not None else None
+                    )
+                first, rerun = runs
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    result = {
+    result: dict[str, Any] = {
         "objects": first.objects,
         "bytes": first.bytes_total,
         "first_seconds": round(first.seconds, 2),
@@ -176,6 +218,9 @@ def bench_publish(n_objects: int = 10_000, *, max_concurrency: int = 32) -> dict
         "rerun_uploaded": rerun.uploaded,
         "rerun_bytes_uploaded": rerun.bytes_uploaded,
         "url": first.url,
+        "cpu_count": os.cpu_count(),
+        "load_average": round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None,
+        **cpu,
     }
     print(format_table(result))
     return result
@@ -185,10 +230,12 @@ def format_table(result: dict[str, Any]) -> str:
     """The benchmark as a small fixed-width table."""
     objects = result["objects"]
     rows = [
-        ("publish", "objects", "uploaded", "MB sent", "seconds", "objects/s"),
+        ("publish", "objects", "uploaded", "MB sent", "seconds", "objects/s", "CPU s client",
+         "CPU s server"),
     ]
     for label, key in (("first", "first"), ("re-run", "rerun")):
         seconds = result[f"{key}_seconds"]
+        server_cpu = result.get(f"{key}_server_cpu_s")
         rows.append(
             (
                 label,
@@ -197,10 +244,13 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{result[f'{key}_bytes_uploaded'] / 1e6:.1f}",
                 f"{seconds:.2f}",
                 f"{objects / max(seconds, 1e-9):.0f}",
+                f"{result.get(f'{key}_client_cpu_s', 0):.1f}",
+                "-" if server_cpu is None else f"{server_cpu:.1f}",
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
+    machine = f"({result.get('cpu_count')} CPUs, load average {result.get('load_average')})"
+    return machine + "\n" + "\n".join(
         "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
                   enumerate(zip(r, widths, strict=True)))
         for r in rows

@@ -488,6 +488,8 @@ def error_chart_svg(
         "svg.hashsalt": "movielens-site",  # stable ids: same input, same bytes
         "font.family": "sans-serif",
         "font.sans-serif": ["DejaVu Sans", "Liberation Sans", "Arial", "Helvetica"],
+        # Sized for a phone: the figure is 5.2 in wide (500 CSS px), so at a phone's 360 px
+        # a 12 pt label still renders near 12 px; on a desktop it is shown at natural size.
         "font.size": 12,
         "axes.titlesize": 14,
         "axes.labelsize": 13,
@@ -495,7 +497,7 @@ def error_chart_svg(
     }
     with matplotlib.rc_context(settings):
         # Figure() directly, never pyplot: no global state and no GUI backend, just Agg/SVG.
-        figure = Figure(figsize=(6.4, 4.0), layout="constrained")
+        figure = Figure(figsize=(5.2, 4.2), layout="constrained")
         axes = figure.subplots()
         for key, label, style in series:
             axes.plot(epochs, [float(row[key]) for row in history], label=label, linewidth=2, **style)
@@ -505,7 +507,7 @@ def error_chart_svg(
                 color="#404040",
                 linestyle=":",
                 linewidth=2,
-                label=f"Best baseline ({baseline_name}): {baseline_mae:.3f}",
+                label=f"Best baseline: {baseline_name} ({baseline_mae:.3f})",
             )
         if not series:
             axes.text(0.5, 0.5, "No training history", ha="center", va="center",
@@ -519,7 +521,8 @@ def error_chart_svg(
         axes.grid(True, color="#dddddd", linewidth=0.8)
         axes.spines[["top", "right"]].set_visible(False)
         if series or baseline_mae is not None:
-            axes.legend(loc="upper right", frameon=True, framealpha=0.9)
+            # Below the axes, so it never hides a curve whatever the numbers.
+            figure.legend(loc="outside lower center", ncols=2, frameon=False)
         buffer = io.StringIO()
         figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     title = chart_description(history, baseline_name, baseline_mae)

@@ -5,11 +5,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from job.errors import JobError
 
 
 @contextlib.contextmanager
@@ -46,3 +56,367 @@ def write_json(path: Path, payload: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------------------
+# Scored parts: one Parquet file per table and shard, streamed block by block
+
+PREDICTIONS_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        ("movie_id", pa.int64()),
+        ("predicted_rating", pa.float32()),
+        ("cold_start", pa.bool_()),
+    ]
+)
+TOP_K_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        ("rank", pa.int32()),
+        ("movie_id", pa.int64()),
+        ("predicted_rating", pa.float32()),
+        ("cold_start", pa.bool_()),
+    ]
+)
+PART_FILE = re.compile(r"^(predictions|top_k|score)-(\d{5})-of-(\d{5})\.(parquet|json)$")
+# Rows per Parquet row group: DuckDB reads row groups in parallel, and 1M rows of
+# predictions is ~4 MB compressed: large enough to compress well, small to hold.
+ROW_GROUP_ROWS = 1 << 20
+
+
+def part_path(parts: Path, table: str, index: int, count: int) -> Path:
+    """``parts/predictions-00002-of-00008.parquet``."""
+    return parts / f"{table}-{index:05d}-of-{count:05d}.parquet"
+
+
+def summary_path(parts: Path, index: int, count: int) -> Path:
+    """``parts/score-00002-of-00008.json``: written last, so a shard is done when it exists."""
+    return parts / f"score-{index:05d}-of-{count:05d}.json"
+
+
+class PartWriter:
+    """Appends column arrays to an open Parquet file, in row groups of ``row_group_rows``."""
+
+    def __init__(self, writer: pq.ParquetWriter, schema: pa.Schema, row_group_rows: int) -> None:
+        self.writer = writer
+        self.schema = schema
+        self.row_group_rows = row_group_rows
+        self.buffer: list[pa.RecordBatch] = []
+        self.buffered = 0
+        self.rows = 0
+
+    def write(self, columns: Mapping[str, np.ndarray]) -> None:
+        """Append rows; ``columns`` holds (at least) every column of the schema."""
+        batch = pa.record_batch(
+            [pa.array(columns[f.name], type=f.type) for f in self.schema], schema=self.schema
+        )
+        self.buffer.append(batch)
+        self.buffered += batch.num_rows
+        self.rows += batch.num_rows
+        if self.buffered >= self.row_group_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            table = pa.Table.from_batches(self.buffer, schema=self.schema)
+            self.writer.write_table(table, row_group_size=self.row_group_rows)
+        self.buffer, self.buffered = [], 0
+
+
+@contextlib.contextmanager
+def parquet_part(
+    path: Path, schema: pa.Schema, row_group_rows: int = ROW_GROUP_ROWS
+) -> Iterator[PartWriter]:
+    """A zstd Parquet file written in pieces; it appears under ``path`` only if all went well."""
+    with atomic_path(path) as tmp:
+        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+        try:
+            part = PartWriter(writer, schema, row_group_rows)
+            yield part
+            part.flush()
+        finally:
+            writer.close()
+
+
+def remove_stale_parts(parts: Path, run_id: str) -> list[Path]:
+    """Delete the parts of shards scored for another (older) trained run; return them.
+
+    They can never be merged with this run, and leaving them would make ``merge`` see a mix.
+    """
+    removed: list[Path] = []
+    for summary in sorted(parts.glob("score-*-of-*.json")):
+        match = PART_FILE.match(summary.name)
+        if not match or _summary_run_id(summary) == run_id:
+            continue
+        index, count = int(match.group(2)), int(match.group(3))
+        for path in (
+            summary,
+            part_path(parts, "predictions", index, count),
+            part_path(parts, "top_k", index, count),
+        ):
+            if path.exists():
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _summary_run_id(path: Path) -> str | None:
+    try:
+        return str(read_json(path).get("run_id"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+@dataclass(frozen=True)
+class Parts:
+    """Every shard's parts of one scored run, in shard order."""
+
+    count: int
+    predictions: list[Path]
+    top_k: list[Path]
+    summaries: list[dict[str, Any]]
+
+
+def find_parts(parts: Path, run_id: str) -> Parts:
+    """The complete set of parts in ``parts``, checked to belong together.
+
+    Raises:
+        JobError: no parts; parts of different shard counts; a shard missing; parts scored
+            for another run or with different flags.
+    """
+    out = parts.parent
+    found: dict[int, set[tuple[str, int]]] = {}
+    for path in parts.glob("*") if parts.is_dir() else []:
+        match = PART_FILE.match(path.name)
+        if match:
+            found.setdefault(int(match.group(3)), set()).add((match.group(1), int(match.group(2))))
+    if not found:
+        raise JobError(f"{parts}: no scored parts; run `python -m job score --out {out}` first")
+    if len(found) > 1:
+        counts = sorted(found)
+        raise JobError(
+            f"{parts}: parts of different shard counts ({', '.join(map(str, counts))}) "
+            f"are mixed; delete the stale ones (e.g. {parts}/*-of-{counts[0]:05d}.*) "
+            "and merge again"
+        )
+    ((count, present),) = found.items()
+    kinds = ("predictions", "top_k", "score")
+    missing = [i for i in range(count) if any((kind, i) not in present for kind in kinds)]
+    if missing:
+        listed = ", ".join(f"{i}/{count}" for i in missing[:5]) + (
+            ", ..." if len(missing) > 5 else ""
+        )
+        raise JobError(
+            f"{parts}: shard(s) {listed} missing or unfinished; run "
+            f"`python -m job score --out {out} --shard {missing[0]}/{count}` for each, "
+            "then merge"
+        )
+    summaries = [read_json(summary_path(parts, i, count)) for i in range(count)]
+    for i, summary in enumerate(summaries):
+        if summary.get("run_id") != run_id:
+            raise JobError(
+                f"{summary_path(parts, i, count)}: scored for run {summary.get('run_id')}, "
+                f"but {out} holds run {run_id}; score it again"
+            )
+        settings = (summary.get("top_k"), summary.get("keep_top"))
+        first = (summaries[0].get("top_k"), summaries[0].get("keep_top"))
+        if settings != first:
+            raise JobError(
+                f"{parts}: shards scored with different --top-k/--keep-top ({first} and "
+                f"{settings} in shard {i}/{count}); score every shard with the same flags"
+            )
+    return Parts(
+        count=count,
+        predictions=[part_path(parts, "predictions", i, count) for i in range(count)],
+        top_k=[part_path(parts, "top_k", i, count) for i in range(count)],
+        summaries=summaries,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# recommendations.duckdb and parquet/: the tables users query
+
+DATABASE_FILE = "recommendations.duckdb"
+PARQUET_DIR = "parquet"
+TABLES = (
+    "movies",
+    "users",
+    "ratings",
+    "predictions",
+    "top_k",
+    "popular",
+    "history",
+    "metrics",
+    "runs",
+)
+SPLIT_NAMES = {0: "train", 1: "validation", 2: "test"}  # job.split's codes
+
+
+def output_tables(
+    manifest: dict[str, Any],
+    movies: pd.DataFrame,
+    ratings: pd.DataFrame,
+    history: pd.DataFrame,
+    popular: pd.DataFrame,
+) -> dict[str, pa.Table]:
+    """Every table but predictions and top_k (which come from the parts), typed as documented.
+
+    ``movies``/``ratings`` are a trained run's frames (raw ids; split as codes or names),
+    ``history`` is history.csv, ``popular`` is ``job.score.popular_table``.
+    """
+    from job.features import movie_table
+
+    user_ids = ratings["user_id"].to_numpy("int64")
+    movie_ids = ratings["movie_id"].to_numpy("int64")
+    stars = ratings["rating"].to_numpy("float64")
+
+    catalogue = movie_table(movies)
+    per_movie = pd.DataFrame({"movie_id": movie_ids, "rating": stars}).groupby("movie_id")["rating"]
+    n_per_movie = per_movie.size().reindex(catalogue["movie_id"], fill_value=0)
+    mean_per_movie = per_movie.mean().reindex(catalogue["movie_id"])
+    per_user = pd.DataFrame({"user_id": user_ids, "rating": stars}).groupby("user_id")["rating"]
+
+    split = ratings["split"]
+    if pd.api.types.is_numeric_dtype(split):
+        split = split.map(SPLIT_NAMES)
+
+    metrics = pd.DataFrame(manifest.get("metrics", {}).get("rows", []))
+    metrics["evaluated_on"] = manifest.get("metrics", {}).get("evaluated_on")
+    model = manifest.get("model", {})
+    dataset = manifest.get("dataset", {})
+    created = pd.Timestamp(manifest["created_at"])
+    created = created.tz_convert("UTC").tz_localize(None) if created.tzinfo else created
+
+    return {
+        "movies": pa.table(
+            {
+                "movie_id": pa.array(catalogue["movie_id"], pa.int64()),
+                "title": pa.array(catalogue["title"], pa.string()),
+                "year": pa.array(catalogue["year"].astype("Int32"), pa.int32(), from_pandas=True),
+                "genres": pa.array(catalogue["genres"], pa.list_(pa.string())),
+                "n_ratings": pa.array(n_per_movie.to_numpy("int32"), pa.int32()),
+                "mean_rating": pa.array(
+                    mean_per_movie.to_numpy("float64"), pa.float64(), from_pandas=True
+                ),
+            }
+        ),
+        "users": pa.table(
+            {
+                "user_id": pa.array(per_user.size().index.to_numpy("int64"), pa.int64()),
+                "n_ratings": pa.array(per_user.size().to_numpy("int32"), pa.int32()),
+                "mean_rating": pa.array(per_user.mean().to_numpy("float64"), pa.float64()),
+            }
+        ),
+        "ratings": pa.table(
+            {
+                "user_id": pa.array(user_ids, pa.int64()),
+                "movie_id": pa.array(movie_ids, pa.int64()),
+                "rating": pa.array(ratings["rating"].to_numpy("float32"), pa.float32()),
+                "timestamp": pa.array(ratings["timestamp"].to_numpy("int64"), pa.int64()),
+                "split": pa.array(split.astype(str).to_numpy(), pa.string()),
+            }
+        ),
+        "popular": pa.table(
+            {
+                "rank": pa.array(popular["rank"].to_numpy("int32"), pa.int32()),
+                "movie_id": pa.array(popular["movie_id"].to_numpy("int64"), pa.int64()),
+                "score": pa.array(popular["score"].to_numpy("float64"), pa.float64()),
+                "n_ratings": pa.array(popular["n_ratings"].to_numpy("int32"), pa.int32()),
+            }
+        ),
+        "history": _history_table(history),
+        "metrics": _metrics_table(metrics),
+        "runs": pa.table(
+            {
+                "run_id": pa.array([str(manifest["run_id"])], pa.string()),
+                "created_at": pa.array([created.to_pydatetime()], pa.timestamp("us")),
+                "dataset": pa.array([dataset.get("name")], pa.string()),
+                "dataset_sha256": pa.array([dataset.get("sha256")], pa.string()),
+                "preset": pa.array([model.get("preset")], pa.string()),
+                "epochs_run": pa.array([model.get("epochs_run")], pa.int32()),
+                "parameters": pa.array([model.get("parameters")], pa.int64()),
+                "training_seconds": pa.array([manifest.get("training_seconds")], pa.float64()),
+                "manifest": pa.array([json.dumps(manifest, default=str)], pa.string()),
+            }
+        ),
+    }
+
+
+HISTORY_COLUMNS = ("epoch", "loss", "mae", "val_loss", "val_mae")
+METRIC_TYPES = {"model": pa.string(), "rmse": pa.float64(), "mae": pa.float64(), "n": pa.int64()}
+
+
+def _history_table(history: pd.DataFrame) -> pa.Table:
+    """epoch INTEGER, then loss, mae, val_loss, val_mae and any other metric as DOUBLE."""
+    columns: dict[str, pa.Array] = {}
+    for name in (*HISTORY_COLUMNS, *(c for c in history.columns if c not in HISTORY_COLUMNS)):
+        values = history[name] if name in history else pd.Series([None] * len(history))
+        kind = pa.int32() if name == "epoch" else pa.float64()
+        columns[name] = pa.array(pd.to_numeric(values), kind, from_pandas=True)
+    return pa.table(columns)
+
+
+def _metrics_table(metrics: pd.DataFrame) -> pa.Table:
+    """model, rmse, mae, n, evaluated_on, then any other column run.json's rows carry."""
+    columns: dict[str, pa.Array] = {}
+    for name, kind in (*METRIC_TYPES.items(), ("evaluated_on", pa.string())):
+        values = metrics[name] if name in metrics else pd.Series([None] * len(metrics))
+        columns[name] = pa.array(values, kind, from_pandas=True)
+    for name in metrics.columns:
+        if name not in columns:
+            columns[name] = pa.array(metrics[name], from_pandas=True)
+    return pa.table(columns)
+
+
+def write_database(
+    out: Path,
+    tables: Mapping[str, pa.Table],
+    predictions: list[Path],
+    top_k: list[Path],
+) -> dict[str, int]:
+    """Write ``out/recommendations.duckdb`` and ``out/parquet/<table>.parquet`` (zstd).
+
+    ``tables`` are the small tables (see ``output_tables``); predictions and top_k are read
+    from the shards' Parquet parts and sorted by user. Both outputs are built under temporary
+    names and renamed at the end, the database last. Returns the row count of every table.
+    """
+    with atomic_path(out / DATABASE_FILE) as db_file, atomic_path(out / PARQUET_DIR) as folder:
+        folder.mkdir()
+        con = duckdb.connect(str(db_file))
+        try:
+            for name, table in tables.items():
+                con.register("arrow_table", table)
+                columns = (
+                    "* REPLACE (CAST(manifest AS JSON) AS manifest)" if name == "runs" else "*"
+                )
+                con.execute(f"CREATE TABLE {name} AS SELECT {columns} FROM arrow_table")
+                con.unregister("arrow_table")
+            con.execute(
+                "CREATE TABLE predictions AS "
+                "SELECT user_id, movie_id, predicted_rating, cold_start "
+                f"FROM read_parquet({_sql_list(predictions)}) ORDER BY user_id, movie_id"
+            )
+            con.execute(
+                "CREATE TABLE top_k AS "
+                "SELECT user_id, rank, movie_id, predicted_rating, cold_start "
+                f"FROM read_parquet({_sql_list(top_k)}) ORDER BY user_id, rank"
+            )
+            counts: dict[str, int] = {}
+            for name in TABLES:
+                con.execute(
+                    f"COPY {name} TO {_sql_string(folder / f'{name}.parquet')} "
+                    "(FORMAT parquet, COMPRESSION zstd)"
+                )
+                row = con.execute(f"SELECT count(*) FROM {name}").fetchone()
+                counts[name] = int(row[0]) if row else 0
+        finally:
+            con.close()
+    return counts
+
+
+def _sql_string(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _sql_list(paths: list[Path]) -> str:
+    return "[" + ", ".join(_sql_string(p) for p in paths) + "]"

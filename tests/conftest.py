@@ -18,3 +18,37 @@ def shipped_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("shipped") / "out"
     assert main(["-q", "run", "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained run (seed preset, 2 epochs) on a tiny seeded MovieLens-shaped folder:
+    50 users x 80 movies, 15 ratings each, some movies never rated. Returns the out folder.
+
+    Treat it as read-only; copy it (``shutil.copytree``) before running a stage into it.
+    """
+    from synth import write_movielens
+
+    from job.config import build_config
+    from job.pipeline import train_stage
+
+    root = tmp_path_factory.mktemp("tiny")
+    data = write_movielens(root / "data", n_users=50, n_movies=80, per_user=15, seed=3)
+    out = root / "out"
+    train_stage(build_config(data=str(data), out=out, epochs=2), verbose=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def scored_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_run`` copied, scored (top 5, every unwatched pair) and merged: it holds
+    recommendations.duckdb and parquet/. Read-only too."""
+    import shutil
+
+    from job.score import merge_stage, score_stage
+
+    out = tmp_path_factory.mktemp("scored") / "out"
+    shutil.copytree(tiny_run, out)
+    score_stage(out, top_k=5)
+    merge_stage(out)
+    return out

@@ -692,7 +692,7 @@ def test_roles_write_only_under_the_prefix(name: str, role: str, bucket_arn: str
     }
     for statement in s3:
         if actions(statement) == ["s3:ListBucket"]:
-            patterns = statement["Condition"]["StringLikeIfExists"]["s3:prefix"]
+            patterns = statement["Condition"]["StringLike"]["s3:prefix"]
             assert patterns == [{"Ref": "Prefix"}, {"Fn::Sub": "${Prefix}/*"}]
         else:
             assert statement["Resource"] == {"Fn::Sub": f"{bucket_arn}/${{Prefix}}/*"}, statement

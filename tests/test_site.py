@@ -1,0 +1,544 @@
+"""The static site: pages, escaping, the chart, the search index, links, a golden user page.
+
+Most tests render a *fixed* run: the tiny trained model of ``tiny_run`` (for the movie
+embeddings) with a recommendations.duckdb written here from hand-made values, so a page's
+bytes do not depend on training. ``UPDATE_GOLDEN=1 pytest tests/test_site.py`` rewrites the
+golden file after an intended change; review its diff like code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import duckdb
+import numpy as np
+import pytest
+
+from job import site
+from job.cli import main
+from job.errors import JobError
+
+GOLDEN = Path(__file__).parent / "golden"
+XSS_TITLE = '<script>alert(1)</script> & "Friends" (2001)'
+MOVIE_IDS = [10 * i for i in range(1, 81)]  # the ids of tiny_run's catalogue
+USER_IDS = [1, 2, 3, 4, 5, 6]
+COLD_USER = 6  # every recommendation is a cold-start one
+
+
+# ---------------------------------------------------------------------------------------
+# A run with fixed values
+
+
+def _title(movie_id: int) -> str:
+    if movie_id == 10:
+        return XSS_TITLE
+    if movie_id == 20:
+        return "Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)"
+    return f"Movie {movie_id}, The ({1950 + movie_id // 10})"
+
+
+def _genres(movie_id: int) -> list[str]:
+    names = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
+    if movie_id == 800:
+        return []
+    return sorted({names[movie_id // 10 % 6], names[movie_id // 30 % 6]})
+
+
+def fixed_ratings() -> list[tuple[int, int, float, int, str]]:
+    """User u rates 12 movies (user 1: movie 10 among them); split: every 5th is test."""
+    rows = []
+    for u in USER_IDS:
+        for j in range(12):
+            movie = MOVIE_IDS[(u * 7 + j * 5) % 40]  # the first 40 movies get all ratings
+            rating = 0.5 + ((u + 3 * j) % 10) * 0.5
+            rows.append((u, movie, rating, 1_000_000 + 100 * u + j, "test" if j % 5 == 4 else "train"))
+    return rows
+
+
+def write_fixed_database(out: Path) -> None:
+    """recommendations.duckdb with the documented schema, every value chosen by hand."""
+    ratings = fixed_ratings()
+    rated: dict[int, set[int]] = {}
+    per_movie: dict[int, list[float]] = {}
+    for u, m, r, _, _ in ratings:
+        rated.setdefault(u, set()).add(m)
+        per_movie.setdefault(m, []).append(r)
+    db = out / "recommendations.duckdb"
+    db.unlink(missing_ok=True)
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            "CREATE TABLE movies(movie_id BIGINT, title VARCHAR, year INTEGER, genres VARCHAR[],"
+            " n_ratings INTEGER, mean_rating DOUBLE)"
+        )
+        for m in MOVIE_IDS:
+            year = re.search(r"\((\d{4})\)$", _title(m))
+            scores = per_movie.get(m, [])
+            con.execute(
+                "INSERT INTO movies VALUES (?, ?, ?, ?, ?, ?)",
+                [m, _title(m), int(year.group(1)) if year else None, _genres(m), len(scores),
+                 sum(scores) / len(scores) if scores else None],
+            )
+        con.execute("CREATE TABLE users(user_id BIGINT, n_ratings INTEGER, mean_rating DOUBLE)")
+        for u in USER_IDS:
+            mine = [r for uu, _, r, _, _ in ratings if uu == u]
+            con.execute("INSERT INTO users VALUES (?, ?, ?)", [u, len(mine), sum(mine) / len(mine)])
+        con.execute(
+            "CREATE TABLE ratings(user_id BIGINT, movie_id BIGINT, rating REAL, timestamp BIGINT,"
+            " split VARCHAR)"
+        )
+        con.executemany("INSERT INTO ratings VALUES (?, ?, ?, ?, ?)", ratings)
+        con.execute(
+            "CREATE TABLE predictions(user_id BIGINT, movie_id BIGINT, predicted_rating REAL,"
+            " cold_start BOOLEAN)"
+        )
+        con.execute(
+            "CREATE TABLE top_k(user_id BIGINT, rank INTEGER, movie_id BIGINT,"
+            " predicted_rating REAL, cold_start BOOLEAN)"
+        )
+        for u in USER_IDS:
+            unrated = [m for m in MOVIE_IDS if m not in rated[u]]
+            for rank in range(1, 6):
+                movie = unrated[(u * 3 + rank * 11) % len(unrated)]
+                con.execute(
+                    "INSERT INTO top_k VALUES (?, ?, ?, ?, ?)",
+                    [u, rank, movie, 4.9 - 0.25 * rank - 0.01 * u, u == COLD_USER],
+                )
+        con.execute("CREATE TABLE popular AS SELECT * FROM (VALUES (1, 10, 4.2, 3), (2, 20, 4.1, 2),"
+                    " (3, 30, 3.9, 2)) t(rank, movie_id, score, n_ratings)")
+        con.execute(
+            "CREATE TABLE history AS SELECT * FROM (VALUES (1, 1.2, 0.90, 1.0, 0.85),"
+            " (2, 0.8, 0.72, 0.9, 0.80), (3, 0.7, 0.66, 0.88, 0.79))"
+            " t(epoch, loss, mae, val_loss, val_mae)"
+        )
+        con.execute(
+            "CREATE TABLE metrics AS SELECT * FROM (VALUES"
+            " ('seed', 0.87, 0.67, 16, 'test', 0.31),"
+            " ('global mean', 1.03, 0.82, 16, 'test', NULL),"
+            " ('movie mean', 0.97, 0.75, 16, 'test', NULL),"
+            " ('user+movie bias', 0.88, 0.68, 16, 'test', NULL))"
+            " t(model, rmse, mae, n, evaluated_on, ndcg_at_10)"
+        )
+        con.execute(
+            "CREATE TABLE runs(run_id VARCHAR, created_at TIMESTAMP, dataset VARCHAR,"
+            " dataset_sha256 VARCHAR, preset VARCHAR, epochs_run INTEGER, parameters BIGINT,"
+            " training_seconds DOUBLE, manifest JSON)"
+        )
+        con.execute(
+            "INSERT INTO runs VALUES ('20260101T000000Z-golden', '2026-01-01 00:00:00', 'tiny',"
+            " 'abc', 'seed', 3, 1234, 1.5, '{}')"
+        )
+        (out / "parquet").mkdir(exist_ok=True)
+        for table in ("movies", "top_k"):
+            con.execute(f"COPY {table} TO '{out / 'parquet' / table}.parquet' (FORMAT parquet)")
+
+
+def build_fixed_run(tiny_run: Path, dest: Path) -> Path:
+    """``tiny_run`` (its model and run.json) with the fixed database, rendered."""
+    shutil.copytree(tiny_run, dest)
+    write_fixed_database(dest)
+    site.render_site(dest, workers=1)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def fixed_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_fixed_run(tiny_run, tmp_path_factory.mktemp("site") / "out")
+
+
+@pytest.fixture(scope="module")
+def fixed_site(fixed_run: Path) -> Path:
+    return fixed_run / "site"
+
+
+# ---------------------------------------------------------------------------------------
+# Reading HTML
+
+
+class Page(HTMLParser):
+    """Links, ids, visible text and the rows of every table of one HTML file."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+        self.text: list[str] = []
+        self.tables: list[list[list[str]]] = []
+        self.header_scopes: list[str | None] = []
+        self._cell: list[str] | None = None
+        self._h1: list[str] | None = None
+        self.h1 = ""
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        for name in ("href", "src"):
+            if found.get(name):
+                self.links.append(str(found[name]))
+        if found.get("id"):
+            self.ids.add(str(found["id"]))
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+            if tag == "th":
+                self.header_scopes.append(found.get("scope"))
+        elif tag == "h1":
+            self._h1 = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self.tables:
+            self.tables[-1][-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "h1" and self._h1 is not None:
+            self.h1 = "".join(self._h1).strip()
+            self._h1 = None
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._h1 is not None:
+            self._h1.append(data)
+
+    @property
+    def plain(self) -> str:
+        return " ".join(" ".join(self.text).split())
+
+
+def read_page(path: Path) -> Page:
+    return Page(path.read_text(encoding="utf-8"))
+
+
+def broken_links(site_dir: Path) -> Iterator[str]:
+    """Every href/src of every page that does not resolve to a file.
+
+    Links out of site/ (the DuckDB file, Parquet, run.json) must exist in OUT, where they
+    sit beside site/ just as in the published bucket layout. External links are skipped.
+    """
+    out = site_dir.parent.resolve()
+    for page in sorted(site_dir.rglob("*.html")):
+        parsed = read_page(page)
+        for link in parsed.links:
+            parts = urlsplit(link)
+            if parts.scheme or link.startswith("//"):
+                assert parts.scheme in ("http", "https"), f"{page}: odd link {link}"
+                continue
+            if not parts.path:  # "#anchor" on the same page
+                if parts.fragment:
+                    assert parts.fragment in parsed.ids, f"{page}: no #{parts.fragment}"
+                continue
+            target = (page.parent / unquote(parts.path)).resolve()
+            if not target.is_relative_to(out):
+                yield f"{page.relative_to(site_dir)}: {link} leaves OUT"
+            elif not target.is_file():
+                yield f"{page.relative_to(site_dir)}: {link} -> missing {target}"
+            elif parts.fragment and target.suffix == ".html":
+                if parts.fragment not in read_page(target).ids:
+                    yield f"{page.relative_to(site_dir)}: {link} -> no #{parts.fragment}"
+
+
+# ---------------------------------------------------------------------------------------
+# Pages
+
+
+def test_every_page_is_written(fixed_site: Path) -> None:
+    assert (fixed_site / "index.html").is_file()
+    assert (fixed_site / "popular.html").is_file()
+    assert (fixed_site / "error-over-epochs.svg").is_file()
+    assert {p.stem for p in (fixed_site / "users").glob("*.html")} == {str(u) for u in USER_IDS}
+    assert {p.stem for p in (fixed_site / "movies").glob("*.html")} == {str(m) for m in MOVIE_IDS}
+    assert (fixed_site / "static" / "site.css").is_file()
+    assert (fixed_site / "static" / "search.js").is_file()
+    assert not list(fixed_site.parent.glob(".site.*")), "temporary folder left behind"
+
+
+def test_no_broken_links(fixed_site: Path) -> None:
+    assert list(broken_links(fixed_site)) == []
+
+
+def test_links_are_relative(fixed_site: Path) -> None:
+    for page in fixed_site.rglob("*.html"):
+        for link in read_page(page).links:
+            assert not link.startswith(("/", "file:")), f"{page}: {link}"
+
+
+def test_user_page_reads_like_the_article(fixed_site: Path) -> None:
+    page = read_page(fixed_site / "users" / "1.html")
+    mine = [r for r in fixed_ratings() if r[0] == 1]
+    mean = sum(r[2] for r in mine) / len(mine)
+    assert f"User #1 has rated 12 movies (avg. rating = {mean:.1f})" in page.plain
+    top_rated, recommended = page.tables
+    assert top_rated[0] == ["Rating", "Title", "Genres"]
+    best = sorted(mine, key=lambda r: (-r[2], -r[3]))[:10]
+    assert [row[1] for row in top_rated[1:]] == [_title(r[1]) for r in best]
+    assert recommended[0] == ["#", "Predicted", "Title", "Genres"]
+    assert len(recommended) - 1 == 5
+    assert not {row[2] for row in recommended[1:]} & {_title(r[1]) for r in mine}
+    assert "cold-start" not in page.plain
+
+
+def test_cold_start_user_is_told_why(fixed_site: Path) -> None:
+    page = read_page(fixed_site / "users" / f"{COLD_USER}.html")
+    assert "popular movies (the cold-start rule)" in page.plain
+    assert "../popular.html" in page.links
+
+
+def test_tables_have_header_scopes(fixed_site: Path) -> None:
+    for name in ("index.html", "popular.html", "users/1.html", "movies/30.html"):
+        page = read_page(fixed_site / name)
+        assert page.header_scopes, name
+        assert all(scope in ("col", "row") for scope in page.header_scopes), name
+
+
+def test_index_shows_dataset_model_metrics_and_chart(fixed_run: Path, fixed_site: Path) -> None:
+    html = (fixed_site / "index.html").read_text()
+    page = Page(html)
+    manifest = json.loads((fixed_run / "run.json").read_text())
+    metrics = page.tables[0]
+    assert metrics[0] == ["Model", "RMSE", "MAE", "NDCG@10"]
+    assert [row[0].split()[0] for row in metrics[1:]] == ["seed", "global", "movie", "user+movie"]
+    assert metrics[1][1:] == ["0.8700", "0.6700", "0.3100"]
+    assert metrics[2][3] == "–"  # a baseline without a ranking score
+    assert f"{manifest['model']['parameters']:,}" in page.plain
+    assert "movie_embedding: Embedding(80, 8)" in page.plain
+    assert '<svg' in html and 'role="img"' in html and '<title id="chart-title">' in html
+    assert "Best baseline: user+movie bias (0.680)" in html
+    assert 'name="viewport"' in html
+    for data_file in ("../recommendations.duckdb", "../run.json", "../parquet/movies.parquet"):
+        assert data_file in page.links
+
+
+def test_search_form_is_a_labelled_form(fixed_site: Path) -> None:
+    html = (fixed_site / "index.html").read_text()
+    form = re.search(r"<form [^>]*class=\"user-search\"[^>]*>.*?</form>", html, re.S)
+    assert form, "no search form"
+    assert re.search(r'<label for="user-search">', form.group(0))
+    assert re.search(r'<input id="user-search" name="user"', form.group(0))
+    assert 'type="submit"' in form.group(0)
+    assert 'data-shards="1"' in form.group(0)
+
+
+def test_movie_page_lists_neighbours_by_embedding(fixed_run: Path, fixed_site: Path) -> None:
+    ids, vectors = site.movie_embeddings(fixed_run)
+    assert list(ids) == MOVIE_IDS
+    # Movie 30 is well rated (>= 5 ratings); its neighbours are the closest well-rated ones.
+    counts = {m: 0 for m in MOVIE_IDS}
+    for _, m, _, _, _ in fixed_ratings():
+        counts[m] += 1
+    placed = np.array([counts[m] >= 5 for m in MOVIE_IDS])
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    row = MOVIE_IDS.index(30)
+    cosine = unit @ unit[row]
+    cosine[~placed] = -np.inf
+    cosine[row] = -np.inf
+    expected = [MOVIE_IDS[i] for i in np.argsort(-cosine, kind="stable")[:10] if placed[i]]
+    page = read_page(fixed_site / "movies" / "30.html")
+    assert page.h1 == _title(30)
+    neighbours = page.tables[0]
+    assert [r[1] for r in neighbours[1:]] == [_title(m) for m in expected]
+
+
+def test_movie_with_few_ratings_says_so(fixed_site: Path) -> None:
+    page = read_page(fixed_site / "movies" / "800.html")  # never rated, no genres
+    assert "too few (under 5)" in page.plain
+    assert "(no genres listed)" in page.plain
+    assert not page.tables
+
+
+def test_titles_with_markup_render_as_text(fixed_site: Path) -> None:
+    for path in fixed_site.rglob("*.html"):
+        html = path.read_text(encoding="utf-8")
+        assert "<script>alert(1)</script>" not in html, path
+    movie = (fixed_site / "movies" / "10.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;Friends&#34; (2001)" in movie
+    assert read_page(fixed_site / "movies" / "10.html").h1 == XSS_TITLE
+    user = read_page(fixed_site / "users" / "1.html")  # user 1 rated movie 10
+    assert XSS_TITLE in [row[1] for row in user.tables[0]]
+    assert "Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)" in read_page(
+        fixed_site / "movies" / "20.html"
+    ).h1
+
+
+def test_golden_user_page(fixed_site: Path) -> None:
+    rendered = (fixed_site / "users" / "1.html").read_text(encoding="utf-8")
+    golden = GOLDEN / "user_1.html"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(rendered, encoding="utf-8")
+    assert golden.exists(), "no golden file yet: run with UPDATE_GOLDEN=1 and commit it"
+    assert rendered == golden.read_text(encoding="utf-8"), (
+        "users/1.html changed; if intended, re-run with UPDATE_GOLDEN=1 and review the diff"
+    )
+
+
+def test_search_shards_hold_every_user_once(fixed_run: Path, tmp_path: Path) -> None:
+    data, _ = site.load_site_data(fixed_run)
+    data = site.SiteData(**{**data.__dict__, "users_per_shard": 2})  # 6 users -> 3 shards
+    site.write_site(tmp_path / "site", data, workers=1)
+    seen: list[int] = []
+    for number in range(3):
+        text = (tmp_path / "site" / "search" / f"users-{number}.js").read_text()
+        match = re.fullmatch(rf"movielensUserShard\({number},(\[.*\])\);\n", text)
+        assert match, text
+        users = json.loads(match.group(1))
+        assert all(user_id % 3 == number for user_id, _ in users)
+        seen += [user_id for user_id, _ in users]
+    assert sorted(seen) == USER_IDS
+    assert 'data-shards="3"' in (tmp_path / "site" / "index.html").read_text()
+
+
+def test_parallel_rendering_writes_the_same_bytes(fixed_run: Path, tmp_path: Path) -> None:
+    data, _ = site.load_site_data(fixed_run)
+    site.write_site(tmp_path / "one", data, workers=1)
+    summary = site.write_site(tmp_path / "two", data, workers=2)
+    assert summary.workers == 2
+    one = {p.relative_to(tmp_path / "one"): p.read_bytes() for p in (tmp_path / "one").rglob("*") if p.is_file()}
+    two = {p.relative_to(tmp_path / "two"): p.read_bytes() for p in (tmp_path / "two").rglob("*") if p.is_file()}
+    assert one.keys() == two.keys()
+    assert [k for k in one if one[k] != two[k]] == []
+
+
+def test_render_records_its_time_in_run_json(fixed_run: Path) -> None:
+    manifest = json.loads((fixed_run / "run.json").read_text())
+    assert manifest["timings"]["render"] > 0
+
+
+# ---------------------------------------------------------------------------------------
+# Errors
+
+
+def test_missing_database_is_one_clear_line(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copytree(tiny_run, tmp_path / "out")
+    assert main(["render", "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "recommendations.duckdb not found" in err and "python -m job merge" in err
+    assert not (tmp_path / "out" / "site").exists()
+
+
+def test_undefined_variable_fails_and_keeps_the_old_site(fixed_run: Path, tmp_path: Path) -> None:
+    data, _ = site.load_site_data(fixed_run)
+    templates = tmp_path / "templates"
+    shutil.copytree(site.TEMPLATES_DIR, templates)
+    good = site.write_site(tmp_path / "site", data, templates=templates)
+    before = (good.site / "index.html").read_text()
+    page = templates / "popular.html"
+    page.write_text(page.read_text().replace("{{ item.rank }}", "{{ item.rank }}{{ no_such_name }}"))
+    with pytest.raises(JobError, match="no_such_name"):
+        site.write_site(tmp_path / "site", data, templates=templates)
+    assert (tmp_path / "site" / "index.html").read_text() == before
+    assert not list(tmp_path.glob(".site.*"))
+
+
+def test_missing_templates_name_the_folder(fixed_run: Path, tmp_path: Path) -> None:
+    data, _ = site.load_site_data(fixed_run)
+    with pytest.raises(JobError, match=re.escape(str(tmp_path / "nowhere"))):
+        site.write_site(tmp_path / "site", data, templates=tmp_path / "nowhere")
+
+
+def test_real_merge_output_renders(scored_run: Path, tmp_path: Path) -> None:
+    """The contract as score/merge actually write it, not just as this file builds it."""
+    out = tmp_path / "out"
+    shutil.copytree(scored_run, out)
+    summary = site.render_site(out, workers=1)
+    assert summary.users == len(list((out / "site" / "users").glob("*.html")))
+    assert list(broken_links(out / "site")) == []
+    with duckdb.connect(str(out / "recommendations.duckdb"), read_only=True) as con:
+        user = con.execute("SELECT min(user_id) FROM users").fetchone()[0]
+        rated = {r[0] for r in con.execute(
+            "SELECT movie_id FROM ratings WHERE user_id = ?", [user]).fetchall()}
+        titles = dict(con.execute("SELECT movie_id, title FROM movies").fetchall())
+    page = read_page(out / "site" / "users" / f"{user}.html")
+    recommended = [row[2] for row in page.tables[1][1:]]
+    assert len(recommended) == 5
+    assert not set(recommended) & {titles[m] for m in rated}
+
+
+# ---------------------------------------------------------------------------------------
+# Pure parts: the chart, neighbours, small helpers
+
+HISTORY = [
+    {"epoch": 1, "loss": 1.2, "mae": 0.90, "val_loss": 1.0, "val_mae": 0.85},
+    {"epoch": 2, "loss": 0.8, "mae": 0.72, "val_loss": 0.9, "val_mae": 0.80},
+]
+
+
+def test_chart_is_an_accessible_svg_with_axes_legend_and_baseline() -> None:
+    svg = site.error_chart_svg(HISTORY, "movie mean", 0.76)
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    assert root.tag == f"{ns}svg"
+    assert root.get("role") == "img"
+    title = root.find(f"{ns}title")
+    assert title is not None and title.get("id") == root.get("aria-labelledby")
+    assert "Validation MAE went from 0.850 at epoch 1 to 0.800 at epoch 2" in (title.text or "")
+    texts = " ".join(t for el in root.iter(f"{ns}text") for t in el.itertext())
+    for label in ("Error over epochs", "Epoch", "Mean absolute error (stars)", "Training MAE",
+                  "Validation MAE", "Best baseline: movie mean (0.760)"):
+        assert label in texts, label
+    assert "stroke-dasharray" in svg  # the dotted baseline
+    assert site.error_chart_svg(HISTORY, "movie mean", 0.76) == svg  # same input, same bytes
+
+
+def test_chart_escapes_text_and_survives_no_history() -> None:
+    svg = site.error_chart_svg([], "<b>&", 0.5)
+    ET.fromstring(svg)  # well-formed: the name was escaped
+    assert "<b>&" not in svg
+    ET.fromstring(site.error_chart_svg([{"epoch": 1, "mae": 0.5, "val_mae": float("nan")}]))
+
+
+def test_best_baseline_is_the_lowest_mae_baseline() -> None:
+    rows = [
+        {"model": "seed", "mae": 0.1},
+        {"model": "global mean", "mae": 0.8},
+        {"model": "movie mean", "mae": 0.7},
+        {"model": "user+movie bias", "mae": 0.75},
+    ]
+    assert site.best_baseline(rows) == ("movie mean", 0.7)
+    assert site.best_baseline(rows[:1]) is None
+
+
+def brute_force_neighbours(vectors: np.ndarray, k: int, allowed: np.ndarray) -> list[list[int]]:
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    answer = []
+    for row in range(len(vectors)):
+        scores = unit @ unit[row]
+        options = [i for i in np.argsort(-scores, kind="stable") if allowed[i] and i != row]
+        answer.append(options[:k])
+    return answer
+
+
+@pytest.mark.parametrize("k", [1, 3, 40])  # 40: more than there are candidates
+@pytest.mark.parametrize("block", [1, 7, 1000])
+@pytest.mark.parametrize("masked", [False, True])
+def test_nearest_neighbours_match_brute_force(k: int, block: int, masked: bool) -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(30, 4)).astype("float32")
+    allowed = rng.random(30) < 0.6 if masked else np.ones(30, bool)
+    index, similarity = site.nearest_neighbours(
+        vectors, k, candidates=allowed if masked else None, block=block
+    )
+    assert index.shape == similarity.shape == (30, k)
+    expected = brute_force_neighbours(vectors, k, allowed)
+    for row in range(30):
+        found = [int(i) for i in index[row] if i >= 0]
+        assert found == expected[row]
+        assert np.all(np.diff(similarity[row][: len(found)]) <= 1e-6)
+        assert np.all(similarity[row][len(found):] == -np.inf)
+
+
+def test_stars_round_to_half_stars() -> None:
+    assert site.stars(5.0) == "★★★★★"
+    assert site.stars(3.7) == "★★★½☆"
+    assert site.stars(0.2) == "☆☆☆☆☆"
+    assert site.metric_label("ndcg_at_10") == "NDCG@10"
