@@ -322,7 +322,8 @@ def compile_block_function(fn: Callable[..., Any]) -> Callable[..., Any]:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, jit_compile=True)
+        # No autograph: the function has no Python control flow on tensors to convert.
+        return tf.function(fn, jit_compile=True, autograph=False)
     if backend == "jax":
         import jax
 
@@ -343,7 +344,9 @@ class BlockScorer:
         k: int,
         block_users: int | None = None,
         with_ratings: bool = False,
+        n_users: int | None = None,
     ) -> None:
+        """``n_users``: how many users will be scored, to keep the default block no larger."""
         if k < 1:
             raise ConfigError(f"top K must be at least 1 (got {k})")
         self.model = model
@@ -352,7 +355,9 @@ class BlockScorer:
         self.with_ratings = with_ratings
         self.movie_parts = model.movie_parts(np.arange(inputs.n_movies, dtype="int32"))
         width = int(self.movie_parts.shape[-1])
-        self.block_users = block_users or default_block_users(inputs.n_movies, width)
+        self.block_users = block_users or min(
+            default_block_users(inputs.n_movies, width), max(n_users or inputs.n_users, 1)
+        )
         if self.block_users < 1:
             raise ConfigError(f"--block-users must be at least 1 (got {self.block_users})")
         self.cold_movies = inputs.cold.cold_movies
@@ -600,7 +605,7 @@ def score_stage(
         ) as predictions,
         parquet_part(part_path(parts, "top_k", shard.index, shard.count), TOP_K_SCHEMA) as best,
     ):
-        scorer = BlockScorer(model, inputs, k, block_users, with_ratings=full)
+        scorer = BlockScorer(model, inputs, k, block_users, with_ratings=full, n_users=len(users))
         for block in score_blocks(scorer, users):
             pairs += int(block.seen.size - block.seen.sum())
             rows = top_rows(block, inputs, encoding, top_k)

@@ -25,13 +25,16 @@ import io
 import json
 import logging
 import math
+import numbers
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cached_property
 from multiprocessing import get_context
 from pathlib import Path
@@ -55,8 +58,10 @@ METRIC_INFO_COLUMNS = ("model", "n", "evaluated_on")
 # About 1,000 users per search shard keeps a shard near 10 kB: one small fetch per search,
 # whatever the size of the catalogue.
 USERS_PER_SHARD = 1000
-# Below this many pages a process pool costs more to start than it saves.
-PARALLEL_MIN_PAGES = 4000
+# Below this many pages a process pool costs more to start than it saves. Measured on 2
+# cores with ml-latest-small (10,354 pages): one process writes them in about 3 s; two
+# spawned workers took longer (each re-imports numpy and Jinja2 and unpickles the data).
+PARALLEL_MIN_PAGES = 50_000
 
 
 # ---------------------------------------------------------------------------------------
@@ -159,6 +164,7 @@ def render_site(
     n_top_rated: int = 10,
     n_similar: int = 10,
     similar_min_ratings: int = 5,
+    n_popular: int = 100,
 ) -> SiteSummary:
     """Render ``OUT/site`` from a merged run and record the stage's time in run.json.
 
@@ -170,15 +176,21 @@ def render_site(
         n_similar: neighbours shown on a movie's page.
         similar_min_ratings: a movie with fewer ratings has an embedding that barely moved
             from its random start, so it neither gets nor appears as a neighbour.
+        n_popular: the head of the cold-start ranking shown on popular.html (the table in
+            the DuckDB file ranks the whole catalogue).
 
     Raises:
         JobError: the run is not merged yet, or the templates are missing.
     """
+    started = time.perf_counter()  # before the import: loading Keras is part of the cost
     from job.pipeline import record_stage
 
-    started = time.perf_counter()
     data, timings = load_site_data(
-        out, n_top_rated=n_top_rated, n_similar=n_similar, similar_min_ratings=similar_min_ratings
+        out,
+        n_top_rated=n_top_rated,
+        n_similar=n_similar,
+        similar_min_ratings=similar_min_ratings,
+        n_popular=n_popular,
     )
     summary = write_site(out / SITE_DIR, data, templates=templates, workers=workers)
     seconds = time.perf_counter() - started
@@ -195,7 +207,13 @@ def render_site(
     )
     record_stage(out, "render", seconds)
     return SiteSummary(
-        summary.site, summary.users, summary.movies, summary.pages, summary.workers, seconds, timings
+        summary.site,
+        summary.users,
+        summary.movies,
+        summary.pages,
+        summary.workers,
+        seconds,
+        timings,
     )
 
 
@@ -209,6 +227,7 @@ def load_site_data(
     n_top_rated: int = 10,
     n_similar: int = 10,
     similar_min_ratings: int = 5,
+    n_popular: int = 100,
 ) -> tuple[SiteData, dict[str, float]]:
     """Read what the pages show from a merged run; returns the data and the time of each step."""
     import duckdb
@@ -229,7 +248,9 @@ def load_site_data(
         first = str(exc).splitlines()[0]
         raise JobError(f"{db}: cannot open ({first}); re-run `python -m job merge`") from exc
     with con:
-        tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        tables = {
+            row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+        }
         missing = [t for t in REQUIRED_TABLES if t not in tables]
         if missing:
             raise JobError(
@@ -267,12 +288,15 @@ def load_site_data(
         popular = [
             Popular(int(k), int(m), float(s), int(n))
             for k, m, s, n in con.execute(
-                "SELECT rank, movie_id, score, n_ratings FROM popular ORDER BY rank"
+                "SELECT rank, movie_id, score, n_ratings FROM popular ORDER BY rank LIMIT ?",
+                [n_popular],
             ).fetchall()
         ]
         history = _records(con, "SELECT * FROM history ORDER BY epoch")
         metrics = _records(con, "SELECT * FROM metrics")
-        runs = _records(con, "SELECT run_id, created_at, dataset FROM runs ORDER BY created_at DESC")
+        runs = _records(
+            con, "SELECT run_id, created_at, dataset FROM runs ORDER BY created_at DESC"
+        )
     timings["read"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -322,9 +346,13 @@ def load_site_data(
 
 
 def _records(con: Any, sql: str) -> list[dict[str, Any]]:
+    """Rows as dicts; DECIMAL values (a hand-made table's literals) become floats."""
     cursor = con.execute(sql)
     names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return [
+        {k: float(v) if isinstance(v, Decimal) else v for k, v in zip(names, row, strict=True)}
+        for row in cursor.fetchall()
+    ]
 
 
 def _opt_int(value: Any) -> int | None:
@@ -332,7 +360,9 @@ def _opt_int(value: Any) -> int | None:
 
 
 def _opt_float(value: Any) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+    return (
+        None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+    )
 
 
 def _order_metrics(
@@ -340,7 +370,9 @@ def _order_metrics(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Model rows first, then the baselines; score columns RMSE, MAE, then any ranking ones."""
     names = list(rows[0]) if rows else ["model", "rmse", "mae"]
-    scores = [c for c in ("rmse", "mae") if c in names]
+    # A column no row fills (the classifier's accuracy, for a regression model) says nothing.
+    names = [c for c in names if c in ("rmse", "mae") or any(r.get(c) is not None for r in rows)]
+    scores: list[str] = [c for c in ("rmse", "mae") if c in names]
     scores += [c for c in names if c not in scores and c not in METRIC_INFO_COLUMNS]
 
     def key(row: dict[str, Any]) -> tuple[int, int]:
@@ -372,7 +404,9 @@ def movie_embeddings(out: Path) -> tuple[np.ndarray, np.ndarray]:
         None,
     )
     if layer is None:
-        raise JobError(f"{out}/model.keras has no layer named movie_embedding to find similar movies")
+        raise JobError(
+            f"{out}/model.keras has no layer named movie_embedding to find similar movies"
+        )
     vectors = np.asarray(layer.get_weights()[0], dtype="float32")
     if len(vectors) != run.encoding.n_movies:
         raise JobError(
@@ -443,12 +477,13 @@ def similar_movies(
 ) -> dict[int, list[Similar]]:
     """Each well-rated movie's ``k`` nearest movies (cosine over the embeddings)."""
     counts = np.array([movies[int(m)].n_ratings if int(m) in movies else 0 for m in movie_ids])
-    placed = counts >= max(min_ratings, 1)
-    index, similarity = nearest_neighbours(vectors, k, candidates=placed)
+    # Only placed movies get neighbours and only they can be one: score that subset alone.
+    placed = np.flatnonzero(counts >= max(min_ratings, 1))
+    index, similarity = nearest_neighbours(vectors[placed], k)
     similar: dict[int, list[Similar]] = {}
-    for row in np.flatnonzero(placed):
-        similar[int(movie_ids[row])] = [
-            Similar(int(movie_ids[i]), float(s))
+    for row, movie in enumerate(movie_ids[placed]):
+        similar[int(movie)] = [
+            Similar(int(movie_ids[placed[i]]), float(s))
             for i, s in zip(index[row], similarity[row], strict=True)
             if i >= 0
         ]
@@ -476,31 +511,32 @@ def error_chart_svg(
 
     epochs = [int(row["epoch"]) for row in history]
     series = [
-        (key, label, style)
-        for key, label, style in (
-            ("mae", "Training MAE", {"color": "#1f5fa8", "marker": "o"}),
-            ("val_mae", "Validation MAE", {"color": "#c2410c", "marker": "s"}),
+        (key, label, color, marker)
+        for key, label, color, marker in (
+            ("mae", "Training MAE", "#1f5fa8", "o"),
+            ("val_mae", "Validation MAE", "#c2410c", "s"),
         )
         if history and all(_finite(row.get(key)) for row in history)
     ]
-    settings = {
+    settings: dict[Any, Any] = {
         "svg.fonttype": "none",
         "svg.hashsalt": "movielens-site",  # stable ids: same input, same bytes
         "font.family": "sans-serif",
         "font.sans-serif": ["DejaVu Sans", "Liberation Sans", "Arial", "Helvetica"],
         # Sized for a phone: the figure is 5.2 in wide (500 CSS px), so at a phone's 360 px
-        # a 12 pt label still renders near 12 px; on a desktop it is shown at natural size.
-        "font.size": 12,
-        "axes.titlesize": 14,
-        "axes.labelsize": 13,
-        "legend.fontsize": 12,
+        # a 13 pt label still renders near 12 px; on a desktop it is shown at about natural size.
+        "font.size": 13,
+        "axes.titlesize": 15,
+        "axes.labelsize": 14,
+        "legend.fontsize": 13,
     }
     with matplotlib.rc_context(settings):
         # Figure() directly, never pyplot: no global state and no GUI backend, just Agg/SVG.
-        figure = Figure(figsize=(5.2, 4.2), layout="constrained")
+        figure = Figure(figsize=(5.2, 4.4), layout="constrained")
         axes = figure.subplots()
-        for key, label, style in series:
-            axes.plot(epochs, [float(row[key]) for row in history], label=label, linewidth=2, **style)
+        for key, label, color, marker in series:
+            values = [float(row[key]) for row in history]
+            axes.plot(epochs, values, label=label, color=color, marker=marker, linewidth=2)
         if baseline_mae is not None and _finite(baseline_mae):
             axes.axhline(
                 float(baseline_mae),
@@ -510,8 +546,9 @@ def error_chart_svg(
                 label=f"Best baseline: {baseline_name} ({baseline_mae:.3f})",
             )
         if not series:
-            axes.text(0.5, 0.5, "No training history", ha="center", va="center",
-                      transform=axes.transAxes)
+            axes.text(
+                0.5, 0.5, "No training history", ha="center", va="center", transform=axes.transAxes
+            )
         axes.set_title("Error over epochs")
         axes.set_xlabel("Epoch")
         axes.set_ylabel("Mean absolute error (stars)")
@@ -522,7 +559,7 @@ def error_chart_svg(
         axes.spines[["top", "right"]].set_visible(False)
         if series or baseline_mae is not None:
             # Below the axes, so it never hides a curve whatever the numbers.
-            figure.legend(loc="outside lower center", ncols=2, frameon=False)
+            figure.legend(loc="outside lower center", ncols=1, frameon=False)
         buffer = io.StringIO()
         figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     title = chart_description(history, baseline_name, baseline_mae)
@@ -543,12 +580,17 @@ def chart_description(
                     f"to {float(last[key]):.3f} at epoch {last['epoch']}."
                 )
     if baseline_mae is not None and _finite(baseline_mae):
-        parts.append(f"The best baseline ({baseline_name}) has MAE {baseline_mae:.3f} (dotted line).")
+        parts.append(
+            f"The best baseline ({baseline_name}) has MAE {baseline_mae:.3f} (dotted line)."
+        )
     return " ".join(parts)
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
+    """A real number, not NaN or infinite (numpy scalars and DECIMAL values included)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | Decimal):
+        return False
+    return math.isfinite(float(value))
 
 
 def _label_svg(svg: str, title: str) -> str:
@@ -574,7 +616,7 @@ def inline_svg(svg: str) -> Markup:
     Safe because matplotlib escapes every text it writes, and our own ``<title>`` is escaped.
     """
     start = svg.index("<svg")
-    return Markup(svg[start:])  # noqa: S704
+    return Markup(svg[start:])
 
 
 def best_baseline(metrics: Sequence[Mapping[str, Any]]) -> tuple[str, float] | None:
@@ -604,23 +646,44 @@ def make_environment(templates: Path = TEMPLATES_DIR) -> jinja2.Environment:
     )
     env.filters.update(
         thousands=lambda n: f"{int(n):,}",
-        num=lambda x, digits=3: "–" if x is None else f"{float(x):.{digits}f}",
+        num=_number,
         stars=stars,
         genre_list=lambda genres: ", ".join(genres) if genres else "(no genres listed)",
         metric_label=metric_label,
+        metric_value=lambda x, column: _number(x, 2 if column in _NOT_A_SCORE else 4),
     )
     env.globals["baseline_names"] = BASELINE_NAMES
     return env
 
 
+METRIC_LABELS = {
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "ndcg": "nDCG",
+    "map": "MAP",
+    "mrr": "MRR",
+    "auc": "AUC",
+    "training_seconds": "Fit time (s)",
+}
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    """A number to ``digits`` decimals; a dash where there is none."""
+    return "–" if value is None or not _finite(value) else f"{float(value):.{digits}f}"
+
+
 def metric_label(column: str) -> str:
-    """A metrics column as a table header: "rmse" -> "RMSE", "ndcg_at_10" -> "NDCG@10"."""
-    return column.replace("_at_", "@").replace("_", " ").upper()
+    """A metrics column as a table header: "rmse" -> "RMSE", "recall_at_10" -> "Recall@10"."""
+    if column in METRIC_LABELS:
+        return METRIC_LABELS[column]
+    name, _, k = column.partition("_at_")
+    name = METRIC_LABELS.get(name, name.replace("_", " ").capitalize())
+    return f"{name}@{k}" if k else name
 
 
 def stars(rating: float, high: float = 5.0) -> str:
     """A rating as five stars, to the nearest half: 3.7 -> "★★★½☆"."""
-    halves = int(round(max(0.0, min(rating, high)) * 2))
+    halves = round(max(0.0, min(rating, high)) * 2)
     full, half = divmod(halves, 2)
     return "★" * full + ("½" if half else "") + "☆" * (int(high) - full - half)
 
@@ -693,32 +756,38 @@ def write_site(
     Raises:
         JobError: the templates are missing or a page refers to something undefined.
     """
-    from job.store import atomic_path
-
     started = time.perf_counter()
     n_pages = len(data.users) + len(data.movies) + 2
     if workers is None:
         workers = (os.cpu_count() or 1) if n_pages >= PARALLEL_MIN_PAGES else 1
     workers = max(1, workers)
     timings: dict[str, float] = {}
-    with atomic_path(site) as tmp:
-        tmp.mkdir()
+    site.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=site.parent, prefix=f".{site.name}.", suffix=".tmp"))
+    try:
         for folder in ("users", "movies", "search"):
             (tmp / folder).mkdir()
         static = templates / "static"
         if static.is_dir():
             shutil.copytree(static, tmp / "static")
-        try:
-            _write_top_pages(tmp, data, templates)
-            timings["index"] = time.perf_counter() - started
-            _write_search_shards(tmp / "search", data)
-            pages_started = time.perf_counter()
-            _write_entity_pages(tmp, data, templates, workers)
-            timings["pages"] = time.perf_counter() - pages_started
-        except jinja2.TemplateNotFound as exc:
-            raise JobError(f"site template {exc.name} not found in {templates}") from exc
-        except jinja2.UndefinedError as exc:
-            raise JobError(f"site templates in {templates}: {exc.message}") from exc
+        _write_top_pages(tmp, data, templates)
+        timings["index"] = time.perf_counter() - started
+        _write_search_shards(tmp / "search", data)
+        pages_started = time.perf_counter()
+        _write_entity_pages(tmp, data, templates, workers)
+        timings["pages"] = time.perf_counter() - pages_started
+    except jinja2.TemplateNotFound as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise JobError(f"site template {exc.name} not found in {templates}") from exc
+    except jinja2.UndefinedError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise JobError(f"site templates in {templates}: {exc.message}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_started = time.perf_counter()
+    _replace_folder(tmp, site)
+    timings["replace"] = time.perf_counter() - replace_started
     return SiteSummary(
         site=site,
         users=len(data.users),
@@ -728,6 +797,21 @@ def write_site(
         seconds=time.perf_counter() - started,
         timings=timings,
     )
+
+
+def _replace_folder(new: Path, path: Path) -> None:
+    """Put the finished ``new`` folder at ``path``: two renames, then the old one is removed.
+
+    Readers see the old site or the new one, never a half-written one; deleting the old
+    tree (thousands of files) happens after the swap.
+    """
+    if not path.exists():
+        os.replace(new, path)
+        return
+    old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+    os.replace(path, old / path.name)
+    os.replace(new, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_top_pages(site: Path, data: SiteData, templates: Path) -> None:
@@ -758,11 +842,16 @@ def _write_top_pages(site: Path, data: SiteData, templates: Path) -> None:
 
 # Higher is better for ranking metrics (ndcg, precision, recall, hit rate, map, auc, ...).
 _LOWER_IS_BETTER = ("rmse", "mae", "mse", "loss", "error")
+_NOT_A_SCORE = ("training_seconds",)  # shown, but no "best" to mark
 
 
-def _best_per_column(metrics: Sequence[Mapping[str, Any]], columns: Iterable[str]) -> dict[str, Any]:
+def _best_per_column(
+    metrics: Sequence[Mapping[str, Any]], columns: Iterable[str]
+) -> dict[str, Any]:
     best: dict[str, Any] = {}
     for column in columns:
+        if column in _NOT_A_SCORE:
+            continue
         values = [float(r[column]) for r in metrics if _finite(r.get(column))]
         if values:
             lower = any(column.lower().startswith(p) for p in _LOWER_IS_BETTER)

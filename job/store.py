@@ -80,7 +80,7 @@ TOP_K_SCHEMA = pa.schema(
 )
 PART_FILE = re.compile(r"^(predictions|top_k|score)-(\d{5})-of-(\d{5})\.(parquet|json)$")
 # Rows per Parquet row group: DuckDB reads row groups in parallel, and 1M rows of
-# predictions is ~4 MB compressed: large enough to compress well, small to hold.
+# predictions is ~5 MB compressed: large enough to compress well, small to hold.
 ROW_GROUP_ROWS = 1 << 20
 
 
@@ -364,8 +364,19 @@ def _metrics_table(metrics: pd.DataFrame) -> pa.Table:
         columns[name] = pa.array(values, kind, from_pandas=True)
     for name in metrics.columns:
         if name not in columns:
-            columns[name] = pa.array(metrics[name], from_pandas=True)
+            columns[name] = _extra_column(metrics[name])
     return pa.table(columns)
+
+
+def _extra_column(values: pd.Series) -> pa.Array:
+    """BIGINT for whole numbers, DOUBLE for other numbers and for all-missing columns (a
+    metric one model does not report, e.g. the classifier's accuracy), else VARCHAR."""
+    if pd.api.types.is_integer_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return pa.array(values.astype("int64"), pa.int64())
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().sum() == values.notna().sum():
+        return pa.array(numeric.astype("float64"), pa.float64(), from_pandas=True)
+    return pa.array(values.astype("string"), pa.string(), from_pandas=True)
 
 
 def write_database(

@@ -65,12 +65,15 @@ def _with_side(data: SplitData, dataset: Dataset, model: ModelConfig) -> SplitDa
 
 
 def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    def cell(value: Any) -> str:
+    def cell(column: str, value: Any) -> str:
+        if value is None:
+            return "-"
         if isinstance(value, float):
-            return f"{value:.4f}" if abs(value) < 100 else f"{value:.0f}"
+            return f"{value:.1f}" if column == "seconds" else f"{value:.4g}" if column in grid_like else f"{value:.4f}"
         return str(value)
 
-    cells = [[cell(row.get(c, "")) for c in columns] for row in rows]
+    grid_like = {c for c in columns if not c.startswith(("val_", "epochs", "seconds", "best"))}
+    cells = [[cell(c, row.get(c, "")) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
@@ -115,9 +118,10 @@ def tune(
 ) -> TuneResult:
     """Train every grid point on the training ratings and score it on the validation ratings.
 
-    ``grid`` defaults to ``TUNE_GRID``. One split (``config.seed``) is shared by all points. Validation ratings drive early
-    stopping and the choice; the test ratings are never passed to anything here.
-    ``config.model.epochs`` caps every point's epochs only if it was set below the base's.
+    ``grid`` defaults to ``TUNE_GRID``. One split (``config.seed``) is shared by all points.
+    Validation ratings drive early stopping and the choice; the test ratings are dropped
+    before any training, so nothing here can read them. ``config.model.epochs`` caps every
+    point's epochs only if it was set below the base's.
     """
     grid = TUNE_GRID if grid is None else grid
     if not grid:

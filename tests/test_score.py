@@ -330,6 +330,8 @@ def test_row_budget_is_checked_before_scoring(tiny_run: Path, tmp_path: Path) ->
         (["--shard", "3/2"], "--shard 3/2"),
         (["--shard", "x"], "--shard 'x'"),
         (["--top-k", "0"], "--top-k"),
+        (["--keep-top", "0"], "--keep-top"),
+        (["--block-users", "0"], "--block-users"),
         (["--max-rows", "10"], "--max-rows 10"),
     ],
 )

@@ -9,11 +9,13 @@ golden file after an intended change; review its diff like code.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -29,8 +31,8 @@ from job.errors import JobError
 GOLDEN = Path(__file__).parent / "golden"
 XSS_TITLE = '<script>alert(1)</script> & "Friends" (2001)'
 MOVIE_IDS = [10 * i for i in range(1, 81)]  # the ids of tiny_run's catalogue
-USER_IDS = [1, 2, 3, 4, 5, 6]
-COLD_USER = 6  # every recommendation is a cold-start one
+USER_IDS = [1, 2, 3, 4, 5, 6, 7, 8]
+COLD_USER = 8  # every recommendation is a cold-start one
 
 
 # ---------------------------------------------------------------------------------------
@@ -53,13 +55,16 @@ def _genres(movie_id: int) -> list[str]:
 
 
 def fixed_ratings() -> list[tuple[int, int, float, int, str]]:
-    """User u rates 12 movies (user 1: movie 10 among them); split: every 5th is test."""
+    """User u rates 12 of the first 14 movies (user 1: movie 10 among them), so most of those
+    have enough ratings for neighbours; the other 66 have none. Every 5th rating is a test one."""
     rows = []
     for u in USER_IDS:
         for j in range(12):
-            movie = MOVIE_IDS[(u * 7 + j * 5) % 40]  # the first 40 movies get all ratings
+            movie = MOVIE_IDS[(u * 7 + j * 3) % 14]
             rating = 0.5 + ((u + 3 * j) % 10) * 0.5
-            rows.append((u, movie, rating, 1_000_000 + 100 * u + j, "test" if j % 5 == 4 else "train"))
+            rows.append(
+                (u, movie, rating, 1_000_000 + 100 * u + j, "test" if j % 5 == 4 else "train")
+            )
     return rows
 
 
@@ -83,8 +88,14 @@ def write_fixed_database(out: Path) -> None:
             scores = per_movie.get(m, [])
             con.execute(
                 "INSERT INTO movies VALUES (?, ?, ?, ?, ?, ?)",
-                [m, _title(m), int(year.group(1)) if year else None, _genres(m), len(scores),
-                 sum(scores) / len(scores) if scores else None],
+                [
+                    m,
+                    _title(m),
+                    int(year.group(1)) if year else None,
+                    _genres(m),
+                    len(scores),
+                    sum(scores) / len(scores) if scores else None,
+                ],
             )
         con.execute("CREATE TABLE users(user_id BIGINT, n_ratings INTEGER, mean_rating DOUBLE)")
         for u in USER_IDS:
@@ -111,20 +122,27 @@ def write_fixed_database(out: Path) -> None:
                     "INSERT INTO top_k VALUES (?, ?, ?, ?, ?)",
                     [u, rank, movie, 4.9 - 0.25 * rank - 0.01 * u, u == COLD_USER],
                 )
-        con.execute("CREATE TABLE popular AS SELECT * FROM (VALUES (1, 10, 4.2, 3), (2, 20, 4.1, 2),"
-                    " (3, 30, 3.9, 2)) t(rank, movie_id, score, n_ratings)")
         con.execute(
-            "CREATE TABLE history AS SELECT * FROM (VALUES (1, 1.2, 0.90, 1.0, 0.85),"
-            " (2, 0.8, 0.72, 0.9, 0.80), (3, 0.7, 0.66, 0.88, 0.79))"
-            " t(epoch, loss, mae, val_loss, val_mae)"
+            "CREATE TABLE popular(rank INTEGER, movie_id BIGINT, score DOUBLE, n_ratings INTEGER)"
+        )
+        con.execute("INSERT INTO popular VALUES (1, 10, 4.2, 8), (2, 20, 4.1, 4), (3, 30, 3.9, 8)")
+        con.execute(
+            "CREATE TABLE history(epoch INTEGER, loss DOUBLE, mae DOUBLE, val_loss DOUBLE,"
+            " val_mae DOUBLE)"
         )
         con.execute(
-            "CREATE TABLE metrics AS SELECT * FROM (VALUES"
-            " ('seed', 0.87, 0.67, 16, 'test', 0.31),"
+            "INSERT INTO history VALUES (1, 1.2, 0.90, 1.0, 0.85), (2, 0.8, 0.72, 0.9, 0.80),"
+            " (3, 0.7, 0.66, 0.88, 0.79)"
+        )
+        con.execute(
+            "CREATE TABLE metrics(model VARCHAR, rmse DOUBLE, mae DOUBLE, n BIGINT,"
+            " evaluated_on VARCHAR, ndcg_at_10 DOUBLE)"
+        )
+        con.execute(
+            "INSERT INTO metrics VALUES ('seed', 0.87, 0.67, 16, 'test', 0.31),"
             " ('global mean', 1.03, 0.82, 16, 'test', NULL),"
             " ('movie mean', 0.97, 0.75, 16, 'test', NULL),"
-            " ('user+movie bias', 0.88, 0.68, 16, 'test', NULL))"
-            " t(model, rmse, mae, n, evaluated_on, ndcg_at_10)"
+            " ('user+movie bias', 0.88, 0.68, 16, 'test', NULL)"
         )
         con.execute(
             "CREATE TABLE runs(run_id VARCHAR, created_at TIMESTAMP, dataset VARCHAR,"
@@ -219,32 +237,69 @@ def read_page(path: Path) -> Page:
     return Page(path.read_text(encoding="utf-8"))
 
 
+class Links(HTMLParser):
+    """Only the href/src links and the ids of a page: the crawler reads thousands."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+        self.feed(path.read_text(encoding="utf-8"))
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if value and name in ("href", "src"):
+                self.links.append(value)
+            elif value and name == "id":
+                self.ids.add(value)
+
+
+def _parse_links(paths: list[str]) -> list[tuple[str, list[str], set[str]]]:
+    parsed = [Links(Path(path)) for path in paths]
+    return [(path, page.links, page.ids) for path, page in zip(paths, parsed, strict=True)]
+
+
+def parse_site(site_dir: Path) -> list[tuple[str, list[str], set[str]]]:
+    """(page, links, ids) of every HTML file; thousands of pages are parsed in two processes
+    (spawned: the test process may hold TensorFlow's threads, which fork does not survive)."""
+    pages = sorted(os.path.realpath(p) for p in site_dir.rglob("*.html"))
+    if len(pages) < 2000:
+        return _parse_links(pages)
+    chunks = [pages[i::2] for i in range(2)]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return [row for rows in pool.map(_parse_links, chunks) for row in rows]
+
+
 def broken_links(site_dir: Path) -> Iterator[str]:
-    """Every href/src of every page that does not resolve to a file.
+    """Every href/src of every page that does not resolve to a file (or to a missing #id).
 
     Links out of site/ (the DuckDB file, Parquet, run.json) must exist in OUT, where they
     sit beside site/ just as in the published bucket layout. External links are skipped.
     """
-    out = site_dir.parent.resolve()
-    for page in sorted(site_dir.rglob("*.html")):
-        parsed = read_page(page)
-        for link in parsed.links:
+    out = os.path.realpath(site_dir.parent)
+    files = {os.path.join(root, name) for root, _, names in os.walk(out) for name in names}
+    pages = parse_site(site_dir)
+    ids = {page: page_ids for page, _, page_ids in pages}
+    for page, links, _ in pages:
+        name = os.path.relpath(page, site_dir)
+        for link in links:
             parts = urlsplit(link)
             if parts.scheme or link.startswith("//"):
-                assert parts.scheme in ("http", "https"), f"{page}: odd link {link}"
+                assert parts.scheme in ("http", "https"), f"{name}: odd link {link}"
                 continue
-            if not parts.path:  # "#anchor" on the same page
-                if parts.fragment:
-                    assert parts.fragment in parsed.ids, f"{page}: no #{parts.fragment}"
-                continue
-            target = (page.parent / unquote(parts.path)).resolve()
-            if not target.is_relative_to(out):
-                yield f"{page.relative_to(site_dir)}: {link} leaves OUT"
-            elif not target.is_file():
-                yield f"{page.relative_to(site_dir)}: {link} -> missing {target}"
-            elif parts.fragment and target.suffix == ".html":
-                if parts.fragment not in read_page(target).ids:
-                    yield f"{page.relative_to(site_dir)}: {link} -> no #{parts.fragment}"
+            target = page
+            if parts.path:
+                target = os.path.normpath(os.path.join(os.path.dirname(page), unquote(parts.path)))
+            if not target.startswith(out + os.sep):
+                yield f"{name}: {link} leaves OUT"
+            elif target not in files:
+                yield f"{name}: {link} -> missing {target}"
+            elif (
+                parts.fragment
+                and target.endswith(".html")
+                and parts.fragment not in ids.get(target, set())
+            ):
+                yield f"{name}: {link} -> no #{parts.fragment}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -264,6 +319,25 @@ def test_every_page_is_written(fixed_site: Path) -> None:
 
 def test_no_broken_links(fixed_site: Path) -> None:
     assert list(broken_links(fixed_site)) == []
+
+
+def test_the_crawler_sees_broken_links(tmp_path: Path) -> None:
+    site_dir = tmp_path / "out" / "site"
+    site_dir.mkdir(parents=True)
+    (tmp_path / "out" / "run.json").write_text("{}")
+    (site_dir / "index.html").write_text(
+        '<p id="here"><a href="users/1.html">a</a> <a href="../recommendations.duckdb">b</a>'
+        ' <a href="#nope">c</a> <a href="../../elsewhere.txt">d</a> <a href="#here">ok</a>'
+        ' <a href="../run.json">ok</a> <a href="https://grouplens.org/">ok</a></p>'
+    )
+    found = list(broken_links(site_dir))
+    assert len(found) == 4, found
+    assert [f.split(": ")[1].split(" ")[0] for f in found] == [
+        "users/1.html",
+        "../recommendations.duckdb",
+        "#nope",
+        "../../elsewhere.txt",
+    ]
 
 
 def test_links_are_relative(fixed_site: Path) -> None:
@@ -305,13 +379,13 @@ def test_index_shows_dataset_model_metrics_and_chart(fixed_run: Path, fixed_site
     page = Page(html)
     manifest = json.loads((fixed_run / "run.json").read_text())
     metrics = page.tables[0]
-    assert metrics[0] == ["Model", "RMSE", "MAE", "NDCG@10"]
+    assert metrics[0] == ["Model", "RMSE", "MAE", "nDCG@10"]
     assert [row[0].split()[0] for row in metrics[1:]] == ["seed", "global", "movie", "user+movie"]
     assert metrics[1][1:] == ["0.8700", "0.6700", "0.3100"]
     assert metrics[2][3] == "–"  # a baseline without a ranking score
     assert f"{manifest['model']['parameters']:,}" in page.plain
     assert "movie_embedding: Embedding(80, 8)" in page.plain
-    assert '<svg' in html and 'role="img"' in html and '<title id="chart-title">' in html
+    assert "<svg" in html and 'role="img"' in html and '<title id="chart-title">' in html
     assert "Best baseline: user+movie bias (0.680)" in html
     assert 'name="viewport"' in html
     for data_file in ("../recommendations.duckdb", "../run.json", "../parquet/movies.parquet"):
@@ -335,6 +409,7 @@ def test_movie_page_lists_neighbours_by_embedding(fixed_run: Path, fixed_site: P
     counts = {m: 0 for m in MOVIE_IDS}
     for _, m, _, _, _ in fixed_ratings():
         counts[m] += 1
+    assert counts[30] >= 5
     placed = np.array([counts[m] >= 5 for m in MOVIE_IDS])
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     row = MOVIE_IDS.index(30)
@@ -364,9 +439,10 @@ def test_titles_with_markup_render_as_text(fixed_site: Path) -> None:
     assert read_page(fixed_site / "movies" / "10.html").h1 == XSS_TITLE
     user = read_page(fixed_site / "users" / "1.html")  # user 1 rated movie 10
     assert XSS_TITLE in [row[1] for row in user.tables[0]]
-    assert "Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)" in read_page(
-        fixed_site / "movies" / "20.html"
-    ).h1
+    assert (
+        "Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)"
+        in read_page(fixed_site / "movies" / "20.html").h1
+    )
 
 
 def test_golden_user_page(fixed_site: Path) -> None:
@@ -383,7 +459,7 @@ def test_golden_user_page(fixed_site: Path) -> None:
 
 def test_search_shards_hold_every_user_once(fixed_run: Path, tmp_path: Path) -> None:
     data, _ = site.load_site_data(fixed_run)
-    data = site.SiteData(**{**data.__dict__, "users_per_shard": 2})  # 6 users -> 3 shards
+    data = site.SiteData(**{**data.__dict__, "users_per_shard": 3})  # 8 users -> 3 shards
     site.write_site(tmp_path / "site", data, workers=1)
     seen: list[int] = []
     for number in range(3):
@@ -402,8 +478,16 @@ def test_parallel_rendering_writes_the_same_bytes(fixed_run: Path, tmp_path: Pat
     site.write_site(tmp_path / "one", data, workers=1)
     summary = site.write_site(tmp_path / "two", data, workers=2)
     assert summary.workers == 2
-    one = {p.relative_to(tmp_path / "one"): p.read_bytes() for p in (tmp_path / "one").rglob("*") if p.is_file()}
-    two = {p.relative_to(tmp_path / "two"): p.read_bytes() for p in (tmp_path / "two").rglob("*") if p.is_file()}
+    one = {
+        p.relative_to(tmp_path / "one"): p.read_bytes()
+        for p in (tmp_path / "one").rglob("*")
+        if p.is_file()
+    }
+    two = {
+        p.relative_to(tmp_path / "two"): p.read_bytes()
+        for p in (tmp_path / "two").rglob("*")
+        if p.is_file()
+    }
     assert one.keys() == two.keys()
     assert [k for k in one if one[k] != two[k]] == []
 
@@ -413,11 +497,22 @@ def test_render_records_its_time_in_run_json(fixed_run: Path) -> None:
     assert manifest["timings"]["render"] > 0
 
 
+def test_render_command(fixed_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(fixed_run, out, ignore=shutil.ignore_patterns("site"))
+    assert main(["-q", "render", "--out", str(out)]) == 0
+    assert (out / "site" / "users" / "1.html").read_text() == (
+        fixed_run / "site" / "users" / "1.html"
+    ).read_text()
+
+
 # ---------------------------------------------------------------------------------------
 # Errors
 
 
-def test_missing_database_is_one_clear_line(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_database_is_one_clear_line(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     shutil.copytree(tiny_run, tmp_path / "out")
     assert main(["render", "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip()
@@ -433,7 +528,9 @@ def test_undefined_variable_fails_and_keeps_the_old_site(fixed_run: Path, tmp_pa
     good = site.write_site(tmp_path / "site", data, templates=templates)
     before = (good.site / "index.html").read_text()
     page = templates / "popular.html"
-    page.write_text(page.read_text().replace("{{ item.rank }}", "{{ item.rank }}{{ no_such_name }}"))
+    page.write_text(
+        page.read_text().replace("{{ item.rank }}", "{{ item.rank }}{{ no_such_name }}")
+    )
     with pytest.raises(JobError, match="no_such_name"):
         site.write_site(tmp_path / "site", data, templates=templates)
     assert (tmp_path / "site" / "index.html").read_text() == before
@@ -455,8 +552,12 @@ def test_real_merge_output_renders(scored_run: Path, tmp_path: Path) -> None:
     assert list(broken_links(out / "site")) == []
     with duckdb.connect(str(out / "recommendations.duckdb"), read_only=True) as con:
         user = con.execute("SELECT min(user_id) FROM users").fetchone()[0]
-        rated = {r[0] for r in con.execute(
-            "SELECT movie_id FROM ratings WHERE user_id = ?", [user]).fetchall()}
+        rated = {
+            r[0]
+            for r in con.execute(
+                "SELECT movie_id FROM ratings WHERE user_id = ?", [user]
+            ).fetchall()
+        }
         titles = dict(con.execute("SELECT movie_id, title FROM movies").fetchall())
     page = read_page(out / "site" / "users" / f"{user}.html")
     recommended = [row[2] for row in page.tables[1][1:]]
@@ -483,8 +584,14 @@ def test_chart_is_an_accessible_svg_with_axes_legend_and_baseline() -> None:
     assert title is not None and title.get("id") == root.get("aria-labelledby")
     assert "Validation MAE went from 0.850 at epoch 1 to 0.800 at epoch 2" in (title.text or "")
     texts = " ".join(t for el in root.iter(f"{ns}text") for t in el.itertext())
-    for label in ("Error over epochs", "Epoch", "Mean absolute error (stars)", "Training MAE",
-                  "Validation MAE", "Best baseline: movie mean (0.760)"):
+    for label in (
+        "Error over epochs",
+        "Epoch",
+        "Mean absolute error (stars)",
+        "Training MAE",
+        "Validation MAE",
+        "Best baseline: movie mean (0.760)",
+    ):
         assert label in texts, label
     assert "stroke-dasharray" in svg  # the dotted baseline
     assert site.error_chart_svg(HISTORY, "movie mean", 0.76) == svg  # same input, same bytes
@@ -534,11 +641,13 @@ def test_nearest_neighbours_match_brute_force(k: int, block: int, masked: bool) 
         found = [int(i) for i in index[row] if i >= 0]
         assert found == expected[row]
         assert np.all(np.diff(similarity[row][: len(found)]) <= 1e-6)
-        assert np.all(similarity[row][len(found):] == -np.inf)
+        assert np.all(similarity[row][len(found) :] == -np.inf)
 
 
 def test_stars_round_to_half_stars() -> None:
     assert site.stars(5.0) == "★★★★★"
     assert site.stars(3.7) == "★★★½☆"
     assert site.stars(0.2) == "☆☆☆☆☆"
-    assert site.metric_label("ndcg_at_10") == "NDCG@10"
+    assert site.metric_label("ndcg_at_10") == "nDCG@10"
+    assert site.metric_label("precision_at_10") == "Precision@10"
+    assert site.metric_label("rmse") == "RMSE"
