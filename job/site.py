@@ -171,7 +171,8 @@ def render_site(
     Args:
         out: the run's folder (``recommendations.duckdb``, ``run.json``, ``model.keras``).
         templates: the Jinja2 templates and their ``static/`` folder.
-        workers: processes rendering pages; ``None`` picks one per core for large sites.
+        workers: processes rendering pages; ``None``: one per core from
+            ``PARALLEL_MIN_PAGES`` pages on, else one.
         n_top_rated: a user's top-rated movies shown on their page.
         n_similar: neighbours shown on a movie's page.
         similar_min_ratings: a movie with fewer ratings has an embedding that barely moved
@@ -182,9 +183,7 @@ def render_site(
     Raises:
         JobError: the run is not merged yet, or the templates are missing.
     """
-    started = time.perf_counter()  # before the import: loading Keras is part of the cost
-    from job.pipeline import record_stage
-
+    started = time.perf_counter()  # loading Keras and the model is part of the cost
     data, timings = load_site_data(
         out,
         n_top_rated=n_top_rated,
@@ -205,6 +204,8 @@ def render_site(
         ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()),
         summary.site,
     )
+    from job.pipeline import record_stage  # imported by load_site_data already
+
     record_stage(out, "render", seconds)
     return SiteSummary(
         summary.site,
