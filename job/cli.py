@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from job.config import DEFAULT_PRESET
 from job.errors import ConfigError, JobError
 
 if TYPE_CHECKING:
@@ -42,8 +43,8 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--preset",
-        default="seed",
-        help="model preset (default: %(default)s, the article's network)",
+        default=DEFAULT_PRESET,
+        help="model preset: seed (the article's network), tuned, dlrm, classes, ... (default: %(default)s)",
     )
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the preset's)")
     parser.add_argument(

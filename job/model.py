@@ -539,3 +539,9 @@ def block_scorer(model: FactorisedModel, n_movies: int) -> Callable[[np.ndarray]
         return ops.convert_to_numpy(centred).astype("float64") + model.rating_mean
 
     return score
+
+
+def trainable_parameters(model: keras.Model) -> int:
+    """Learned weights only: the side-feature tables stored in DLRM models are data, not
+    parameters, and would otherwise dominate the count."""
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)

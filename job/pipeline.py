@@ -45,7 +45,7 @@ from job.evaluate import (
     ranking_metrics,
 )
 from job.features import IdEncoding
-from job.model import block_scorer, predict_classes, predict_ratings
+from job.model import block_scorer, predict_classes, predict_ratings, trainable_parameters
 from job.split import TEST, TRAIN, VAL
 from job.store import atomic_path, read_json, write_json
 from job.train import split_data, train_split
@@ -255,7 +255,7 @@ def build_manifest(
         "config": config.to_dict(),
         "model": {
             "preset": config.preset,
-            "parameters": int(model.count_params()),
+            "parameters": trainable_parameters(model),
             "layers": describe_layers(model),
             "epochs_run": len(history),
             "rating_mean": model.rating_mean,

@@ -25,7 +25,7 @@ from job.data import Dataset, load_dataset
 from job.errors import ConfigError
 from job.evaluate import accuracy, clip, error_metrics
 from job.features import side_features
-from job.model import predict_classes, predict_ratings
+from job.model import predict_classes, predict_ratings, trainable_parameters
 from job.pipeline import evaluate_all
 from job.split import TEST, TRAIN, VAL
 from job.store import write_json
@@ -164,7 +164,7 @@ def tune(
             ),
             "epochs": result.epochs_run,
             "seconds": round(seconds, 1),
-            "parameters": int(result.model.count_params()),
+            "parameters": trainable_parameters(result.model),
         }
         log.info(
             "tune %d/%d %s: val RMSE %.4f MAE %.4f (%d epochs, %.0f s)",

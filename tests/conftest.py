@@ -16,7 +16,7 @@ def shipped_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Every stage that exists runs once per test session; end-to-end tests read its folder.
     """
     out = tmp_path_factory.mktemp("shipped") / "out"
-    assert main(["-q", "run", "--out", str(out)]) == 0
+    assert main(["-q", "run", "--preset", "seed", "--out", str(out)]) == 0
     return out
 
 
@@ -35,7 +35,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny")
     data = write_movielens(root / "data", n_users=50, n_movies=80, per_user=15, seed=3)
     out = root / "out"
-    train_stage(build_config(data=str(data), out=out, epochs=2), verbose=0)
+    train_stage(build_config(data=str(data), out=out, preset="seed", epochs=2), verbose=0)
     return out
 
 

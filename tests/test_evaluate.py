@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,14 @@ from job.model import build_model
 from job.pipeline import BASELINE_NAMES, evaluate_all
 
 
-def brute_force(scores, seen, held_out, order, k, relevant_rating=4.0):  # type: ignore[no-untyped-def]
+def brute_force(
+    scores: np.ndarray,
+    seen: tuple[np.ndarray, np.ndarray],
+    held_out: tuple[np.ndarray, np.ndarray, np.ndarray],
+    order: np.ndarray,
+    k: int,
+    relevant_rating: float = 4.0,
+) -> tuple[float, float, float, float, int]:
     """One user at a time, with Python sorting: the definition the vectorised code must match."""
     n_movies = scores.shape[1]
     rank_of = {movie: i for i, movie in enumerate(order)}
@@ -56,7 +64,7 @@ def brute_force(scores, seen, held_out, order, k, relevant_rating=4.0):  # type:
     )
 
 
-def random_case(seed: int, n_users: int = 9, n_movies: int = 14, ties: bool = False):  # type: ignore[no-untyped-def]
+def random_case(seed: int, n_users: int = 9, n_movies: int = 14, ties: bool = False) -> Any:
     rng = np.random.default_rng(seed)
     scores = rng.integers(0, 3, (n_users, n_movies)).astype("float64") if ties else rng.normal(size=(n_users, n_movies))
     rated = rng.random((n_users, n_movies)) < 0.5

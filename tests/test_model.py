@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import keras
 import numpy as np
 import pandas as pd
@@ -54,7 +57,7 @@ def all_pairs(n_users: int, n_movies: int) -> tuple[np.ndarray, np.ndarray]:
     return users.ravel(), movies.ravel()
 
 
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "seed": {},
     "mlp-biases": {"biases": True, "dropout": 0.2},
     "mlp-classes": {"output": "classes", "biases": True},
@@ -103,7 +106,7 @@ def test_protocol_shapes(variant: str) -> None:
 
 
 @pytest.mark.parametrize("variant", ["dlrm", "dlrm-classes", "mlp-classes"])
-def test_saved_model_is_self_contained(variant: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_saved_model_is_self_contained(variant: str, tmp_path: Path) -> None:
     """model.keras carries the side-feature tables and the classes: no data needed to reload."""
     model = make(variant)
     model.save(tmp_path / "model.keras")
@@ -268,7 +271,8 @@ def test_tag_matrix_rows_are_term_frequencies() -> None:
         {"user_id": [1, 2, 1, 1, 2], "movie_id": [10, 10, 10, 20, 99], "tag": ["a", "a", "b", "c", "a"]}
     )
     matrix = tag_matrix(tags, encoding, ["a", "b"])
-    np.testing.assert_allclose(matrix, [[2 / 3, 1 / 3], [0, 0], [0, 0], [0, 0]])  # 99 is unknown: ignored
+    expected = np.array([[2 / 3, 1 / 3], [0, 0], [0, 0], [0, 0]])  # 99 is unknown: ignored
+    np.testing.assert_allclose(matrix, expected)
 
 
 def test_year_matrix_standardises_and_flags_missing() -> None:
