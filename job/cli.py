@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from job.config import DEFAULT_PRESET
 from job.errors import ConfigError, JobError
@@ -184,7 +184,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     from job.publish import publish
 
-    summary = publish(args.out, args.target, endpoint_url=args.endpoint_url, keep_runs=args.keep_runs)
+    summary = publish(
+        args.out, args.target, endpoint_url=args.endpoint_url, keep_runs=args.keep_runs
+    )
     print(summary.url)  # stdout: the address alone, for scripts and the job summary
     return 0
 
@@ -192,7 +194,20 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from job.bench import format_report, run_bench
 
-    print(format_report(run_bench(args.shape, args.users, args.movies, args.ratings, args.top_k, args.block_users, args.reference_users, args.seed)))
+    print(
+        format_report(
+            run_bench(
+                args.shape,
+                args.users,
+                args.movies,
+                args.ratings,
+                args.top_k,
+                args.block_users,
+                args.reference_users,
+                args.seed,
+            )
+        )
+    )
     return 0
 
 
@@ -321,39 +336,101 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_bench,
         "Benchmark scoring: the fast path against the article's per-user predict.",
     )
-    bench.add_argument("--shape", choices=["ml-latest-small", "ml-1m", "ml-10m", "ml-25m", "ml-32m"], help="a MovieLens dataset's size; --users/--movies/--ratings override it")
-    bench.add_argument("--users", type=int, help="synthetic users (default: the shape's, else 2000)")
-    bench.add_argument("--movies", type=int, help="synthetic movies (default: the shape's, else 5000)")
-    bench.add_argument("--ratings", type=int, help="synthetic ratings (default: the shape's ratings per user x users, else 165 per user)")
-    bench.add_argument("--top-k", type=int, default=10, help="top K per user (default: %(default)s)")
-    bench.add_argument("--block-users", type=int, help="users per block (default: sized to ~128 MiB of intermediates)")
-    bench.add_argument("--reference-users", type=int, default=5, help="users timed on the article's path, one model.predict each (default: %(default)s)")
-    bench.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and the random weights (default: %(default)s)")
+    bench.add_argument(
+        "--shape",
+        choices=["ml-latest-small", "ml-1m", "ml-10m", "ml-25m", "ml-32m"],
+        help="a MovieLens dataset's size; --users/--movies/--ratings override it",
+    )
+    bench.add_argument(
+        "--users", type=int, help="synthetic users (default: the shape's, else 2000)"
+    )
+    bench.add_argument(
+        "--movies", type=int, help="synthetic movies (default: the shape's, else 5000)"
+    )
+    bench.add_argument(
+        "--ratings",
+        type=int,
+        help="synthetic ratings (default: the shape's ratings per user x users, else 165 per user)",
+    )
+    bench.add_argument(
+        "--top-k", type=int, default=10, help="top K per user (default: %(default)s)"
+    )
+    bench.add_argument(
+        "--block-users",
+        type=int,
+        help="users per block (default: sized to ~128 MiB of intermediates)",
+    )
+    bench.add_argument(
+        "--reference-users",
+        type=int,
+        default=5,
+        help="users timed on the article's path, one model.predict each (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the synthetic data and the random weights (default: %(default)s)",
+    )
 
     bench_publish = command(
         "bench-publish",
         cmd_bench_publish,
         "Benchmark publishing: upload a synthetic site to a local moto S3 server, then re-run it.",
     )
-    bench_publish.add_argument("--objects", type=int, default=10_000, help="files in the synthetic site (default: %(default)s)")
+    bench_publish.add_argument(
+        "--objects",
+        type=int,
+        default=10_000,
+        help="files in the synthetic site (default: %(default)s)",
+    )
 
-    tune = command("tune", cmd_tune, "Grid-search model settings (job/tune.py's TUNE_GRID) on the validation set; writes OUT/tune.json.")
+    tune = command(
+        "tune",
+        cmd_tune,
+        "Grid-search model settings (job/tune.py's TUNE_GRID) on the validation set; writes OUT/tune.json.",
+    )
     _add_training_flags(tune)
     tune.set_defaults(preset=None)  # the grid's declared base preset unless --preset is given
     for action in tune._actions:
         if action.dest == "preset":
             action.help = "preset whose settings the grid's values replace (default: the grid's declared base)"
 
-    seeds = command("seeds", cmd_seeds, "Train and test a preset once per seed; print mean ± std; writes OUT/seeds.json.")
+    seeds = command(
+        "seeds",
+        cmd_seeds,
+        "Train and test a preset once per seed; print mean ± std; writes OUT/seeds.json.",
+    )
     _add_training_flags(seeds)
-    seeds.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds, each its own split, initialisation and shuffling (default: 1 2 3)")
+    seeds.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[1, 2, 3],
+        help="seeds, each its own split, initialisation and shuffling (default: 1 2 3)",
+    )
     return parser
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is logged, not when the handler was
+    made: a caller that swaps stderr (a test capturing output) never leaves it a closed file."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 def configure_logging(quiet: bool, verbose: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     # Other libraries stay at WARNING; -v is about this job's own steps.
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr, force=True)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(message)s", handlers=[_StderrHandler()], force=True
+    )
     logging.getLogger("job").setLevel(level)
     # TensorFlow's C++ start-up chatter is noise to a user of this job.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if not verbose else "0")

@@ -57,9 +57,13 @@ class ModelConfig:
             raise ConfigError("model.l2 and model.patience must be >= 0, learning_rate > 0")
         for name in ("hidden", "bottom", "top"):
             if any(units < 1 for units in getattr(self, name)):
-                raise ConfigError(f"model.{name} layer sizes must be at least 1 (got {getattr(self, name)})")
+                raise ConfigError(
+                    f"model.{name} layer sizes must be at least 1 (got {getattr(self, name)})"
+                )
         if not self.hidden:
-            raise ConfigError("model.hidden needs at least one layer (the mlp's first layer is factorised)")
+            raise ConfigError(
+                "model.hidden needs at least one layer (the mlp's first layer is factorised)"
+            )
         if self.n_tags < 0:
             raise ConfigError(f"model.n_tags must be >= 0 (got {self.n_tags})")
 
@@ -77,29 +81,52 @@ PRESETS: dict[str, ModelConfig] = {
     # biases and L2 on the embeddings; wider embeddings (32) since L2 now limits overfitting;
     # patience 3 with restore so a noisy epoch does not end training on worse weights.
     "biased": ModelConfig(
-        biases=True, l2=1e-3, user_dim=32, movie_dim=32, hidden=(64, 16),
-        epochs=40, patience=3, restore_best_weights=True,
+        biases=True,
+        l2=1e-3,
+        user_dim=32,
+        movie_dim=32,
+        hidden=(64, 16),
+        epochs=40,
+        patience=3,
+        restore_best_weights=True,
     ),
     # DLRM-style model with side features, hand-set before tuning (the `tune` grid's base):
     # dot interactions give it the matrix factorisation's u.m term the mlp lacks; side_dim 16
     # and l2 1e-3 were the first values that beat the mlp on validation.
     "dlrm": ModelConfig(
-        architecture="dlrm", biases=True, l2=1e-3, side_dim=16,
-        epochs=40, patience=3, restore_best_weights=True,
+        architecture="dlrm",
+        biases=True,
+        l2=1e-3,
+        side_dim=16,
+        epochs=40,
+        patience=3,
+        restore_best_weights=True,
     ),
     # The dlrm preset with the 10-class head (cross-entropy, expected rating): the classifier
     # at the hand-set size, so it can be compared with "dlrm" one change at a time.
     "classes": ModelConfig(
-        architecture="dlrm", output="classes", biases=True, l2=1e-3, side_dim=16,
-        epochs=40, patience=3, restore_best_weights=True,
+        architecture="dlrm",
+        output="classes",
+        biases=True,
+        l2=1e-3,
+        side_dim=16,
+        epochs=40,
+        patience=3,
+        restore_best_weights=True,
     ),
     # Chosen by `python -m job tune` (job/tune.py's TUNE_GRID over the dlrm preset, seed 42,
     # lowest validation RMSE; the test set is never read): side_dim 64, l2 1e-3 and the
     # 10-class head won (val RMSE 0.8286 against 0.8314 for the best regression point, also
     # side_dim 64); the stronger l2 1e-2 lost at every size. Table in the README's Results.
     "tuned": ModelConfig(
-        architecture="dlrm", output="classes", biases=True, l2=1e-3, side_dim=64,
-        epochs=40, patience=3, restore_best_weights=True,
+        architecture="dlrm",
+        output="classes",
+        biases=True,
+        l2=1e-3,
+        side_dim=64,
+        epochs=40,
+        patience=3,
+        restore_best_weights=True,
     ),
 }
 

@@ -60,7 +60,9 @@ def error_metrics(name: str, predicted: np.ndarray, actual: np.ndarray) -> Metri
     error = np.asarray(predicted, "float64") - np.asarray(actual, "float64")
     if error.size == 0:
         return Metrics(name, float("nan"), float("nan"), 0)
-    return Metrics(name, float(np.sqrt(np.mean(error**2))), float(np.mean(np.abs(error))), int(error.size))
+    return Metrics(
+        name, float(np.sqrt(np.mean(error**2))), float(np.mean(np.abs(error))), int(error.size)
+    )
 
 
 def clip(ratings: np.ndarray, scale: RatingScale) -> np.ndarray:
@@ -72,7 +74,9 @@ def global_mean_baseline(train_ratings: np.ndarray, n_movies: int) -> np.ndarray
     return np.full(n_movies, float(np.mean(train_ratings)))
 
 
-def movie_mean_baseline(train_movies: np.ndarray, train_ratings: np.ndarray, n_movies: int) -> np.ndarray:
+def movie_mean_baseline(
+    train_movies: np.ndarray, train_ratings: np.ndarray, n_movies: int
+) -> np.ndarray:
     """Each movie's mean training rating; the global mean for movies with none (the article's
     second, and best, baseline)."""
     sums = np.bincount(train_movies, weights=train_ratings, minlength=n_movies)

@@ -116,12 +116,18 @@ class FactorisedModel(keras.Model):
     def _biases(self) -> None:
         regularizer = self._embedding_regularizer()
         self.user_bias = layers.Embedding(
-            self.n_users, self.units, embeddings_initializer="zeros",
-            embeddings_regularizer=regularizer, name="user_bias",
+            self.n_users,
+            self.units,
+            embeddings_initializer="zeros",
+            embeddings_regularizer=regularizer,
+            name="user_bias",
         )
         self.movie_bias = layers.Embedding(
-            self.n_movies, self.units, embeddings_initializer="zeros",
-            embeddings_regularizer=regularizer, name="movie_bias",
+            self.n_movies,
+            self.units,
+            embeddings_initializer="zeros",
+            embeddings_regularizer=regularizer,
+            name="movie_bias",
         )
 
     # -- the protocol ---------------------------------------------------------------------
@@ -153,7 +159,9 @@ class FactorisedModel(keras.Model):
     def call(self, inputs: Any, training: bool = False) -> Any:
         users = ops.cast(inputs[:, 0], "int32")
         movies = ops.cast(inputs[:, 1], "int32")
-        outputs = self.pair_outputs(self.user_parts(users), self.movie_parts(movies), training=training)
+        outputs = self.pair_outputs(
+            self.user_parts(users), self.movie_parts(movies), training=training
+        )
         rating = ops.expand_dims(self.to_rating(outputs), -1)
         return ops.concatenate([rating, outputs], axis=-1) if self.classes else rating
 
@@ -245,7 +253,9 @@ class RatingModel(FactorisedModel):
     def build(self, input_shape: Any = None) -> None:
         self.user_embedding.build((None,))
         self.movie_embedding.build((None,))
-        self.hidden[0].build((None, self.user_embedding.output_dim + self.movie_embedding.output_dim))
+        self.hidden[0].build(
+            (None, self.user_embedding.output_dim + self.movie_embedding.output_dim)
+        )
         width = self.hidden[0].units
         for layer in self.hidden[1:]:
             layer.build((None, width))
@@ -307,7 +317,10 @@ class DLRMModel(FactorisedModel):
             layers.Dense(units, activation="relu", name=f"bottom_{i}")
             for i, units in enumerate((*cfg.bottom, self.dim))
         ]
-        self.top = [layers.Dense(units, activation="relu", name=f"top_{i}") for i, units in enumerate(cfg.top)]
+        self.top = [
+            layers.Dense(units, activation="relu", name=f"top_{i}")
+            for i, units in enumerate(cfg.top)
+        ]
         self.dropouts = [layers.Dropout(cfg.dropout) for _ in cfg.top] if cfg.dropout else []
         self.prediction = layers.Dense(self.units, activation="linear", name="prediction")
         if self.biases:
@@ -327,13 +340,19 @@ class DLRMModel(FactorisedModel):
         self.user_embedding.build((None,))
         self.movie_embedding.build((None,))
         self.genre_table = self.add_weight(
-            shape=(self.n_movies, self.n_genres), initializer="zeros", trainable=False, name="genre_table"
+            shape=(self.n_movies, self.n_genres),
+            initializer="zeros",
+            trainable=False,
+            name="genre_table",
         )
         self.year_table = self.add_weight(
             shape=(self.n_movies, 2), initializer="zeros", trainable=False, name="year_table"
         )
         self.tag_table = self.add_weight(
-            shape=(self.n_movies, self.n_tag_columns), initializer="zeros", trainable=False, name="tag_table"
+            shape=(self.n_movies, self.n_tag_columns),
+            initializer="zeros",
+            trainable=False,
+            name="tag_table",
         )
         self.genre_embedding.build((None, self.n_genres))
         self.tag_embedding.build((None, self.n_tag_columns))
@@ -356,7 +375,9 @@ class DLRMModel(FactorisedModel):
         expected = (self.n_movies, self.n_genres, self.n_tag_columns)
         got = (side.n_movies, side.genres.shape[1], side.tags.shape[1])
         if got != expected:
-            raise ValueError(f"side features of shape (movies, genres, tags) {got} do not fit this model's {expected}")
+            raise ValueError(
+                f"side features of shape (movies, genres, tags) {got} do not fit this model's {expected}"
+            )
         self.genre_table.assign(side.genres.astype("float32"))
         self.year_table.assign(side.years.astype("float32"))
         self.tag_table.assign(side.tags.astype("float32"))
@@ -390,7 +411,10 @@ class DLRMModel(FactorisedModel):
         # pairs with the user (i == 0) come first and are left to pair_outputs.
         n_user_pairs = len(MOVIE_VECTORS)
         dots = ops.stack(
-            [ops.sum(vectors[i - 1] * vectors[j - 1], axis=-1) for i, j in self.pairs[n_user_pairs:]],
+            [
+                ops.sum(vectors[i - 1] * vectors[j - 1], axis=-1)
+                for i, j in self.pairs[n_user_pairs:]
+            ],
             axis=-1,
         )
         constant = (
@@ -408,10 +432,15 @@ class DLRMModel(FactorisedModel):
         n_movie = len(MOVIE_VECTORS)
         # The dots u·m, u·g, u·t, u·d, then their rows (dim + 0..3) of the first top layer.
         dots = ops.stack(
-            [ops.sum(user * movie_parts[..., k * d : (k + 1) * d], axis=-1) for k in range(n_movie)],
+            [
+                ops.sum(user * movie_parts[..., k * d : (k + 1) * d], axis=-1)
+                for k in range(n_movie)
+            ],
             axis=-1,
         )
-        x = movie_parts[..., n_movie * d : n_movie * d + h0] + ops.matmul(dots, first.kernel[d : d + n_movie])
+        x = movie_parts[..., n_movie * d : n_movie * d + h0] + ops.matmul(
+            dots, first.kernel[d : d + n_movie]
+        )
         if self.top:
             x = ops.relu(x)
             if self.dropouts:
@@ -426,7 +455,11 @@ class DLRMModel(FactorisedModel):
         return x
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "n_genres": self.n_genres, "n_tag_columns": self.n_tag_columns}
+        return {
+            **super().get_config(),
+            "n_genres": self.n_genres,
+            "n_tag_columns": self.n_tag_columns,
+        }
 
 
 def _tuples(raw: dict[str, Any]) -> dict[str, Any]:
@@ -465,12 +498,19 @@ def build_model(
     model: FactorisedModel
     if config.architecture == "dlrm":
         if side is None:
-            raise ValueError("architecture='dlrm' needs side features: pass side=features.side_features(...)")
+            raise ValueError(
+                "architecture='dlrm' needs side features: pass side=features.side_features(...)"
+            )
         if side.n_movies != n_movies:
             raise ValueError(f"side features cover {side.n_movies} movies, the model {n_movies}")
         model = DLRMModel(
-            n_users, n_movies, raw, rating_mean, values,
-            n_genres=int(side.genres.shape[1]), n_tag_columns=int(side.tags.shape[1]),
+            n_users,
+            n_movies,
+            raw,
+            rating_mean,
+            values,
+            n_genres=int(side.genres.shape[1]),
+            n_tag_columns=int(side.tags.shape[1]),
         )
         model.build()
         model.set_side_features(side)
@@ -509,14 +549,18 @@ def training_targets(model: FactorisedModel, ratings: np.ndarray) -> np.ndarray:
     return np.stack([centred, classes.astype("float32")], axis=1)
 
 
-def predict_ratings(model: keras.Model, users: np.ndarray, movies: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+def predict_ratings(
+    model: keras.Model, users: np.ndarray, movies: np.ndarray, batch_size: int = 65536
+) -> np.ndarray:
     """Uncentred, unclipped predicted ratings for explicit pairs (the reference path)."""
     pairs = np.stack([users, movies], axis=1).astype("int32")
     centred = model.predict(pairs, batch_size=batch_size, verbose=0)[:, 0]
     return centred.astype("float64") + model.rating_mean
 
 
-def predict_classes(model: FactorisedModel, users: np.ndarray, movies: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+def predict_classes(
+    model: FactorisedModel, users: np.ndarray, movies: np.ndarray, batch_size: int = 65536
+) -> np.ndarray:
     """The classifier's most likely rating for explicit pairs (for its accuracy)."""
     if not model.classes or not model.rating_values:
         raise ValueError("predict_classes needs a model with output='classes'")

@@ -84,7 +84,9 @@ class TrainedRun:
 def load_run(out: Path) -> TrainedRun:
     """Read a train stage's outputs; a clear error if ``out`` is not one."""
     if not (out / RUN_JSON).exists() or not (out / MODEL_FILE).exists():
-        raise JobError(f"{out}: no trained run here (run.json, model.keras); run `python -m job train --out {out}` first")
+        raise JobError(
+            f"{out}: no trained run here (run.json, model.keras); run `python -m job train --out {out}` first"
+        )
     return TrainedRun(
         out=out,
         manifest=read_json(out / RUN_JSON),
@@ -147,7 +149,10 @@ def train_stage(config: Config, verbose: int = 1) -> dict[str, Any]:
     for row in metrics:
         log.info(
             "%-16s %s RMSE=%.4f MAE=%.4f nDCG@10=%s",
-            row.model, evaluated_on, row.rmse, row.mae,
+            row.model,
+            evaluated_on,
+            row.rmse,
+            row.mae,
             "n/a" if row.ndcg_at_10 is None else f"{row.ndcg_at_10:.4f}",
         )
 
@@ -155,7 +160,9 @@ def train_stage(config: Config, verbose: int = 1) -> dict[str, Any]:
     manifest["metrics"] = {"evaluated_on": evaluated_on, "rows": [m.as_dict() for m in metrics]}
     manifest["training_seconds"] = round(result.seconds, 3)
     manifest["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    write_train_outputs(config.out, manifest, dataset, encoding, result.model, result.history, labels)
+    write_train_outputs(
+        config.out, manifest, dataset, encoding, result.model, result.history, labels
+    )
     return manifest
 
 
@@ -198,9 +205,13 @@ def evaluate_all(
     def seconds(value: float | None) -> float | None:
         return None if value is None else round(value, 3)
 
-    model_row = error_metrics(name, clip(predict_ratings(model, ho_users, ho_movies), scale), actual)
+    model_row = error_metrics(
+        name, clip(predict_ratings(model, ho_users, ho_movies), scale), actual
+    )
     if getattr(model, "classes", False):
-        model_row = replace(model_row, accuracy=accuracy(predict_classes(model, ho_users, ho_movies), actual))
+        model_row = replace(
+            model_row, accuracy=accuracy(predict_classes(model, ho_users, ho_movies), actual)
+        )
     rows = [
         replace(model_row, training_seconds=seconds(training_seconds)),
         error_metrics(BASELINE_NAMES[0], global_mean[ho_movies], actual),
@@ -218,7 +229,9 @@ def evaluate_all(
     order = popularity_order(tr_movies, n_movies)
     seen = (pairs[~held_out, 0], pairs[~held_out, 1])
     return [
-        row.with_ranking(ranking_metrics(scorer, n_movies, seen, (ho_users, ho_movies, actual), order))
+        row.with_ranking(
+            ranking_metrics(scorer, n_movies, seen, (ho_users, ho_movies, actual), order)
+        )
         for row, scorer in zip(rows, scorers, strict=True)
     ]
 
@@ -245,7 +258,11 @@ def build_manifest(
             "n_movies": encoding.n_movies,
             "n_rated_movies": int(dataset.ratings["movie_id"].nunique()),
             "n_ratings": len(dataset.ratings),
-            "scale": {"low": dataset.scale.low, "high": dataset.scale.high, "step": dataset.scale.step},
+            "scale": {
+                "low": dataset.scale.low,
+                "high": dataset.scale.high,
+                "step": dataset.scale.step,
+            },
             "split": {
                 "train": int((labels == TRAIN).sum()),
                 "validation": int((labels == VAL).sum()),
@@ -281,7 +298,17 @@ def describe_layers(model: keras.Model) -> list[str]:
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for package in ("movielens-job", "keras", "tensorflow", "tensorflow-cpu", "numpy", "pandas", "duckdb", "jax", "torch"):
+    for package in (
+        "movielens-job",
+        "keras",
+        "tensorflow",
+        "tensorflow-cpu",
+        "numpy",
+        "pandas",
+        "duckdb",
+        "jax",
+        "torch",
+    ):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -339,10 +366,14 @@ class UserExample:
     recommendations: pd.DataFrame  # movie_id, predicted_rating, title, genres
 
 
-def example_for_user(run: TrainedRun, user_id: int, n_top_rated: int = 10, n_recommend: int = 5) -> UserExample:
+def example_for_user(
+    run: TrainedRun, user_id: int, n_top_rated: int = 10, n_recommend: int = 5
+) -> UserExample:
     """A user's favourite movies and the model's top picks among the movies they haven't rated."""
     if user_id not in set(run.encoding.user_ids.tolist()):
-        raise JobError(f"user {user_id} is not in this run's data; pick one of {run.encoding.user_ids[0]}..{run.encoding.user_ids[-1]}")
+        raise JobError(
+            f"user {user_id} is not in this run's data; pick one of {run.encoding.user_ids[0]}..{run.encoding.user_ids[-1]}"
+        )
     rated = run.ratings[run.ratings["user_id"] == user_id]
     titles = run.movies.set_index("movie_id")
     top_rated = (
@@ -351,14 +382,18 @@ def example_for_user(run: TrainedRun, user_id: int, n_top_rated: int = 10, n_rec
         .join(titles, on="movie_id")
     )
     model = run.load_model()
-    unrated = np.setdiff1d(np.arange(run.encoding.n_movies), run.encoding.encode_movies(rated["movie_id"]))
+    unrated = np.setdiff1d(
+        np.arange(run.encoding.n_movies), run.encoding.encode_movies(rated["movie_id"])
+    )
     user_index = np.full(len(unrated), run.encoding.encode_users([user_id])[0])
     predicted = clip(predict_ratings(model, user_index, unrated), run.scale)
     best = np.argsort(-predicted, kind="stable")[:n_recommend]
     recommendations = pd.DataFrame(
         {"movie_id": run.encoding.decode_movies(unrated[best]), "predicted_rating": predicted[best]}
     ).join(titles, on="movie_id")
-    return UserExample(user_id, len(rated), float(rated["rating"].mean()), top_rated, recommendations)
+    return UserExample(
+        user_id, len(rated), float(rated["rating"].mean()), top_rated, recommendations
+    )
 
 
 def format_example(example: UserExample) -> str:
@@ -370,7 +405,9 @@ def format_example(example: UserExample) -> str:
         "movie_id\trating\ttitle\tgenre",
     ]
     for row in example.top_rated.itertuples():
-        lines.append(f"{row.movie_id}\t{row.rating:.1f}\t{row.title}\t{str(row.genres).replace('|', '-')}")
+        lines.append(
+            f"{row.movie_id}\t{row.rating:.1f}\t{row.title}\t{str(row.genres).replace('|', '-')}"
+        )
     lines += [
         "",
         f"Showing recommendations for user: {example.user_id}",
@@ -380,5 +417,7 @@ def format_example(example: UserExample) -> str:
         "-" * 32,
     ]
     for row in example.recommendations.itertuples():
-        lines.append(f"{row.title} : {str(row.genres).replace('|', '-')}  (predicted {row.predicted_rating:.2f})")
+        lines.append(
+            f"{row.title} : {str(row.genres).replace('|', '-')}  (predicted {row.predicted_rating:.2f})"
+        )
     return "\n".join(lines)

@@ -144,9 +144,7 @@ def parse_target(target: str) -> PublishTarget:
     if scheme == "s3":
         bucket = parsed.netloc
         if not bucket:
-            raise PublishError(
-                f"invalid S3 URL {target!r}: no bucket name; use s3://BUCKET/PREFIX"
-            )
+            raise PublishError(f"invalid S3 URL {target!r}: no bucket name; use s3://BUCKET/PREFIX")
         if not _BUCKET_RE.match(bucket) or ".." in bucket:
             raise PublishError(
                 f"invalid bucket name {bucket!r} in {target!r}: S3 bucket names are 3-63 "
@@ -154,8 +152,7 @@ def parse_target(target: str) -> PublishTarget:
             )
         if parsed.query or parsed.fragment or "?" in target or "#" in target:
             raise PublishError(
-                f"invalid S3 URL {target!r}: no query or fragment allowed; "
-                "use s3://BUCKET/PREFIX"
+                f"invalid S3 URL {target!r}: no query or fragment allowed; use s3://BUCKET/PREFIX"
             )
         parts = [p for p in parsed.path.split("/") if p]
         if any(p in (".", "..") for p in parts) or "//" in parsed.path.strip("/"):
@@ -273,8 +270,8 @@ def publish(
 
 def resolve_endpoint_url(endpoint_url: str | None) -> str | None:
     """The explicit endpoint, else the standard AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL."""
-    url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-        "AWS_ENDPOINT_URL"
+    url = (
+        endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     )
     if not url:
         return None
@@ -302,7 +299,7 @@ def read_run_id(out_dir: Path) -> str:
     run_id = manifest.get("run_id") if isinstance(manifest, dict) else None
     if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
         raise PublishError(
-            f"{run_json} has no valid \"run_id\" (got {run_id!r}): it must be letters, digits, "
+            f'{run_json} has no valid "run_id" (got {run_id!r}): it must be letters, digits, '
             "'.', '_' or '-', e.g. 20261126T181000Z-1a2b3c4d"
         )
     return run_id
@@ -540,9 +537,7 @@ class S3Publisher(_Publisher):
             # Listings return a timestamp per object, which this module never reads; parsing
             # them with dateutil is most of the CPU of listing a 10,000-object run. (botocore's
             # credential providers accept the unparsed ISO text for STS expirations.)
-            core.get_component("response_parser_factory").set_parser_defaults(
-                timestamp_parser=str
-            )
+            core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
             self.session = boto3.session.Session(botocore_session=core)
             return self.session.client("s3", endpoint_url=self.endpoint_url, config=config)
         except Exception as exc:  # profile not found, bad region, bad config file ...
@@ -618,13 +613,13 @@ class S3Publisher(_Publisher):
                 )
             message = _one_line(error.get("Message", "")) or "no message"
             return PublishError(
-                f"S3 refused a request for {url}: {code or status} {message}"
-                f" (after retries){after}"
+                f"S3 refused a request for {url}: {code or status} {message} (after retries){after}"
             )
         if isinstance(exc, OSError):
             return PublishError(f"cannot read a file to upload to {url}: {_one_line(exc)}{after}")
-        return PublishError(f"S3 upload to {url} failed: {_one_line(exc) or type(exc).__name__}"
-                            f"{after}")
+        return PublishError(
+            f"S3 upload to {url} failed: {_one_line(exc) or type(exc).__name__}{after}"
+        )
 
     # -- the protocol -----------------------------------------------------------------------
 
@@ -679,8 +674,9 @@ class S3Publisher(_Publisher):
                 return None
             raise self.translate(exc, f"{self.prefix}latest.json") from None
         except (ValueError, UnicodeDecodeError):
-            logger.warning("s3://%s/%slatest.json is not JSON; replacing it", self.bucket,
-                           self.prefix)
+            logger.warning(
+                "s3://%s/%slatest.json is not JSON; replacing it", self.bucket, self.prefix
+            )
             return None
         except Exception as exc:
             raise self.translate(exc, f"{self.prefix}latest.json") from None
@@ -706,14 +702,14 @@ class S3Publisher(_Publisher):
 
         existing = self.list_run(run_id)
         run_prefix = self._run_prefix(run_id)
-        todo = [
-            f
-            for f in files
-            if existing.get(run_prefix + f.rel) != (f.etag, f.size)
-        ]
+        todo = [f for f in files if existing.get(run_prefix + f.rel) != (f.etag, f.size)]
         logger.info(
             "publish: %d of %d objects to upload to s3://%s/%s (%d unchanged)",
-            len(todo), len(files), self.bucket, run_prefix, len(files) - len(todo),
+            len(todo),
+            len(files),
+            self.bucket,
+            run_prefix,
+            len(files) - len(todo),
         )
         if not todo:
             return 0, 0
@@ -748,7 +744,10 @@ class S3Publisher(_Publisher):
                     "Metadata": {"sha256": f.sha256},
                 }
                 future = manager.upload(
-                    str(f.path), self.bucket, run_prefix + f.rel, extra_args=extra,
+                    str(f.path),
+                    self.bucket,
+                    run_prefix + f.rel,
+                    extra_args=extra,
                     subscribers=[subscriber],
                 )
                 futures.append((f, future))
@@ -790,11 +789,9 @@ class S3Publisher(_Publisher):
         runs_prefix = f"{self.prefix}runs/"
         ids = []
         try:
-            for page in paginator.paginate(
-                Bucket=self.bucket, Prefix=runs_prefix, Delimiter="/"
-            ):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=runs_prefix, Delimiter="/"):
                 for common in page.get("CommonPrefixes", []):
-                    ids.append(common["Prefix"][len(runs_prefix):].rstrip("/"))
+                    ids.append(common["Prefix"][len(runs_prefix) :].rstrip("/"))
         except Exception as exc:
             raise self.translate(exc) from None
         return [i for i in ids if i]
@@ -828,8 +825,12 @@ class S3Publisher(_Publisher):
         self.check_bucket()
         previous = self.read_latest()
         if previous:
-            logger.info("publish: s3://%s/%slatest.json now points to run %s", self.bucket,
-                        self.prefix, previous.get("run_id"))
+            logger.info(
+                "publish: s3://%s/%slatest.json now points to run %s",
+                self.bucket,
+                self.prefix,
+                previous.get("run_id"),
+            )
         uploaded, sent = self.upload_run(run_id, files)
 
         # Entry points last, latest.json very last: only now is every run object in place.
@@ -840,8 +841,9 @@ class S3Publisher(_Publisher):
         if not (same_run and self._etag(f"{self.prefix}index.html") == page_md5):
             latest = json.dumps(latest_document(run_id, files, _now_iso()), indent=2) + "\n"
             self.put_small(f"{self.prefix}index.html", page, CONTENT_TYPES[".html"])
-            self.put_small(f"{self.prefix}latest.json", latest.encode("utf-8"),
-                           CONTENT_TYPES[".json"])
+            self.put_small(
+                f"{self.prefix}latest.json", latest.encode("utf-8"), CONTENT_TYPES[".json"]
+            )
             entry_written = True
 
         removed: list[str] = []
@@ -855,8 +857,9 @@ class S3Publisher(_Publisher):
             for old in _runs_to_remove(self.list_run_ids(), keep_runs, protected):
                 self.delete_run(old)
                 removed.append(old)
-                logger.info("publish: removed old run s3://%s/%s", self.bucket,
-                            self._run_prefix(old))
+                logger.info(
+                    "publish: removed old run s3://%s/%s", self.bucket, self._run_prefix(old)
+                )
         return PublishSummary(
             run_id=run_id,
             target=str(self.target),
@@ -1019,4 +1022,3 @@ def _same_file(path: Path, f: LocalFile) -> bool:
     except OSError:
         return False
     return sha.hexdigest() == f.sha256
-

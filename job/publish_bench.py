@@ -131,7 +131,9 @@ def _wait_until_up(
             time.sleep(0.1)
 
 
-def make_synthetic_out(root: Path, n_objects: int, run_id: str = "20260101T000000Z-bench000") -> Path:
+def make_synthetic_out(
+    root: Path, n_objects: int, run_id: str = "20260101T000000Z-bench000"
+) -> Path:
     """An out folder with ``n_objects`` published files: mostly small user and movie pages.
 
     Page sizes (1-3 KB) are those of the real site's per-user pages; the handful of fixed
@@ -192,13 +194,20 @@ def bench_publish(n_objects: int = 10_000, *, max_concurrency: int = 32) -> dict
                 runs = []
                 for label in ("first", "rerun"):
                     client_cpu, server_cpu = time.process_time(), server.cpu_seconds()
-                    runs.append(publish(out, target, endpoint_url=server.endpoint,
-                                        max_concurrency=max_concurrency))
+                    runs.append(
+                        publish(
+                            out,
+                            target,
+                            endpoint_url=server.endpoint,
+                            max_concurrency=max_concurrency,
+                        )
+                    )
                     cpu[f"{label}_client_cpu_s"] = round(time.process_time() - client_cpu, 1)
                     after = server.cpu_seconds()
                     cpu[f"{label}_server_cpu_s"] = (
                         round(after - server_cpu, 1)
-                        if after is not None and server_cpu is not None else None
+                        if after is not None and server_cpu is not None
+                        else None
                     )
                 first, rerun = runs
     finally:
@@ -230,8 +239,16 @@ def format_table(result: dict[str, Any]) -> str:
     """The benchmark as a small fixed-width table."""
     objects = result["objects"]
     rows = [
-        ("publish", "objects", "uploaded", "MB sent", "seconds", "objects/s", "CPU s client",
-         "CPU s server"),
+        (
+            "publish",
+            "objects",
+            "uploaded",
+            "MB sent",
+            "seconds",
+            "objects/s",
+            "CPU s client",
+            "CPU s server",
+        ),
     ]
     for label, key in (("first", "first"), ("re-run", "rerun")):
         seconds = result[f"{key}_seconds"]
@@ -250,21 +267,35 @@ def format_table(result: dict[str, Any]) -> str:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     machine = f"({result.get('cpu_count')} CPUs, load average {result.get('load_average')})"
-    return machine + "\n" + "\n".join(
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
-                  enumerate(zip(r, widths, strict=True)))
-        for r in rows
+    return (
+        machine
+        + "\n"
+        + "\n".join(
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(r, widths, strict=True))
+            )
+            for r in rows
+        )
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m job.publish_bench [--objects N]``."""
-    parser = argparse.ArgumentParser(prog="python -m job.publish_bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--objects", type=int, default=10_000,
-                        help="objects in the synthetic run (default: %(default)s)")
-    parser.add_argument("--concurrency", type=int, default=32,
-                        help="parallel uploads (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="python -m job.publish_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--objects",
+        type=int,
+        default=10_000,
+        help="objects in the synthetic run (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="parallel uploads (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     try:
         bench_publish(args.objects, max_concurrency=args.concurrency)

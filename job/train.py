@@ -47,7 +47,9 @@ def split_data(dataset: Dataset, config: Config) -> SplitData:
     encoding = IdEncoding.fit(dataset.ratings, dataset.movies)
     users = encoding.encode_users(dataset.ratings["user_id"])
     movies = encoding.encode_movies(dataset.ratings["movie_id"])
-    labels = split_ratings(dataset.ratings, config.split, config.test_fraction, config.val_fraction, config.seed)
+    labels = split_ratings(
+        dataset.ratings, config.split, config.test_fraction, config.val_fraction, config.seed
+    )
     if not (labels == TRAIN).any() or not (labels == VAL).any():
         raise JobError(
             f"{dataset.name}: too few ratings ({len(labels)}) to split into train and validation sets"
@@ -130,5 +132,6 @@ def train(
     history = pd.DataFrame(fitted.history)
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     keep = ["epoch", "loss", "mae", "val_loss", "val_mae", "accuracy", "val_accuracy"]
-    return TrainingResult(model=model, history=history[[c for c in keep if c in history]], seconds=seconds)
-
+    return TrainingResult(
+        model=model, history=history[[c for c in keep if c in history]], seconds=seconds
+    )

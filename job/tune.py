@@ -1,11 +1,11 @@
 """Choosing and checking a preset: a small grid search on the validation set, and seed spread.
 
-    python -m job tune   train every point of ``TUNE_GRID`` and score it on the VALIDATION
-                         ratings only (the test ratings are never read); prints a table and
-                         writes tune.json. The ``tuned`` preset in job/config.py is its winner.
-    python -m job seeds  train and evaluate a preset once per seed (each seed its own split,
-                         initialisation and shuffling); prints mean ± std of the test
-                         metrics of the model and the baselines; writes seeds.json.
+python -m job tune   train every point of ``TUNE_GRID`` and score it on the VALIDATION
+                     ratings only (the test ratings are never read); prints a table and
+                     writes tune.json. The ``tuned`` preset in job/config.py is its winner.
+python -m job seeds  train and evaluate a preset once per seed (each seed its own split,
+                     initialisation and shuffling); prints mean ± std of the test
+                     metrics of the model and the baselines; writes seeds.json.
 """
 
 from __future__ import annotations
@@ -70,7 +70,13 @@ def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
         if value is None:
             return "-"
         if isinstance(value, float):
-            return f"{value:.1f}" if column == "seconds" else f"{value:.4g}" if column in grid_like else f"{value:.4f}"
+            return (
+                f"{value:.1f}"
+                if column == "seconds"
+                else f"{value:.4g}"
+                if column in grid_like
+                else f"{value:.4f}"
+            )
         return str(value)
 
     grid_like = {c for c in columns if not c.startswith(("val_", "epochs", "seconds", "best"))}
@@ -152,7 +158,9 @@ def tune(
         started = time.perf_counter()
         result = train_split(candidate, data, dataset.scale, seed=config.seed, verbose=verbose)
         seconds = time.perf_counter() - started
-        errors = error_metrics("val", clip(predict_ratings(result.model, users, movies), dataset.scale), actual)
+        errors = error_metrics(
+            "val", clip(predict_ratings(result.model, users, movies), dataset.scale), actual
+        )
         row: dict[str, Any] = {
             **point,
             "val_rmse": errors.rmse,
@@ -168,7 +176,13 @@ def tune(
         }
         log.info(
             "tune %d/%d %s: val RMSE %.4f MAE %.4f (%d epochs, %.0f s)",
-            number, len(points), point, errors.rmse, errors.mae, result.epochs_run, seconds,
+            number,
+            len(points),
+            point,
+            errors.rmse,
+            errors.mae,
+            result.epochs_run,
+            seconds,
         )
         rows.append(row)
         configs.append(candidate)
@@ -219,8 +233,16 @@ class SeedsResult:
         return dataclasses.asdict(self)
 
 
-SUMMARISED = ("rmse", "mae", "accuracy", "precision_at_10", "recall_at_10", "ndcg_at_10",
-              "coverage_at_10", "training_seconds")
+SUMMARISED = (
+    "rmse",
+    "mae",
+    "accuracy",
+    "precision_at_10",
+    "recall_at_10",
+    "ndcg_at_10",
+    "coverage_at_10",
+    "training_seconds",
+)
 
 
 def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -259,13 +281,25 @@ def seeds(
         if not held_out.any():
             evaluated_on, held_out = "validation", data.mask(VAL)
         metrics = evaluate_all(
-            config.preset, result.model, data.pairs, data.ratings, data.mask(TRAIN), held_out,
-            data.encoding, dataset.scale, training_seconds=result.seconds,
+            config.preset,
+            result.model,
+            data.pairs,
+            data.ratings,
+            data.mask(TRAIN),
+            held_out,
+            data.encoding,
+            dataset.scale,
+            training_seconds=result.seconds,
         )
         rows = [m.as_dict() for m in metrics]
         log.info(
             "seed %d: %s RMSE %.4f MAE %.4f (%d epochs, %.0f s)",
-            seed, evaluated_on, rows[0]["rmse"], rows[0]["mae"], result.epochs_run, result.seconds,
+            seed,
+            evaluated_on,
+            rows[0]["rmse"],
+            rows[0]["mae"],
+            result.epochs_run,
+            result.seconds,
         )
         runs.append({"seed": int(seed), "epochs": result.epochs_run, "rows": rows})
     summary = summarise([row for run in runs for row in run["rows"]])
@@ -275,8 +309,12 @@ def seeds(
 def run_seeds(config: Config, seed_list: Sequence[int], verbose: int = 0) -> SeedsResult:
     """``seeds``, then print mean ± std and write seeds.json into ``config.out``."""
     result = seeds(config, seed_list, verbose=verbose)
-    print(f"preset {result.preset}, seeds {' '.join(map(str, result.seeds))}, "
-          f"{result.evaluated_on} set, mean ± std (ddof=1):")
+    print(
+        f"preset {result.preset}, seeds {' '.join(map(str, result.seeds))}, "
+        f"{result.evaluated_on} set, mean ± std (ddof=1):"
+    )
     print(result.table())
-    write_json(config.out / SEEDS_JSON, {"data": config.data, "split": config.split, **result.as_dict()})
+    write_json(
+        config.out / SEEDS_JSON, {"data": config.data, "split": config.split, **result.as_dict()}
+    )
     return result

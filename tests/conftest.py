@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,3 +54,30 @@ def scored_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     score_stage(out, top_k=5)
     merge_stage(out)
     return out
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The flags this machine needs: no sandbox as root, and no background traffic to the
+# network it does not have.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium through Playwright's sync API, one per session: a second
+    `sync_playwright()` cannot start while another one's event loop is running."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -19,16 +19,6 @@ from test_site import XSS_TITLE, broken_links, build_fixed_run
 
 from job import site
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOTS = Path(__file__).parent / "artifacts" / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -37,18 +27,8 @@ needs_browser = pytest.mark.browser
 
 
 # ---------------------------------------------------------------------------------------
-# Fixtures: one browser per session, a fresh tab per test that records what went wrong
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+# Fixtures: one browser per session (conftest.py), a fresh tab per test that records what
+# went wrong
 
 
 @dataclass

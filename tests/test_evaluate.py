@@ -66,7 +66,11 @@ def brute_force(
 
 def random_case(seed: int, n_users: int = 9, n_movies: int = 14, ties: bool = False) -> Any:
     rng = np.random.default_rng(seed)
-    scores = rng.integers(0, 3, (n_users, n_movies)).astype("float64") if ties else rng.normal(size=(n_users, n_movies))
+    scores = (
+        rng.integers(0, 3, (n_users, n_movies)).astype("float64")
+        if ties
+        else rng.normal(size=(n_users, n_movies))
+    )
     rated = rng.random((n_users, n_movies)) < 0.5
     held = rated & (rng.random((n_users, n_movies)) < 0.4)
     seen_mask = rated & ~held
@@ -78,14 +82,20 @@ def random_case(seed: int, n_users: int = 9, n_movies: int = 14, ties: bool = Fa
 
 
 @pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
-@pytest.mark.parametrize("k", [1, 3, 10])  # 10 is close to the catalogue: users with fewer candidates than k
+@pytest.mark.parametrize(
+    "k", [1, 3, 10]
+)  # 10 is close to the catalogue: users with fewer candidates than k
 @pytest.mark.parametrize("block", [1, 4, 100])
 def test_ranking_metrics_match_brute_force(k: int, block: int, ties: bool) -> None:
     scores, seen, held_out, order = random_case(seed=k + block, ties=ties)
-    got = ranking_metrics(lambda users: scores[users], scores.shape[1], seen, held_out, order, k=k, block=block)
+    got = ranking_metrics(
+        lambda users: scores[users], scores.shape[1], seen, held_out, order, k=k, block=block
+    )
     assert got is not None
     expected = brute_force(scores, seen, held_out, order, k)
-    assert (got.precision, got.recall, got.ndcg, got.coverage, got.n_users) == pytest.approx(expected)
+    assert (got.precision, got.recall, got.ndcg, got.coverage, got.n_users) == pytest.approx(
+        expected
+    )
 
 
 def test_a_constant_score_ranks_by_popularity() -> None:
@@ -94,7 +104,9 @@ def test_a_constant_score_ranks_by_popularity() -> None:
     np.testing.assert_array_equal(popularity_order(seen[1], 5), [3, 1, 0, 2, 4])
     # user 3 has seen nothing: its top 2 are the two most popular movies, one of them relevant
     held_out = (np.array([3, 3]), np.array([1, 4]), np.array([4.0, 2.0]))
-    got = ranking_metrics(constant_scorer(np.full(5, 3.5)), 5, seen, held_out, popularity_order(seen[1], 5), k=2)
+    got = ranking_metrics(
+        constant_scorer(np.full(5, 3.5)), 5, seen, held_out, popularity_order(seen[1], 5), k=2
+    )
     assert got is not None
     assert got.precision == 0.5 and got.recall == 1.0 and got.coverage == 2 / 5
     assert got.ndcg == pytest.approx((1 / math.log2(3)) / 1.0)
@@ -102,7 +114,9 @@ def test_a_constant_score_ranks_by_popularity() -> None:
 
 def test_no_relevant_movie_means_no_ranking_metrics() -> None:
     held_out = (np.array([0]), np.array([1]), np.array([2.5]))
-    got = ranking_metrics(constant_scorer(np.zeros(3)), 3, (np.array([0]), np.array([0])), held_out, np.arange(3))
+    got = ranking_metrics(
+        constant_scorer(np.zeros(3)), 3, (np.array([0]), np.array([0])), held_out, np.arange(3)
+    )
     assert got is None
 
 
@@ -114,7 +128,14 @@ def test_accuracy_counts_exact_ratings() -> None:
 def test_metrics_rows_keep_the_existing_keys() -> None:
     row = Metrics("seed", 0.9, 0.7, 10).as_dict()
     assert list(row)[:4] == ["model", "rmse", "mae", "n"]
-    assert {"accuracy", "precision_at_10", "recall_at_10", "ndcg_at_10", "coverage_at_10", "training_seconds"} <= set(row)
+    assert {
+        "accuracy",
+        "precision_at_10",
+        "recall_at_10",
+        "ndcg_at_10",
+        "coverage_at_10",
+        "training_seconds",
+    } <= set(row)
     assert RANK_K == 10
 
 
@@ -122,14 +143,34 @@ def test_metrics_rows_keep_the_existing_keys() -> None:
 def test_evaluate_all_reports_every_model_and_baseline(output: str) -> None:
     rng = np.random.default_rng(0)
     n_users, n_movies, n = 12, 20, 150
-    pairs = np.unique(np.stack([rng.integers(0, n_users, n), rng.integers(0, n_movies, n)], axis=1), axis=0)
+    pairs = np.unique(
+        np.stack([rng.integers(0, n_users, n), rng.integers(0, n_movies, n)], axis=1), axis=0
+    )
     ratings = rng.choice(HALF_STARS.values, len(pairs))
     held_out = rng.random(len(pairs)) < 0.3
     train_mask = ~held_out
     config = model_config("seed", architecture="dlrm", output=output, biases=True)
-    model = build_model(config, n_users, n_movies, float(ratings.mean()), seed=0, scale=HALF_STARS, side=SideFeatures.empty(n_movies))
+    model = build_model(
+        config,
+        n_users,
+        n_movies,
+        float(ratings.mean()),
+        seed=0,
+        scale=HALF_STARS,
+        side=SideFeatures.empty(n_movies),
+    )
     encoding = IdEncoding(np.arange(n_users), np.arange(n_movies))
-    rows = evaluate_all("m", model, pairs, ratings, train_mask, held_out, encoding, HALF_STARS, training_seconds=1.23456)
+    rows = evaluate_all(
+        "m",
+        model,
+        pairs,
+        ratings,
+        train_mask,
+        held_out,
+        encoding,
+        HALF_STARS,
+        training_seconds=1.23456,
+    )
     assert [r.model for r in rows] == ["m", *BASELINE_NAMES]
     assert rows[0].training_seconds == 1.235
     assert all(r.training_seconds is not None for r in rows)

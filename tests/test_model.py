@@ -38,7 +38,9 @@ N_USERS, N_MOVIES = 11, 23
 def random_side(n_movies: int = N_MOVIES, seed: int = 0) -> SideFeatures:
     rng = np.random.default_rng(seed)
     genres = (rng.random((n_movies, 5)) < 0.4).astype("float32")
-    years = np.stack([rng.normal(size=n_movies), rng.random(n_movies) < 0.1], axis=1).astype("float32")
+    years = np.stack([rng.normal(size=n_movies), rng.random(n_movies) < 0.1], axis=1).astype(
+        "float32"
+    )
     tags = rng.random((n_movies, 4)).astype("float32") * (rng.random((n_movies, 1)) < 0.5)
     tags /= np.maximum(tags.sum(axis=1, keepdims=True), 1e-9)
     return SideFeatures(genres, years, tags)
@@ -102,7 +104,9 @@ def test_protocol_shapes(variant: str) -> None:
     out = keras.ops.convert_to_numpy(model(pairs))
     width = 1 + (len(HALF_STARS.values) if "classes" in variant else 0)
     assert out.shape == (2, width)
-    np.testing.assert_allclose(out[:, 0], keras.ops.convert_to_numpy(scores)[[0, 2], [0, 4]], atol=1e-5)
+    np.testing.assert_allclose(
+        out[:, 0], keras.ops.convert_to_numpy(scores)[[0, 2], [0, 4]], atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("variant", ["dlrm", "dlrm-classes", "mlp-classes"])
@@ -114,9 +118,13 @@ def test_saved_model_is_self_contained(variant: str, tmp_path: Path) -> None:
     assert type(loaded) is type(model)
     assert loaded.rating_mean == model.rating_mean and loaded.rating_values == model.rating_values
     users, movies = all_pairs(N_USERS, N_MOVIES)
-    np.testing.assert_allclose(predict_ratings(loaded, users, movies), predict_ratings(model, users, movies), atol=1e-6)
+    np.testing.assert_allclose(
+        predict_ratings(loaded, users, movies), predict_ratings(model, users, movies), atol=1e-6
+    )
     if isinstance(model, DLRMModel):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded.genre_table), random_side().genres)
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(loaded.genre_table), random_side().genres
+        )
     if model.classes:
         classes = predict_classes(loaded, users, movies)
         assert set(np.unique(classes)) <= set(HALF_STARS.values.tolist())
@@ -130,7 +138,13 @@ def test_saved_model_is_self_contained(variant: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("variant", ["mlp-classes", "dlrm-classes"])
 def test_expected_rating_stays_within_the_scale(variant: str, scale: RatingScale) -> None:
     model = build_model(
-        model_config("seed", **VARIANTS[variant]), N_USERS, N_MOVIES, 3.5, seed=1, scale=scale, side=random_side()
+        model_config("seed", **VARIANTS[variant]),
+        N_USERS,
+        N_MOVIES,
+        3.5,
+        seed=1,
+        scale=scale,
+        side=random_side(),
     )
     randomised(model, seed=1, scale=5.0)  # huge logits: the expectation must still stay inside
     assert model.units == len(scale.values)  # 10 classes for half stars, 5 for whole stars
@@ -143,7 +157,9 @@ def test_classifier_targets_are_class_indexes() -> None:
     model = make("mlp-classes")
     targets = training_targets(model, np.array([0.5, 3.5, 5.0]))
     np.testing.assert_allclose(targets, [[-3.0, 0], [0.0, 6], [1.5, 9]])
-    whole = build_model(model_config("seed", output="classes"), 3, 3, 3.0, seed=0, scale=WHOLE_STARS)
+    whole = build_model(
+        model_config("seed", output="classes"), 3, 3, 3.0, seed=0, scale=WHOLE_STARS
+    )
     np.testing.assert_allclose(training_targets(whole, np.array([1.0, 5.0]))[:, 1], [0, 4])
     regression = make("seed")
     assert training_targets(regression, np.array([4.5])).shape == (1,)
@@ -154,7 +170,18 @@ def test_classifier_trains_with_mae_and_accuracy() -> None:
     pairs = np.stack([rng.integers(0, N_USERS, 300), rng.integers(0, N_MOVIES, 300)], axis=1)
     ratings = rng.choice(HALF_STARS.values, 300)
     config = model_config("seed", output="classes", epochs=2)
-    result = train(config, N_USERS, N_MOVIES, pairs[:250], ratings[:250], pairs[250:], ratings[250:], seed=0, verbose=0, scale=HALF_STARS)
+    result = train(
+        config,
+        N_USERS,
+        N_MOVIES,
+        pairs[:250],
+        ratings[:250],
+        pairs[250:],
+        ratings[250:],
+        seed=0,
+        verbose=0,
+        scale=HALF_STARS,
+    )
     assert {"loss", "mae", "accuracy", "val_mae", "val_accuracy"} <= set(result.history.columns)
     assert result.history["val_accuracy"].between(0, 1).all()
 
@@ -165,7 +192,9 @@ def test_builder_refuses_what_it_cannot_build() -> None:
     with pytest.raises(ValueError, match="side features"):
         build_model(model_config("seed", architecture="dlrm"), 3, 3, 3.0, seed=0)
     with pytest.raises(ValueError, match="movies"):
-        build_model(model_config("seed", architecture="dlrm"), 3, 4, 3.0, seed=0, side=SideFeatures.empty(3))
+        build_model(
+            model_config("seed", architecture="dlrm"), 3, 4, 3.0, seed=0, side=SideFeatures.empty(3)
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -175,8 +204,20 @@ def test_builder_refuses_what_it_cannot_build() -> None:
 def test_seed_preset_is_the_article() -> None:
     assert PRESETS["seed"] == ModelConfig()
     seed = PRESETS["seed"]
-    assert (seed.user_dim, seed.movie_dim, seed.hidden, seed.batch_size, seed.epochs) == (8, 8, (32, 4), 500, 20)
-    assert (seed.patience, seed.restore_best_weights, seed.biases, seed.l2, seed.dropout) == (0, False, False, 0.0, 0.0)
+    assert (seed.user_dim, seed.movie_dim, seed.hidden, seed.batch_size, seed.epochs) == (
+        8,
+        8,
+        (32, 4),
+        500,
+        20,
+    )
+    assert (seed.patience, seed.restore_best_weights, seed.biases, seed.l2, seed.dropout) == (
+        0,
+        False,
+        False,
+        0.0,
+        0.0,
+    )
     model = build_model(seed, 610, 9742, 3.5, seed=42)
     assert isinstance(model, RatingModel)
     assert [(w.path.split("/", 1)[1], tuple(w.shape)) for w in model.weights] == [
@@ -225,7 +266,9 @@ def genre_only_ratings(seed: int = 0) -> tuple[np.ndarray, np.ndarray, SideFeatu
     raw = 3.0 + taste[users, genre_of[movies]] + rng.normal(0, 0.25, len(users))
     ratings = np.clip(np.round(raw * 2) / 2, 0.5, 5.0)
     genres = np.eye(n_genres, dtype="float32")[genre_of]
-    side = SideFeatures(genres, np.zeros((n_movies, 2), "float32"), np.zeros((n_movies, 1), "float32"))
+    side = SideFeatures(
+        genres, np.zeros((n_movies, 2), "float32"), np.zeros((n_movies, 1), "float32")
+    )
     return np.stack([users, movies], axis=1), ratings, side
 
 
@@ -234,15 +277,32 @@ def test_dlrm_beats_id_only_model_when_genre_carries_the_signal() -> None:
     n_users, n_movies = int(pairs[:, 0].max()) + 1, side.n_movies
     order = np.random.default_rng(1).permutation(len(ratings))
     train_i, val_i, test_i = np.split(order, [int(0.8 * len(order)), int(0.9 * len(order))])
-    common = {"biases": True, "epochs": 10, "patience": 2, "restore_best_weights": True, "batch_size": 64, "learning_rate": 3e-3}
+    common = {
+        "biases": True,
+        "epochs": 10,
+        "patience": 2,
+        "restore_best_weights": True,
+        "batch_size": 64,
+        "learning_rate": 3e-3,
+    }
     errors = {}
     for name, overrides in {"id-only": {}, "dlrm": {"architecture": "dlrm", "side_dim": 8}}.items():
         config = model_config("seed", **common, **overrides)
         result = train(
-            config, n_users, n_movies, pairs[train_i], ratings[train_i], pairs[val_i], ratings[val_i],
-            seed=0, verbose=0, side=side,
+            config,
+            n_users,
+            n_movies,
+            pairs[train_i],
+            ratings[train_i],
+            pairs[val_i],
+            ratings[val_i],
+            seed=0,
+            verbose=0,
+            side=side,
         )
-        predicted = np.clip(predict_ratings(result.model, pairs[test_i, 0], pairs[test_i, 1]), 0.5, 5.0)
+        predicted = np.clip(
+            predict_ratings(result.model, pairs[test_i, 0], pairs[test_i, 1]), 0.5, 5.0
+        )
         errors[name] = float(np.sqrt(np.mean((predicted - ratings[test_i]) ** 2)))
     assert errors["dlrm"] < 0.6 < errors["id-only"], errors
 
@@ -268,7 +328,11 @@ def test_tag_vocabulary_counts_distinct_uses_and_normalises() -> None:
 def test_tag_matrix_rows_are_term_frequencies() -> None:
     encoding = IdEncoding(np.array([1, 2]), np.array([10, 20, 30, 40]))
     tags = pd.DataFrame(
-        {"user_id": [1, 2, 1, 1, 2], "movie_id": [10, 10, 10, 20, 99], "tag": ["a", "a", "b", "c", "a"]}
+        {
+            "user_id": [1, 2, 1, 1, 2],
+            "movie_id": [10, 10, 10, 20, 99],
+            "tag": ["a", "a", "b", "c", "a"],
+        }
     )
     matrix = tag_matrix(tags, encoding, ["a", "b"])
     expected = np.array([[2 / 3, 1 / 3], [0, 0], [0, 0], [0, 0]])  # 99 is unknown: ignored
@@ -276,14 +340,30 @@ def test_tag_matrix_rows_are_term_frequencies() -> None:
 
 
 def test_year_matrix_standardises_and_flags_missing() -> None:
-    movies = pd.DataFrame({"movie_id": [3, 1, 2], "title": ["C (2000)", "A (1990)", "No year"], "genres": ["", "", ""]})
+    movies = pd.DataFrame(
+        {
+            "movie_id": [3, 1, 2],
+            "title": ["C (2000)", "A (1990)", "No year"],
+            "genres": ["", "", ""],
+        }
+    )
     encoding = IdEncoding(np.array([1]), np.array([1, 2, 3]))
     matrix = year_matrix(movies, encoding)
     np.testing.assert_allclose(matrix, [[-1, 0], [0, 1], [1, 0]])
 
 
 def test_side_features_never_have_an_empty_dimension() -> None:
-    movies = pd.DataFrame({"movie_id": [1, 2], "title": ["A (1990)", "B (1991)"], "genres": ["(no genres listed)", "Drama"]})
+    movies = pd.DataFrame(
+        {
+            "movie_id": [1, 2],
+            "title": ["A (1990)", "B (1991)"],
+            "genres": ["(no genres listed)", "Drama"],
+        }
+    )
     encoding = IdEncoding(np.array([1]), np.array([1, 2]))
-    side = side_features(movies, pd.DataFrame({"user_id": [], "movie_id": [], "tag": []}), encoding, n_tags=5)
-    assert side.genres.shape == (2, 1) and side.tags.shape == (2, 1) and side.genre_names == ("Drama",)
+    side = side_features(
+        movies, pd.DataFrame({"user_id": [], "movie_id": [], "tag": []}), encoding, n_tags=5
+    )
+    assert (
+        side.genres.shape == (2, 1) and side.tags.shape == (2, 1) and side.genre_names == ("Drama",)
+    )

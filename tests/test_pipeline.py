@@ -22,7 +22,9 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_train_writes_every_output_and_a_manifest(tiny_data: Path, tmp_path: Path) -> None:
-    manifest = train_stage(build_config(data=str(tiny_data), preset="seed", out=tmp_path, epochs=2), verbose=0)
+    manifest = train_stage(
+        build_config(data=str(tiny_data), preset="seed", out=tmp_path, epochs=2), verbose=0
+    )
     for name in (
         "model.keras",
         "encoding.json",
@@ -52,15 +54,20 @@ def test_train_writes_every_output_and_a_manifest(tiny_data: Path, tmp_path: Pat
 
 def test_same_seed_same_run(tiny_data: Path, tmp_path: Path) -> None:
     a = train_stage(
-        build_config(data=str(tiny_data), preset="seed", out=tmp_path / "a", epochs=2, seed=5), verbose=0
+        build_config(data=str(tiny_data), preset="seed", out=tmp_path / "a", epochs=2, seed=5),
+        verbose=0,
     )
     b = train_stage(
-        build_config(data=str(tiny_data), preset="seed", out=tmp_path / "b", epochs=2, seed=5), verbose=0
+        build_config(data=str(tiny_data), preset="seed", out=tmp_path / "b", epochs=2, seed=5),
+        verbose=0,
     )
     assert a["history"] == b["history"]
 
     def scores(manifest: dict) -> list[dict]:  # training_seconds is a timing, not a result
-        return [{k: v for k, v in row.items() if k != "training_seconds"} for row in manifest["metrics"]["rows"]]
+        return [
+            {k: v for k, v in row.items() if k != "training_seconds"}
+            for row in manifest["metrics"]["rows"]
+        ]
 
     assert scores(a) == scores(b)
 

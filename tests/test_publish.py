@@ -54,8 +54,13 @@ PUBLISHED = {
     "site/data/history.csv": "text/csv; charset=utf-8",
     "site/robots.txt": "text/plain; charset=utf-8",
 }
-NOT_PUBLISHED = ("model.keras", "encoding.json", "history.csv", "parts/part-0.parquet",
-                 "dataset/ratings.csv")
+NOT_PUBLISHED = (
+    "model.keras",
+    "encoding.json",
+    "history.csv",
+    "parts/part-0.parquet",
+    "dataset/ratings.csv",
+)
 
 INDEX_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Recommendations</title>
@@ -71,8 +76,10 @@ USER_HTML = """<!doctype html>
 <link rel="stylesheet" href="../static/style.css"></head>
 <body><h1 id="who">User 557</h1><a href="../movies/1.html">Toy Story (1995)</a></body></html>
 """
-SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20">'
-       '<rect width="40" height="20" fill="#36c"/></svg>\n')
+SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20">'
+    '<rect width="40" height="20" fill="#36c"/></svg>\n'
+)
 # A 1x1 PNG.
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
@@ -128,10 +135,21 @@ def s3_server() -> Iterator[str]:
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     """Fake credentials in the environment, and nothing of this machine's AWS set-up."""
     for key in (
-        "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-        "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_MAX_ATTEMPTS",
+        "AWS_RETRY_MODE",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
     ):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
@@ -168,8 +186,9 @@ def s3(endpoint: str) -> Any:
 
 def list_keys(endpoint: str, bucket: str, prefix: str = "") -> dict[str, dict[str, Any]]:
     found = {}
-    for page in s3(endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                                        Prefix=prefix):
+    for page in (
+        s3(endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    ):
         for obj in page.get("Contents", []):
             found[obj["Key"]] = obj
     return found
@@ -220,8 +239,14 @@ class FaultProxy:
                     self.upstream_conn = http.client.HTTPConnection(
                         proxy.upstream.hostname or "127.0.0.1", proxy.upstream.port, timeout=30
                     )
-                skip = {"connection", "keep-alive", "expect", "transfer-encoding",
-                        "proxy-connection", "content-length"}
+                skip = {
+                    "connection",
+                    "keep-alive",
+                    "expect",
+                    "transfer-encoding",
+                    "proxy-connection",
+                    "content-length",
+                }
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
                 headers["Content-Length"] = str(len(body))
                 self.upstream_conn.request(self.command, self.path, body=body, headers=headers)
@@ -393,8 +418,10 @@ def test_publish_layout_content_types_and_order(
         assert head["ContentType"] == ctype, rel
         assert head["CacheControl"] == IMMUTABLE_CACHE, rel
         assert len(head["Metadata"]["sha256"]) == 64
-    for key, ctype in (("movielens/index.html", "text/html; charset=utf-8"),
-                       ("movielens/latest.json", "application/json")):
+    for key, ctype in (
+        ("movielens/index.html", "text/html; charset=utf-8"),
+        ("movielens/latest.json", "application/json"),
+    ):
         head = client.head_object(Bucket=bucket, Key=key)
         assert (head["ContentType"], head["CacheControl"]) == (ctype, ENTRY_CACHE)
 
@@ -416,16 +443,28 @@ def test_publish_layout_content_types_and_order(
 
 @pytest.mark.browser
 def test_site_from_bucket_is_byte_identical_and_opens_in_chromium(
-    bucket: str, s3_server: str, tmp_path: Path
+    bucket: str, s3_server: str, tmp_path: Path, browser: Any
 ) -> None:
     out = make_out(tmp_path)
     # A site bucket is public-read through its bucket policy (as infra/ sets it up);
     # the browser below fetches anonymously, like a visitor.
-    s3(s3_server).put_bucket_policy(Bucket=bucket, Policy=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Sid": "PublicRead", "Effect": "Allow", "Principal": "*",
-                       "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"}],
-    }))
+    s3(s3_server).put_bucket_policy(
+        Bucket=bucket,
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "PublicRead",
+                        "Effect": "Allow",
+                        "Principal": "*",
+                        "Action": "s3:GetObject",
+                        "Resource": f"arn:aws:s3:::{bucket}/*",
+                    }
+                ],
+            }
+        ),
+    )
     publish(out, f"s3://{bucket}/web", endpoint_url=s3_server)
 
     prefix = f"web/runs/{RUN_A}/"
@@ -435,48 +474,41 @@ def test_site_from_bucket_is_byte_identical_and_opens_in_chromium(
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(get(s3_server, bucket, key))
     local = sorted(p.relative_to(out / "site") for p in (out / "site").rglob("*") if p.is_file())
-    remote = sorted(p.relative_to(downloaded / "site")
-                    for p in (downloaded / "site").rglob("*") if p.is_file())
+    remote = sorted(
+        p.relative_to(downloaded / "site") for p in (downloaded / "site").rglob("*") if p.is_file()
+    )
     assert remote == local
     for rel in local:
         assert (downloaded / "site" / rel).read_bytes() == (out / "site" / rel).read_bytes(), rel
     assert (downloaded / "recommendations.duckdb").read_bytes() == (
-        out / "recommendations.duckdb").read_bytes()
+        out / "recommendations.duckdb"
+    ).read_bytes()
 
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent (install Debian's chromium to run the browser check)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
+    page = browser.new_page()
+    try:
+        page.set_default_timeout(15_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        # The entry point, served by the bucket, redirects to the run's site.
+        page.goto(f"{s3_server}/{bucket}/web/index.html")
+        page.wait_for_url(f"**/web/runs/{RUN_A}/site/index.html", timeout=15_000)
+        assert page.title() == "Recommendations"
+        assert "ünïcode" in page.inner_text("h1")
+        assert page.eval_on_selector("h1", "e => getComputedStyle(e).color") == "rgb(1, 2, 3)"
+        page.wait_for_function("document.documentElement.dataset.ok === 'yes'")
+        page.wait_for_function("document.getElementById('chart').complete")
+        assert page.eval_on_selector("#chart", "e => e.naturalWidth") == 40
+        db = page.evaluate(
+            "fetch('../recommendations.duckdb')"
+            ".then(r => [r.status, r.headers.get('content-type')])"
         )
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            # The entry point, served by the bucket, redirects to the run's site.
-            page.goto(f"{s3_server}/{bucket}/web/index.html")
-            page.wait_for_url(f"**/web/runs/{RUN_A}/site/index.html", timeout=15_000)
-            assert page.title() == "Recommendations"
-            assert "ünïcode" in page.inner_text("h1")
-            assert page.eval_on_selector("h1", "e => getComputedStyle(e).color") == "rgb(1, 2, 3)"
-            page.wait_for_function("document.documentElement.dataset.ok === 'yes'")
-            page.wait_for_function("document.getElementById('chart').complete")
-            assert page.eval_on_selector("#chart", "e => e.naturalWidth") == 40
-            db = page.evaluate(
-                "fetch('../recommendations.duckdb')"
-                ".then(r => [r.status, r.headers.get('content-type')])"
-            )
-            assert db == [200, "application/octet-stream"]
-            page.click("#user")
-            page.wait_for_url("**/site/users/557.html")
-            assert page.inner_text("#who") == "User 557"
-            assert errors == []
-        finally:
-            browser.close()
+        assert db == [200, "application/octet-stream"]
+        page.click("#user")
+        page.wait_for_url("**/site/users/557.html")
+        assert page.inner_text("#who") == "User 557"
+        assert errors == []
+    finally:
+        page.close()
 
 
 def test_rerun_uploads_nothing_then_only_what_changed(
@@ -502,7 +534,10 @@ def test_rerun_uploads_nothing_then_only_what_changed(
 
 
 def test_rerun_skips_multipart_uploads_too(
-    bucket: str, s3_server: str, make_proxy: Callable[..., FaultProxy], tmp_path: Path,
+    bucket: str,
+    s3_server: str,
+    make_proxy: Callable[..., FaultProxy],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A big database goes up in parts; its ETag is then MD5-of-parts, which must still match."""
@@ -574,7 +609,9 @@ def test_hard_failure_leaves_previous_run_serving_and_rerun_resumes(
 
 
 def test_server_stopped_before_upload_is_one_line_error(
-    aws_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    aws_env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     restore_logging: None,
 ) -> None:
     out = make_out(tmp_path)
@@ -600,8 +637,11 @@ def test_wrong_bucket_is_one_line_error(
 
 
 def test_missing_credentials_is_one_line_error(
-    s3_server: str, aws_env: dict[str, str], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    s3_server: str,
+    aws_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
     restore_logging: None,
 ) -> None:
     s3(s3_server).create_bucket(Bucket="creds")
@@ -625,8 +665,12 @@ def test_cli_rejects_invalid_urls(
 
 
 def test_cli_publishes_with_endpoint_from_environment(
-    bucket: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], restore_logging: None,
+    bucket: str,
+    s3_server: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    restore_logging: None,
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
     out = make_out(tmp_path)
@@ -642,8 +686,7 @@ def test_keep_runs_removes_old_runs_but_never_the_latest(
 ) -> None:
     target = f"s3://{bucket}/k"
     for run_id in (RUN_A, RUN_B, RUN_C):
-        summary = publish(make_out(tmp_path, run_id), target, endpoint_url=s3_server,
-                          keep_runs=2)
+        summary = publish(make_out(tmp_path, run_id), target, endpoint_url=s3_server, keep_runs=2)
     assert summary.removed_runs == (RUN_A,)
 
     def runs() -> set[str]:
@@ -651,8 +694,9 @@ def test_keep_runs_removes_old_runs_but_never_the_latest(
 
     assert runs() == {RUN_B, RUN_C}
     # Roll back to the oldest run: it becomes latest and is kept although it is beyond N.
-    rolled = publish(make_out(tmp_path, RUN_A, variant="again"), target,
-                     endpoint_url=s3_server, keep_runs=1)
+    rolled = publish(
+        make_out(tmp_path, RUN_A, variant="again"), target, endpoint_url=s3_server, keep_runs=1
+    )
     assert json.loads(get(s3_server, bucket, "k/latest.json"))["run_id"] == RUN_A
     assert runs() == {RUN_A, RUN_C} and rolled.removed_runs == (RUN_B,)
     with pytest.raises(PublishError, match="at least 1"):
@@ -660,8 +704,12 @@ def test_keep_runs_removes_old_runs_but_never_the_latest(
 
 
 def test_progress_summary_and_no_secrets_in_output(
-    bucket: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+    bucket: str,
+    s3_server: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     secret = "sEcReT-do-not-print-42"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
@@ -690,7 +738,7 @@ def test_missing_or_bad_out_folder(tmp_path: Path) -> None:
     with pytest.raises(PublishError, match=r"site/index\.html is missing"):
         publish(out, str(tmp_path / "pub"))
     (out / "run.json").write_text(json.dumps({"run_id": "../escape"}))
-    with pytest.raises(PublishError, match="no valid \"run_id\""):
+    with pytest.raises(PublishError, match='no valid "run_id"'):
         publish(out, str(tmp_path / "pub"))
     (out / "run.json").write_text("{not json")
     with pytest.raises(PublishError, match="not readable JSON"):

@@ -24,7 +24,9 @@ TINY_GRID = {"user_dim": (4, 8), "output": ("regression",)}
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_movielens(tmp_path_factory.mktemp("tune") / "data", n_users=30, n_movies=40, per_user=12)
+    return write_movielens(
+        tmp_path_factory.mktemp("tune") / "data", n_users=30, n_movies=40, per_user=12
+    )
 
 
 def test_grid_points_cover_every_combination() -> None:
@@ -54,23 +56,67 @@ def test_tune_never_reads_the_test_ratings(folder: Path, monkeypatch: pytest.Mon
     assert [row["user_dim"] for row in result.rows] == [4, 8]
     assert result.best is min(result.rows, key=lambda r: r["val_rmse"])
     best_point = {k: result.best[k] for k in TINY_GRID}
-    assert result.best_config == dataclasses.replace(model_config(TINY_BASE, **best_point), epochs=2)
+    assert result.best_config == dataclasses.replace(
+        model_config(TINY_BASE, **best_point), epochs=2
+    )
     assert "val_rmse" in result.table().splitlines()[0]
 
 
-def test_tune_command_writes_tune_json(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_tune_command_writes_tune_json(
+    folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setattr(job.tune, "TUNE_GRID", TINY_GRID)
     out = tmp_path / "out"
-    assert main(["-q", "tune", "--data", str(folder), "--out", str(out), "--preset", TINY_BASE, "--epochs", "1"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "tune",
+                "--data",
+                str(folder),
+                "--out",
+                str(out),
+                "--preset",
+                TINY_BASE,
+                "--epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "tune.json").read_text())
     assert report["base"] == TINY_BASE and report["evaluated_on"] == "validation"
     assert len(report["rows"]) == 2 and report["best"] in report["rows"]
     assert "best by val_rmse" in capsys.readouterr().out
 
 
-def test_seeds_reports_mean_and_spread(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_seeds_reports_mean_and_spread(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
-    assert main(["-q", "seeds", "--data", str(folder), "--out", str(out), "--preset", "seed", "--epochs", "1", "--seeds", "1", "2"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "seeds",
+                "--data",
+                str(folder),
+                "--out",
+                str(out),
+                "--preset",
+                "seed",
+                "--epochs",
+                "1",
+                "--seeds",
+                "1",
+                "2",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "±" in printed and "user+movie bias" in printed
     report = json.loads((out / "seeds.json").read_text())
