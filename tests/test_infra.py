@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
+from job.config import DEFAULT_PRESET
+
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -344,9 +346,18 @@ def test_aws_access_is_oidc_only() -> None:
 def test_dispatch_inputs() -> None:
     wf = workflow(RUN_WORKFLOW)
     inputs = wf["on"]["workflow_dispatch"]["inputs"]
-    assert set(inputs) == {"dataset", "preset", "epochs", "runner", "shards", "publish"}
+    assert set(inputs) == {
+        "dataset",
+        "preset",
+        "epochs",
+        "keep_top",
+        "runner",
+        "shards",
+        "publish",
+    }
     assert set(inputs["dataset"]["options"]) == set(DATASETS)
-    assert inputs["preset"]["default"] == "seed"
+    assert inputs["preset"]["default"] == DEFAULT_PRESET  # the job's own default
+    assert inputs["epochs"]["default"] == inputs["keep_top"]["default"] == ""  # empty: the job's
     assert inputs["runner"]["options"] == ["cpu", "gpu"]
     assert inputs["publish"]["type"] == "boolean"
     for job_id in ("train", "score"):
