@@ -339,8 +339,7 @@ def write_train_outputs(
         else:
             path.unlink(missing_ok=True)
     with atomic_path(out / MODEL_FILE) as tmp:
-        model.save(tmp.with_suffix(".keras"))
-        tmp.with_suffix(".keras").rename(tmp)
+        model.save(tmp)
     encoding.save(out / ENCODING_FILE)
     with atomic_path(out / "history.csv") as tmp:
         history.to_csv(tmp, index=False)

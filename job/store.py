@@ -29,7 +29,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     Works for files and folders; a failure removes the temporary and leaves ``path`` as it was.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The temporary keeps the final extension: some writers insist on it (Keras on ".keras").
+    fd, name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
+    )
     os.close(fd)
     tmp = Path(name)
     tmp.unlink()  # the caller creates it (a library may refuse to open an existing file)

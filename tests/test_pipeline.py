@@ -36,7 +36,7 @@ def test_train_writes_every_output_and_a_manifest(tiny_data: Path, tmp_path: Pat
         "dataset/tags.parquet",
     ):
         assert (tmp_path / name).exists(), name
-    assert not [p for p in tmp_path.rglob(".*.tmp")], "temporary files left behind"
+    assert not [p for p in tmp_path.rglob(".*.tmp*")], "temporary files left behind"
     on_disk = json.loads((tmp_path / "run.json").read_text())
     assert on_disk["run_id"] == manifest["run_id"]
     assert len(on_disk["dataset"]["sha256"]) == 64
