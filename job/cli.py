@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from job.config import DEFAULT_PRESET
+from job.config import DEFAULT_PRESET, TUNE_BASE
 from job.errors import ConfigError, JobError
 
 if TYPE_CHECKING:
@@ -32,7 +32,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("job")
 
 
-def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+def _add_training_flags(
+    parser: argparse.ArgumentParser,
+    preset_default: str = DEFAULT_PRESET,
+    preset_help: str = "model preset: seed (the article's network), tuned, dlrm, classes, ... (default: %(default)s)",
+) -> None:
     parser.add_argument(
         "--data",
         default="ml-latest-small",
@@ -41,11 +45,7 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", default="out", type=Path, help="output folder (default: %(default)s)"
     )
-    parser.add_argument(
-        "--preset",
-        default=DEFAULT_PRESET,
-        help="model preset: seed (the article's network), tuned, dlrm, classes, ... (default: %(default)s)",
-    )
+    parser.add_argument("--preset", default=preset_default, help=preset_help)
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the preset's)")
     parser.add_argument(
         "--seed",
@@ -219,9 +219,8 @@ def cmd_bench_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from job.tune import TUNE_BASE, run_tune
+    from job.tune import run_tune
 
-    args.preset = args.preset or TUNE_BASE
     run_tune(_config_from(args))
     return 0
 
@@ -390,11 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_tune,
         "Grid-search model settings (job/tune.py's TUNE_GRID) on the validation set; writes OUT/tune.json.",
     )
-    _add_training_flags(tune)
-    tune.set_defaults(preset=None)  # the grid's declared base preset unless --preset is given
-    for action in tune._actions:
-        if action.dest == "preset":
-            action.help = "preset whose settings the grid's values replace (default: the grid's declared base)"
+    _add_training_flags(
+        tune,
+        preset_default=TUNE_BASE,
+        preset_help="preset whose settings the grid's values replace (default: %(default)s, the grid's declared base)",
+    )
 
     seeds = command(
         "seeds",

@@ -118,6 +118,8 @@ PRESETS: dict[str, ModelConfig] = {
 # What a user gets without --preset: the best model the validation search found. Tests that
 # only need *a* model ask for `seed`, the article's network, which trains several times faster.
 DEFAULT_PRESET = "tuned"
+# The preset whose settings `python -m job tune`'s grid (job/tune.py) replaces.
+TUNE_BASE = "dlrm"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from job.config import Config, ModelConfig, model_config
+from job.config import TUNE_BASE, Config, ModelConfig, model_config
 from job.data import Dataset, load_dataset
 from job.errors import ConfigError
 from job.evaluate import accuracy, clip, error_metrics
@@ -42,7 +42,6 @@ SEEDS_JSON = "seeds.json"
 # dropout, batch size and learning rate change little, and that the embedding size and the
 # L2 strength are what move validation error; the output (MSE regression or the 10-class
 # expectation) is the other real choice.
-TUNE_BASE = "dlrm"
 TUNE_GRID: dict[str, tuple[Any, ...]] = {
     "side_dim": (16, 32, 64),
     "l2": (1e-3, 1e-2),

@@ -13,9 +13,9 @@ from synth import write_movielens
 
 import job.tune
 from job.cli import main
-from job.config import PRESETS, build_config, model_config
+from job.config import PRESETS, TUNE_BASE, build_config, model_config
 from job.split import TEST
-from job.tune import TUNE_BASE, TUNE_GRID, grid_points, seeds, summarise, tune
+from job.tune import TUNE_GRID, grid_points, seeds, summarise, tune
 
 # Over the mlp (quick to build) rather than TUNE_BASE: the search is the same code either way.
 TINY_BASE = "seed"
