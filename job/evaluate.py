@@ -22,6 +22,10 @@ RANK_K = 10  # the "@10" of the ranking metrics (their column names say 10)
 RELEVANT_RATING = 4.0  # a held-out rating of this or more marks a relevant movie
 
 
+# The names of the baselines' rows in metrics (run.json, the DuckDB table, the site).
+BASELINE_NAMES = ("global mean", "movie mean", "user+movie bias")
+
+
 @dataclass(frozen=True)
 class Metrics:
     """One row of ``run.json``'s metrics (and the DuckDB ``metrics`` table).

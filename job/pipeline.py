@@ -33,6 +33,7 @@ from job.config import Config
 from job.data import Dataset, RatingScale, load_dataset
 from job.errors import JobError
 from job.evaluate import (
+    BASELINE_NAMES,
     Metrics,
     accuracy,
     clip,
@@ -57,7 +58,6 @@ MODEL_FILE = "model.keras"
 ENCODING_FILE = "encoding.json"
 # Written by score, merge and render; a new train stage invalidates them.
 DOWNSTREAM_OUTPUTS = ("parts", "recommendations.duckdb", "parquet", "site")
-BASELINE_NAMES = ("global mean", "movie mean", "user+movie bias")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ import numbers
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -45,6 +44,8 @@ import numpy as np
 from markupsafe import Markup
 
 from job.errors import JobError
+from job.evaluate import BASELINE_NAMES
+from job.store import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,6 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "site_templates"
 DB_FILE = "recommendations.duckdb"
 SITE_DIR = "site"
 REQUIRED_TABLES = ("movies", "users", "ratings", "top_k", "popular", "history", "metrics", "runs")
-BASELINE_NAMES = ("global mean", "movie mean", "user+movie bias")
 # Columns of ``metrics`` that describe the row rather than score it.
 METRIC_INFO_COLUMNS = ("model", "n", "evaluated_on")
 # About 1,000 users per search shard keeps a shard near 10 kB: one small fetch per search,
@@ -763,31 +763,25 @@ def write_site(
         workers = (os.cpu_count() or 1) if n_pages >= PARALLEL_MIN_PAGES else 1
     workers = max(1, workers)
     timings: dict[str, float] = {}
-    site.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=site.parent, prefix=f".{site.name}.", suffix=".tmp"))
     try:
-        for folder in ("users", "movies", "search"):
-            (tmp / folder).mkdir()
-        static = templates / "static"
-        if static.is_dir():
-            shutil.copytree(static, tmp / "static")
-        _write_top_pages(tmp, data, templates)
-        timings["index"] = time.perf_counter() - started
-        _write_search_shards(tmp / "search", data)
-        pages_started = time.perf_counter()
-        _write_entity_pages(tmp, data, templates, workers)
-        timings["pages"] = time.perf_counter() - pages_started
+        with atomic_path(site) as tmp:
+            tmp.mkdir()
+            for folder in ("users", "movies", "search"):
+                (tmp / folder).mkdir()
+            static = templates / "static"
+            if static.is_dir():
+                shutil.copytree(static, tmp / "static")
+            _write_top_pages(tmp, data, templates)
+            timings["index"] = time.perf_counter() - started
+            _write_search_shards(tmp / "search", data)
+            pages_started = time.perf_counter()
+            _write_entity_pages(tmp, data, templates, workers)
+            timings["pages"] = time.perf_counter() - pages_started
+            replace_started = time.perf_counter()
     except jinja2.TemplateNotFound as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise JobError(f"site template {exc.name} not found in {templates}") from exc
     except jinja2.UndefinedError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise JobError(f"site templates in {templates}: {exc.message}") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_started = time.perf_counter()
-    _replace_folder(tmp, site)
     timings["replace"] = time.perf_counter() - replace_started
     return SiteSummary(
         site=site,
@@ -798,21 +792,6 @@ def write_site(
         seconds=time.perf_counter() - started,
         timings=timings,
     )
-
-
-def _replace_folder(new: Path, path: Path) -> None:
-    """Put the finished ``new`` folder at ``path``: two renames, then the old one is removed.
-
-    Readers see the old site or the new one, never a half-written one; deleting the old
-    tree (thousands of files) happens after the swap.
-    """
-    if not path.exists():
-        os.replace(new, path)
-        return
-    old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
-    os.replace(path, old / path.name)
-    os.replace(new, path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_top_pages(site: Path, data: SiteData, templates: Path) -> None:

@@ -39,13 +39,24 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         if path.is_dir() and tmp.is_dir():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            _swap_folders(tmp, path)
+        else:
+            os.replace(tmp, path)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+
+
+def _swap_folders(new: Path, path: Path) -> None:
+    """Put the finished folder ``new`` at ``path`` by two renames, then delete the old one:
+    readers see the old folder or the new one, never neither, and deleting the old tree
+    (thousands of files for a site) happens after the swap."""
+    old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+    os.replace(path, old / path.name)
+    os.replace(new, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

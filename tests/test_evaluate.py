@@ -11,6 +11,7 @@ import pytest
 from job.config import model_config
 from job.data import HALF_STARS
 from job.evaluate import (
+    BASELINE_NAMES,
     RANK_K,
     Metrics,
     accuracy,
@@ -20,7 +21,7 @@ from job.evaluate import (
 )
 from job.features import IdEncoding, SideFeatures
 from job.model import build_model
-from job.pipeline import BASELINE_NAMES, evaluate_all
+from job.pipeline import evaluate_all
 
 
 def brute_force(
