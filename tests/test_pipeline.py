@@ -72,22 +72,27 @@ def test_same_seed_same_run(tiny_data: Path, tmp_path: Path) -> None:
     assert scores(a) == scores(b)
 
 
-def test_test_fraction_zero_trains_on_everything(tiny_data: Path, tmp_path: Path) -> None:
-    code = main(
+def train_cli(data: Path, out: Path, *flags: str) -> int:
+    """`python -m job -q train` on ``data`` with the quick seed preset and one epoch."""
+    return main(
         [
             "-q",
             "train",
-            "--data",
-            str(tiny_data),
-            "--out",
-            str(tmp_path),
+            "--preset",
+            "seed",
             "--epochs",
             "1",
-            "--test-fraction",
-            "0",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            *flags,
         ]
     )
-    assert code == 0
+
+
+def test_test_fraction_zero_trains_on_everything(tiny_data: Path, tmp_path: Path) -> None:
+    assert train_cli(tiny_data, tmp_path, "--test-fraction", "0") == 0
     run = load_run(tmp_path)
     assert run.manifest["dataset"]["split"]["test"] == 0
     assert run.manifest["metrics"]["evaluated_on"] == "validation"
@@ -95,23 +100,7 @@ def test_test_fraction_zero_trains_on_everything(tiny_data: Path, tmp_path: Path
 
 
 def test_temporal_split_runs(tiny_data: Path, tmp_path: Path) -> None:
-    assert (
-        main(
-            [
-                "-q",
-                "train",
-                "--data",
-                str(tiny_data),
-                "--out",
-                str(tmp_path),
-                "--epochs",
-                "1",
-                "--split",
-                "temporal",
-            ]
-        )
-        == 0
-    )
+    assert train_cli(tiny_data, tmp_path, "--split", "temporal") == 0
 
 
 def test_model_reloads_and_predicts_the_same(tiny_data: Path, tmp_path: Path) -> None:
