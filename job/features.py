@@ -56,7 +56,7 @@ class IdEncoding:
         return self.movie_ids[np.asarray(index)]
 
     def save(self, path: Path) -> None:
-        from job.store import atomic_write_text
+        from job.files import atomic_write_text
 
         payload = {"user_ids": self.user_ids.tolist(), "movie_ids": self.movie_ids.tolist()}
         atomic_write_text(path, json.dumps(payload))

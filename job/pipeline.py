@@ -46,9 +46,9 @@ from job.evaluate import (
     ranking_metrics,
 )
 from job.features import IdEncoding
+from job.files import atomic_path, read_json, write_json
 from job.model import block_scorer, predict_classes, predict_ratings, trainable_parameters
 from job.split import TEST, TRAIN, VAL
-from job.store import atomic_path, read_json, write_json
 from job.train import split_data, train_split
 
 log = logging.getLogger(__name__)

@@ -32,6 +32,7 @@ import pandas as pd
 from job.data import RatingScale
 from job.errors import ConfigError, JobError
 from job.features import IdEncoding
+from job.files import read_json, write_json
 from job.model import predict_ratings
 from job.pipeline import load_run, record_stage
 from job.split import TRAIN
@@ -42,11 +43,9 @@ from job.store import (
     output_tables,
     parquet_part,
     part_path,
-    read_json,
     remove_stale_parts,
     summary_path,
     write_database,
-    write_json,
 )
 
 log = logging.getLogger(__name__)

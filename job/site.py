@@ -45,7 +45,7 @@ from markupsafe import Markup
 
 from job.errors import JobError
 from job.evaluate import BASELINE_NAMES
-from job.store import atomic_path
+from job.files import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,57 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from job.errors import JobError
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
-
-    Works for files and folders; a failure removes the temporary and leaves ``path`` as it was.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary keeps the final extension: some writers insist on it (Keras on ".keras").
-    fd, name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
-    )
-    os.close(fd)
-    tmp = Path(name)
-    tmp.unlink()  # the caller creates it (a library may refuse to open an existing file)
-    try:
-        yield tmp
-        if path.is_dir() and tmp.is_dir():
-            _swap_folders(tmp, path)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
-
-
-def _swap_folders(new: Path, path: Path) -> None:
-    """Put the finished folder ``new`` at ``path`` by two renames, then delete the old one:
-    readers see the old folder or the new one, never neither, and deleting the old tree
-    (thousands of files for a site) happens after the swap."""
-    old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
-    os.replace(path, old / path.name)
-    os.replace(new, path)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def write_json(path: Path, payload: Any) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
+from job.files import atomic_path, read_json
 
 # ---------------------------------------------------------------------------------------
 # Scored parts: one Parquet file per table and shard, streamed block by block

@@ -25,10 +25,10 @@ from job.data import Dataset, load_dataset
 from job.errors import ConfigError
 from job.evaluate import accuracy, clip, error_metrics
 from job.features import side_features
+from job.files import write_json
 from job.model import predict_classes, predict_ratings, trainable_parameters
 from job.pipeline import evaluate_all
 from job.split import TEST, TRAIN, VAL
-from job.store import write_json
 from job.train import SplitData, split_data, train_split
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ import pytest
 
 from job.cli import main
 from job.errors import JobError
+from job.files import read_json, write_json
 from job.score import merge_stage
 from job.store import (
     PREDICTIONS_SCHEMA,
@@ -22,11 +23,9 @@ from job.store import (
     output_tables,
     parquet_part,
     part_path,
-    read_json,
     remove_stale_parts,
     summary_path,
     write_database,
-    write_json,
 )
 
 SCHEMA = {
