@@ -26,8 +26,9 @@ import numpy as np
 from job.config import model_config
 from job.data import HALF_STARS
 from job.errors import ConfigError
+from job.interactions import ColdStart, Interactions, SeenPairs
 from job.model import build_model, predict_ratings
-from job.score import BlockScorer, ColdStart, ScoringInputs, SeenPairs, score_blocks
+from job.rank import BlockScorer, score_blocks
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def run_bench(
     )
     started = time.perf_counter()
     user_index, movie_index, stars = synthetic_ratings(size, seed)
-    inputs = ScoringInputs(
+    inputs = Interactions(
         seen=SeenPairs.from_pairs(user_index, movie_index, size.users, size.movies),
         cold=ColdStart.fit(
             user_index, movie_index, stars, np.ones(len(stars), bool), size.users, size.movies
@@ -266,7 +267,7 @@ def run_bench(
 
 def time_reference(
     model: keras.Model,
-    inputs: ScoringInputs,
+    inputs: Interactions,
     sample: np.ndarray,
     fast_top: dict[int, np.ndarray],
 ) -> tuple[PathTiming, PathTiming, float]:

@@ -23,11 +23,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from job.config import DEFAULT_PRESET, TUNE_BASE
+from job.config import DEFAULT_MAX_ROWS, DEFAULT_PRESET, TUNE_BASE
 from job.errors import ConfigError, JobError
 
 if TYPE_CHECKING:
-    from job.config import Config
+    from job.config import Config, ScoreOptions
 
 log = logging.getLogger("job")
 
@@ -98,14 +98,26 @@ def _add_score_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-rows",
         type=int,
-        default=500_000_000,
+        default=DEFAULT_MAX_ROWS,
         help="refuse, before scoring, a `predictions` table of more rows, all shards together (default: %(default)s, ~8 GB on disk)",
     )
 
 
-def _config_from(args: argparse.Namespace) -> Config:
-    from job.config import build_config
+def _score_options(args: argparse.Namespace) -> ScoreOptions:
+    from job.config import ScoreOptions
 
+    return ScoreOptions(
+        top_k=args.top_k,
+        keep_top=args.keep_top,
+        block_users=args.block_users,
+        max_rows=args.max_rows,
+    )
+
+
+def _config_from(args: argparse.Namespace) -> Config:
+    from job.config import PublishOptions, build_config
+
+    publish = getattr(args, "publish", None)
     return build_config(
         data=args.data,
         out=args.out,
@@ -115,8 +127,9 @@ def _config_from(args: argparse.Namespace) -> Config:
         test_fraction=args.test_fraction,
         val_fraction=args.val_fraction,
         split=args.split,
-        top_k=getattr(args, "top_k", 10),
         cache_dir=args.cache_dir,
+        score=_score_options(args) if hasattr(args, "top_k") else None,
+        publish=PublishOptions(publish, args.endpoint_url, args.keep_runs) if publish else None,
     )
 
 
@@ -132,42 +145,39 @@ def _keras_verbosity() -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from job.pipeline import train_stage
+    from job.train import train_stage
 
     manifest = train_stage(_config_from(args), verbose=_keras_verbosity())
-    log.info("run %s written to %s", manifest["run_id"], args.out)
+    log.info("run %s written to %s", manifest.run_id, args.out)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cmd_train(args)
-    for stage in (cmd_score, cmd_merge, cmd_render):
-        stage(args)
-    if args.publish:
-        args.target = args.publish
-        cmd_publish(args)
+    from job.pipeline import run_all
+
+    result = run_all(_config_from(args), verbose=_keras_verbosity())
+    if result.site_url:
+        print(result.site_url)  # stdout: the address alone, as `publish` prints it
     return 0
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from job.pipeline import example_for_user, format_example, load_run
+    from job.recommend import example_for_user, format_example
 
-    example = example_for_user(load_run(args.out), args.user, n_recommend=args.n)
-    print(format_example(example))
+    print(format_example(example_for_user(args.out, args.user, n_recommend=args.n)))
     return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from job.score import Shard, resolve_shard, score_stage
+    from job.score import resolve_shard, score_stage
 
-    # `run` scores every user; only `score` takes a shard (from the flag or AWS Batch's env).
-    shard = resolve_shard(args.shard, os.environ) if args.command == "score" else Shard()
-    score_stage(args.out, shard, args.top_k, args.keep_top, args.block_users, args.max_rows)
+    # The shard comes from the flag or AWS Batch's environment.
+    score_stage(args.out, resolve_shard(args.shard, os.environ), _score_options(args))
     return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from job.score import merge_stage
+    from job.store import merge_stage
 
     merge_stage(args.out)
     return 0
@@ -435,9 +445,37 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if not verbose else "0")
 
 
+# Commands that load Keras (and with it TensorFlow).
+KERAS_COMMANDS = {"run", "train", "recommend", "score", "bench", "tune", "seeds"}
+
+
+def import_keras_quietly() -> None:
+    """Import Keras with file descriptor 2 pointed at /dev/null.
+
+    TensorFlow's C++ start-up lines (absl's "All log messages before absl::InitializeLog()",
+    oneDNN notices) are written to fd 2 while it imports, below Python's logging and
+    regardless of TF_CPP_MIN_LOG_LEVEL; redirecting the descriptor for the import is the only
+    way to keep them from a user. ``-v`` skips this and shows them.
+    """
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.quiet, args.verbose)
+    if args.command in KERAS_COMMANDS and not args.verbose:
+        import_keras_quietly()
     started = time.perf_counter()
     try:
         code = args.handler(args)

@@ -115,11 +115,59 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+# Movie pages show each movie's nearest movies in the model's embedding space. A movie with
+# fewer ratings than this has an embedding that barely moved from its random start, so it
+# neither gets nor appears as a neighbour.
+N_SIMILAR = 10
+SIMILAR_MIN_RATINGS = 5
+
 # What a user gets without --preset: the best model the validation search found. Tests that
 # only need *a* model ask for `seed`, the article's network, which trains several times faster.
 DEFAULT_PRESET = "tuned"
 # The preset whose settings `python -m job tune`'s grid (job/tune.py) replaces.
 TUNE_BASE = "dlrm"
+
+
+# Default budget of rows in `predictions` (all shards together). Measured on ml-latest-small:
+# ~16 bytes per row on disk across the three copies (5.6 in parts/, 4.2 in parquet/, 5.9 in
+# recommendations.duckdb), so 5e8 rows is ~8 GB: within a GitHub-hosted runner's free disk
+# with room to spare. It covers ml-latest-small, ml-100k and ml-1m (22M rows) in full;
+# ml-10m (0.74e9), ml-25m (10e9) and ml-32m (17.6e9) need --keep-top (or a larger budget).
+DEFAULT_MAX_ROWS = 500_000_000
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How the score stage writes: top K per user, and how much of ``predictions`` to keep."""
+
+    top_k: int = 10
+    keep_top: int | None = None  # None: every unwatched pair
+    block_users: int | None = None  # None: sized to ~128 MiB of intermediates
+    max_rows: int = DEFAULT_MAX_ROWS
+
+    def __post_init__(self) -> None:
+        for name, value in (
+            ("--top-k", self.top_k),
+            ("--keep-top", self.keep_top),
+            ("--block-users", self.block_users),
+            ("--max-rows", self.max_rows),
+        ):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1 (got {value})")
+
+
+@dataclass(frozen=True)
+class PublishOptions:
+    """Where ``run`` publishes: ``target`` is s3://BUCKET/PREFIX or a folder (job.publish
+    parses it, before any training)."""
+
+    target: str
+    endpoint_url: str | None = None
+    keep_runs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep_runs is not None and self.keep_runs < 1:
+            raise ConfigError(f"--keep-runs must be at least 1 (got {self.keep_runs})")
 
 
 @dataclass(frozen=True)
@@ -134,8 +182,9 @@ class Config:
     test_fraction: float = 0.1
     val_fraction: float = 0.1
     split: SplitKind = "random"
-    top_k: int = 10
     cache_dir: Path = field(default_factory=lambda: default_cache_dir())
+    score: ScoreOptions = field(default_factory=ScoreOptions)
+    publish: PublishOptions | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.test_fraction < 1.0:
@@ -149,12 +198,11 @@ class Config:
             )
         if self.split not in ("random", "temporal"):
             raise ConfigError(f"--split must be 'random' or 'temporal' (got {self.split!r})")
-        if self.top_k < 1:
-            raise ConfigError(f"--top-k must be at least 1 (got {self.top_k})")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, for run.json."""
         raw = dataclasses.asdict(self)
+        del raw["publish"]  # where a run goes is not part of what it is
         raw["out"] = str(self.out)
         raw["cache_dir"] = str(self.cache_dir)
         return raw
@@ -189,8 +237,9 @@ def build_config(
     test_fraction: float = 0.1,
     val_fraction: float = 0.1,
     split: str = "random",
-    top_k: int = 10,
     cache_dir: str | Path | None = None,
+    score: ScoreOptions | None = None,
+    publish: PublishOptions | None = None,
     **model_overrides: Any,
 ) -> Config:
     """The one place a ``Config`` is made from flags; validates everything."""
@@ -205,17 +254,7 @@ def build_config(
         test_fraction=test_fraction,
         val_fraction=val_fraction,
         split=split,  # type: ignore[arg-type]  # validated in __post_init__
-        top_k=top_k,
         cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+        score=score or ScoreOptions(),
+        publish=publish,
     )
-
-
-def config_from_dict(raw: dict[str, Any]) -> Config:
-    """Rebuild a ``Config`` saved in run.json (tuples come back as lists)."""
-    model = dict(raw["model"])
-    for key in ("hidden", "bottom", "top"):
-        model[key] = tuple(model[key])
-    fields = {**raw, "model": ModelConfig(**model)}
-    fields["out"] = Path(raw["out"])
-    fields["cache_dir"] = Path(raw["cache_dir"])
-    return Config(**fields)

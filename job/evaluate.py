@@ -10,20 +10,26 @@ Two kinds of metric, for the model and every baseline alike:
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import keras
 import numpy as np
 
 from job.data import RatingScale
+from job.features import IdEncoding
+from job.interactions import ColdStart, Interactions, SeenPairs, popularity_order
+from job.model import predict_classes, predict_ratings
+from job.rank import BlockScorer
+from job.runfolder import BASELINE_NAMES
+
+log = logging.getLogger(__name__)
 
 RANK_K = 10  # the "@10" of the ranking metrics (their column names say 10)
 RELEVANT_RATING = 4.0  # a held-out rating of this or more marks a relevant movie
-
-
-# The names of the baselines' rows in metrics (run.json, the DuckDB table, the site).
-BASELINE_NAMES = ("global mean", "movie mean", "user+movie bias")
 
 
 @dataclass(frozen=True)
@@ -148,18 +154,7 @@ class RankingMetrics:
 
 
 # users (B,) int -> (B, n_movies) scores, higher is better
-BlockScorer = Callable[[np.ndarray], np.ndarray]
-
-
-def popularity_order(train_movies: np.ndarray, n_movies: int) -> np.ndarray:
-    """Movie indexes, most training ratings first, then by index: the tie-break of every ranking.
-
-    Ties matter for the baselines: the global mean scores every movie the same, so its
-    ranking *is* this order (a most-popular recommender); the movie mean ties many movies
-    at 5.0.
-    """
-    counts = np.bincount(train_movies, minlength=n_movies)
-    return np.lexsort((np.arange(n_movies), -counts))
+ScoreFunction = Callable[[np.ndarray], np.ndarray]
 
 
 def _rows_of(sorted_users: np.ndarray, block_users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +168,7 @@ def _rows_of(sorted_users: np.ndarray, block_users: np.ndarray) -> tuple[np.ndar
 
 
 def ranking_metrics(
-    score_block: BlockScorer,
+    score_block: ScoreFunction,
     n_movies: int,
     seen: tuple[np.ndarray, np.ndarray],
     held_out: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -248,6 +243,88 @@ def ranking_metrics(
     )
 
 
-def constant_scorer(per_movie: np.ndarray) -> BlockScorer:
+def constant_scorer(per_movie: np.ndarray) -> ScoreFunction:
     """A baseline's scores: the same per-movie value for every user."""
     return lambda users: np.broadcast_to(per_movie, (len(users), len(per_movie)))
+
+
+def evaluate_all(
+    name: str,
+    model: keras.Model,
+    pairs: np.ndarray,
+    ratings: np.ndarray,
+    train_mask: np.ndarray,
+    held_out: np.ndarray,
+    encoding: IdEncoding,
+    scale: RatingScale,
+    training_seconds: float | None = None,
+) -> list[Metrics]:
+    """Held-out metrics of the model and of the three baselines, all clipped to the scale.
+
+    Rating error (RMSE, MAE; accuracy for the classifier) on the ``held_out`` ratings, and
+    ranking metrics among each held-out user's unwatched movies: every movie except those
+    the user rated outside ``held_out`` (train and validation) is a candidate, ranked by the
+    unclipped predicted rating, ties by training popularity (``evaluate.popularity_order``).
+    ``training_seconds`` is the model's; the baselines' are their own fitting times.
+    """
+    tr_users, tr_movies = pairs[train_mask, 0], pairs[train_mask, 1]
+    ho_users, ho_movies = pairs[held_out, 0], pairs[held_out, 1]
+    actual = ratings[held_out]
+    tr_ratings = ratings[train_mask]
+    n_movies = encoding.n_movies
+    fitting: dict[str, float] = {}
+    started = time.perf_counter()
+    global_mean = global_mean_baseline(tr_ratings, n_movies)
+    fitting[BASELINE_NAMES[0]] = time.perf_counter() - started
+    started = time.perf_counter()
+    movie_mean = movie_mean_baseline(tr_movies, tr_ratings, n_movies)
+    fitting[BASELINE_NAMES[1]] = time.perf_counter() - started
+    started = time.perf_counter()
+    biases = fit_biases(tr_users, tr_movies, tr_ratings, encoding.n_users, n_movies)
+    fitting[BASELINE_NAMES[2]] = time.perf_counter() - started
+    log.info("Average rating in training set is %.2f stars", float(np.mean(tr_ratings)))
+
+    def seconds(value: float | None) -> float | None:
+        return None if value is None else round(value, 3)
+
+    model_row = error_metrics(
+        name, clip(predict_ratings(model, ho_users, ho_movies), scale), actual
+    )
+    if getattr(model, "classes", False):
+        model_row = replace(
+            model_row, accuracy=accuracy(predict_classes(model, ho_users, ho_movies), actual)
+        )
+    rows = [
+        replace(model_row, training_seconds=seconds(training_seconds)),
+        error_metrics(BASELINE_NAMES[0], global_mean[ho_movies], actual),
+        error_metrics(BASELINE_NAMES[1], movie_mean[ho_movies], actual),
+        error_metrics(BASELINE_NAMES[2], clip(biases.predict(ho_users, ho_movies), scale), actual),
+    ]
+    rows[1:] = [replace(row, training_seconds=seconds(fitting[row.model])) for row in rows[1:]]
+    # The user's bias shifts every movie alike, so it cannot change a user's ranking.
+    train_only = Interactions(
+        seen=SeenPairs.from_pairs(tr_users, tr_movies, encoding.n_users, n_movies),
+        cold=ColdStart.fit(
+            tr_users,
+            tr_movies,
+            tr_ratings,
+            np.ones(len(tr_users), bool),
+            encoding.n_users,
+            n_movies,
+        ),
+        scale=scale,
+    )
+    scorers = [
+        BlockScorer(model, train_only, RANK_K).model_ratings,
+        constant_scorer(global_mean),
+        constant_scorer(movie_mean),
+        constant_scorer(biases.mean + biases.movie_bias),
+    ]
+    order = popularity_order(tr_movies, n_movies)
+    seen = (pairs[~held_out, 0], pairs[~held_out, 1])
+    return [
+        row.with_ranking(
+            ranking_metrics(scorer, n_movies, seen, (ho_users, ho_movies, actual), order)
+        )
+        for row, scorer in zip(rows, scorers, strict=True)
+    ]

@@ -27,7 +27,7 @@ Two architectures (``ModelConfig.architecture``) and two outputs (``ModelConfig.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -37,6 +37,7 @@ from keras import layers, ops
 from job.config import ModelConfig
 from job.data import RatingScale
 from job.features import SideFeatures
+from job.runfolder import MODEL_FILE
 
 # The DLRM model's movie-side vectors, in the order they enter the interaction (the user's
 # embedding comes first, then these).
@@ -569,20 +570,21 @@ def predict_classes(
     return np.asarray(model.rating_values, "float64")[np.argmax(logits, axis=1)]
 
 
-def block_scorer(model: FactorisedModel, n_movies: int) -> Callable[[np.ndarray], np.ndarray]:
-    """users (B,) -> (B, n_movies) uncentred, unclipped predicted ratings, via the factorised parts.
+def load_model(out: Path) -> FactorisedModel:
+    """The trained model of a run folder (``OUT/model.keras``); ``runfolder.require`` has
+    checked it is there and whole."""
+    return keras.saving.load_model(out / MODEL_FILE, compile=False)
 
-    ``movie_parts`` is computed once for the catalogue; each call scores a block of users
-    against all of it (what the ranking metrics need; job/score.py is the production path).
-    """
-    movie_parts = model.movie_parts(np.arange(n_movies, dtype="int32"))
 
-    def score(users: np.ndarray) -> np.ndarray:
-        user_parts = model.user_parts(np.asarray(users, dtype="int32"))
-        centred = model.pair_scores(user_parts[:, None, :], movie_parts[None, :, :], training=False)
-        return ops.convert_to_numpy(centred).astype("float64") + model.rating_mean
-
-    return score
+def movie_vectors(model: FactorisedModel) -> np.ndarray:
+    """(n_movies, d) rows of the model's ``movie_embedding`` table, for movie neighbours."""
+    layer = next(
+        (lay for lay in model._flatten_layers(include_self=False) if lay.name == "movie_embedding"),
+        None,
+    )
+    if layer is None:
+        raise ValueError("the model has no layer named movie_embedding")
+    return np.asarray(layer.get_weights()[0], dtype="float32")
 
 
 def trainable_parameters(model: keras.Model) -> int:

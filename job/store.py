@@ -1,10 +1,18 @@
-"""Files a run writes: every file appears complete under its final name or not at all."""
+"""The tables users query: scored parts in, ``recommendations.duckdb`` and ``parquet/`` out.
+
+The score stage streams its rows into one Parquet part per table and shard (``parts/``); the
+merge stage (``merge_stage``) checks the parts belong together and builds the database and
+the Parquet copies from them and the trained run. Every file appears complete under its
+final name or not at all.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +25,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from job.errors import JobError
+from job.features import movie_table
 from job.files import atomic_path, read_json
+from job.interactions import interactions_of, popular_table
+from job.runfolder import (
+    DATABASE_FILE,
+    HISTORY_FILE,
+    PARQUET_DIR,
+    PARTS_DIR,
+    SIMILAR_FILE,
+    Manifest,
+    load_run,
+    read_manifest,
+    record_stage,
+    require,
+)
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------
 # Scored parts: one Parquet file per table and shard, streamed block by block
@@ -197,8 +221,6 @@ def find_parts(parts: Path, run_id: str) -> Parts:
 # ---------------------------------------------------------------------------------------
 # recommendations.duckdb and parquet/: the tables users query
 
-DATABASE_FILE = "recommendations.duckdb"
-PARQUET_DIR = "parquet"
 TABLES = (
     "movies",
     "users",
@@ -206,6 +228,7 @@ TABLES = (
     "predictions",
     "top_k",
     "popular",
+    "similar_movies",
     "history",
     "metrics",
     "runs",
@@ -214,19 +237,19 @@ SPLIT_NAMES = {0: "train", 1: "validation", 2: "test"}  # job.split's codes
 
 
 def output_tables(
-    manifest: dict[str, Any],
+    manifest: Manifest,
     movies: pd.DataFrame,
     ratings: pd.DataFrame,
     history: pd.DataFrame,
     popular: pd.DataFrame,
+    similar: pd.DataFrame,
 ) -> dict[str, pa.Table]:
     """Every table but predictions and top_k (which come from the parts), typed as documented.
 
     ``movies``/``ratings`` are a trained run's frames (raw ids; split as codes or names),
-    ``history`` is history.csv, ``popular`` is ``job.score.popular_table``.
+    ``history`` is history.csv, ``popular`` is ``job.interactions.popular_table``, ``similar``
+    is the train stage's movie neighbours (``job.rank.similar_movies_table``).
     """
-    from job.features import movie_table
-
     user_ids = ratings["user_id"].to_numpy("int64")
     movie_ids = ratings["movie_id"].to_numpy("int64")
     stars = ratings["rating"].to_numpy("float64")
@@ -241,11 +264,9 @@ def output_tables(
     if pd.api.types.is_numeric_dtype(split):
         split = split.map(SPLIT_NAMES)
 
-    metrics = pd.DataFrame(manifest.get("metrics", {}).get("rows", []))
-    metrics["evaluated_on"] = manifest.get("metrics", {}).get("evaluated_on")
-    model = manifest.get("model", {})
-    dataset = manifest.get("dataset", {})
-    created = pd.Timestamp(manifest["created_at"])
+    metrics = pd.DataFrame(manifest.metrics.get("rows", []))
+    metrics["evaluated_on"] = manifest.metrics.get("evaluated_on")
+    created = pd.Timestamp(manifest.created_at)
     created = created.tz_convert("UTC").tz_localize(None) if created.tzinfo else created
 
     return {
@@ -285,19 +306,29 @@ def output_tables(
                 "n_ratings": pa.array(popular["n_ratings"].to_numpy("int32"), pa.int32()),
             }
         ),
+        "similar_movies": pa.table(
+            {
+                "movie_id": pa.array(similar["movie_id"].to_numpy("int64"), pa.int64()),
+                "rank": pa.array(similar["rank"].to_numpy("int32"), pa.int32()),
+                "similar_movie_id": pa.array(
+                    similar["similar_movie_id"].to_numpy("int64"), pa.int64()
+                ),
+                "similarity": pa.array(similar["similarity"].to_numpy("float32"), pa.float32()),
+            }
+        ),
         "history": _history_table(history),
         "metrics": _metrics_table(metrics),
         "runs": pa.table(
             {
-                "run_id": pa.array([str(manifest["run_id"])], pa.string()),
+                "run_id": pa.array([manifest.run_id], pa.string()),
                 "created_at": pa.array([created.to_pydatetime()], pa.timestamp("us")),
-                "dataset": pa.array([dataset.get("name")], pa.string()),
-                "dataset_sha256": pa.array([dataset.get("sha256")], pa.string()),
-                "preset": pa.array([model.get("preset")], pa.string()),
-                "epochs_run": pa.array([model.get("epochs_run")], pa.int32()),
-                "parameters": pa.array([model.get("parameters")], pa.int64()),
-                "training_seconds": pa.array([manifest.get("training_seconds")], pa.float64()),
-                "manifest": pa.array([json.dumps(manifest, default=str)], pa.string()),
+                "dataset": pa.array([manifest.dataset.name], pa.string()),
+                "dataset_sha256": pa.array([manifest.dataset.sha256], pa.string()),
+                "preset": pa.array([manifest.model.preset], pa.string()),
+                "epochs_run": pa.array([manifest.model.epochs_run], pa.int32()),
+                "parameters": pa.array([manifest.model.parameters], pa.int64()),
+                "training_seconds": pa.array([manifest.training_seconds], pa.float64()),
+                "manifest": pa.array([json.dumps(manifest.to_dict(), default=str)], pa.string()),
             }
         ),
     }
@@ -392,3 +423,54 @@ def _sql_string(path: Path) -> str:
 
 def _sql_list(paths: list[Path]) -> str:
     return "[" + ", ".join(_sql_string(p) for p in paths) + "]"
+
+
+# ---------------------------------------------------------------------------------------
+# The merge stage
+
+
+def merge_stage(out: Path) -> dict[str, int]:
+    """Build ``recommendations.duckdb`` and ``parquet/`` from every shard's parts.
+
+    Raises:
+        JobError: no trained run; parts missing, of mixed shard counts, or from another run.
+    """
+    started = time.perf_counter()
+    require(out, "merge")
+    run = load_run(out)
+    parts = find_parts(out / PARTS_DIR, run.manifest.run_id)
+    summaries = parts.summaries
+    scoring = {
+        "shards": parts.count,
+        "top_k": summaries[0]["top_k"],
+        "keep_top": summaries[0]["keep_top"],
+        "users": sum(s["users"] for s in summaries),
+        "pairs": sum(s["pairs"] for s in summaries),
+        "prediction_rows": sum(s["prediction_rows"] for s in summaries),
+        "top_k_rows": sum(s["top_k_rows"] for s in summaries),
+        "seconds": round(sum(s["seconds"] for s in summaries), 3),
+    }
+    scoring["pairs_per_second"] = round(scoring["pairs"] / max(scoring["seconds"], 1e-9))
+    record_stage(out, "score", scoring["seconds"], scoring=scoring)
+
+    inputs = interactions_of(run.encoding, run.ratings, run.scale)
+    history_file = out / HISTORY_FILE
+    history = pd.read_csv(history_file) if history_file.exists() else pd.DataFrame({"epoch": []})
+    tables = output_tables(
+        manifest=read_manifest(out),  # re-read: it now holds the scoring facts
+        movies=run.movies,
+        ratings=run.ratings,
+        history=history,
+        popular=popular_table(inputs.cold, run.encoding),
+        similar=pd.read_parquet(out / SIMILAR_FILE),
+    )
+    counts = write_database(out, tables, parts.predictions, parts.top_k)
+    record_stage(out, "merge", time.perf_counter() - started, merged_rows=counts)
+    log.info(
+        "merged %d shard(s) into %s: %s predictions, %s top-k rows",
+        parts.count,
+        out / DATABASE_FILE,
+        f"{counts['predictions']:,}",
+        f"{counts['top_k']:,}",
+    )
+    return counts

@@ -1,20 +1,48 @@
-"""Fit a rating model with Keras' own loop, progress bar and early stopping."""
+"""The train stage: load, split, fit a rating model with Keras' own loop, progress bar and
+early stopping, evaluate it against the baselines, and write the run folder's train outputs."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import platform
+import shutil
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 import pandas as pd
 
-from job.config import Config, ModelConfig
-from job.data import Dataset, RatingScale
+from job.config import N_SIMILAR, SIMILAR_MIN_RATINGS, Config, ModelConfig
+from job.data import Dataset, RatingScale, load_dataset
 from job.errors import JobError
+from job.evaluate import evaluate_all
 from job.features import IdEncoding, SideFeatures, side_features
-from job.model import build_model, training_targets
-from job.split import TRAIN, VAL, split_ratings
+from job.files import atomic_path, write_json
+from job.model import build_model, movie_vectors, trainable_parameters, training_targets
+from job.rank import similar_movies_table
+from job.runfolder import (
+    DATASET_DIR,
+    DOWNSTREAM_OUTPUTS,
+    ENCODING_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    SIMILAR_FILE,
+    DatasetInfo,
+    Manifest,
+    ModelInfo,
+    write_manifest,
+)
+from job.split import TEST, TRAIN, VAL, split_ratings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -135,3 +163,198 @@ def train(
     return TrainingResult(
         model=model, history=history[[c for c in keep if c in history]], seconds=seconds
     )
+
+
+# ---------------------------------------------------------------------------------------
+# The stage
+
+
+def train_stage(config: Config, verbose: int = 1) -> Manifest:
+    """Load, split, train, evaluate; write the model and the manifest into ``config.out``.
+
+    Nothing is written until the data has been loaded and validated.
+    """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    dataset = load_dataset(config.data, config.cache_dir)
+    timings["load"] = time.perf_counter() - started
+    log.info(
+        "%s: %s users rated %s movies (ratings = %s, catalogue = %s movies)",
+        dataset.name,
+        f"{dataset.ratings['user_id'].nunique():,}",
+        f"{dataset.ratings['movie_id'].nunique():,}",
+        f"{len(dataset.ratings):,}",
+        f"{len(dataset.movies):,}",
+    )
+
+    data = split_data(dataset, config)
+    encoding, pairs, ratings, labels = data.encoding, data.pairs, data.ratings, data.labels
+    part = {name: labels == code for name, code in (("train", TRAIN), ("val", VAL), ("test", TEST))}
+
+    started = time.perf_counter()
+    result = train_split(config.model, data, dataset.scale, seed=config.seed, verbose=verbose)
+    timings["train"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    evaluated_on = "test" if part["test"].any() else "validation"
+    held_out = part["test"] if part["test"].any() else part["val"]
+    metrics = evaluate_all(
+        config.preset,
+        result.model,
+        pairs,
+        ratings,
+        part["train"],
+        held_out,
+        encoding,
+        dataset.scale,
+        training_seconds=result.seconds,
+    )
+    timings["evaluate"] = time.perf_counter() - started
+    for row in metrics:
+        log.info(
+            "%-16s %s RMSE=%.4f MAE=%.4f nDCG@10=%s",
+            row.model,
+            evaluated_on,
+            row.rmse,
+            row.mae,
+            "n/a" if row.ndcg_at_10 is None else f"{row.ndcg_at_10:.4f}",
+        )
+
+    manifest = build_manifest(
+        config,
+        dataset,
+        encoding,
+        result,
+        labels,
+        metrics={"evaluated_on": evaluated_on, "rows": [m.as_dict() for m in metrics]},
+        timings=timings,
+    )
+    write_train_outputs(
+        config.out, manifest, dataset, encoding, result.model, result.history, labels
+    )
+    return manifest
+
+
+def build_manifest(
+    config: Config,
+    dataset: Dataset,
+    encoding: IdEncoding,
+    result: TrainingResult,
+    labels: np.ndarray,
+    metrics: dict[str, Any],
+    timings: dict[str, float],
+) -> Manifest:
+    created = datetime.now(UTC)
+    model, history = result.model, result.history
+    fingerprint = hashlib.sha256(
+        (dataset.sha256 + json.dumps(config.to_dict(), sort_keys=True)).encode()
+    ).hexdigest()[:8]
+    return Manifest(
+        run_id=f"{created:%Y%m%dT%H%M%SZ}-{fingerprint}",
+        created_at=created.isoformat(timespec="seconds"),
+        dataset=DatasetInfo(
+            name=dataset.name,
+            sha256=dataset.sha256,
+            n_users=encoding.n_users,
+            n_movies=encoding.n_movies,
+            n_rated_movies=int(dataset.ratings["movie_id"].nunique()),
+            n_ratings=len(dataset.ratings),
+            scale=dataset.scale,
+            split={
+                "train": int((labels == TRAIN).sum()),
+                "validation": int((labels == VAL).sum()),
+                "test": int((labels == TEST).sum()),
+            },
+        ),
+        config=config.to_dict(),
+        model=ModelInfo(
+            preset=config.preset,
+            parameters=trainable_parameters(model),
+            layers=describe_layers(model),
+            epochs_run=len(history),
+            rating_mean=model.rating_mean,
+        ),
+        history=[{str(k): v for k, v in row.items()} for row in history.to_dict(orient="records")],
+        versions=versions(),
+        metrics=metrics,
+        training_seconds=round(result.seconds, 3),
+        timings={k: round(v, 3) for k, v in timings.items()},
+    )
+
+
+def describe_layers(model: keras.Model) -> list[str]:
+    """A line per layer, e.g. "user_embedding: Embedding(610, 8)", for the site and run.json."""
+    lines = []
+    for layer in model._flatten_layers(include_self=False, recursive=False):
+        if isinstance(layer, keras.layers.Embedding):
+            lines.append(f"{layer.name}: Embedding({layer.input_dim}, {layer.output_dim})")
+        elif isinstance(layer, keras.layers.Dense):
+            activation = getattr(layer.activation, "__name__", str(layer.activation))
+            lines.append(f"{layer.name}: Dense({layer.units}, {activation})")
+        elif isinstance(layer, keras.layers.Dropout):
+            lines.append(f"{layer.name}: Dropout({layer.rate})")
+    return lines
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in (
+        "movielens-job",
+        "keras",
+        "tensorflow",
+        "tensorflow-cpu",
+        "numpy",
+        "pandas",
+        "duckdb",
+        "jax",
+        "torch",
+    ):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    found["keras_backend"] = keras.backend.backend()
+    return found
+
+
+def write_train_outputs(
+    out: Path,
+    manifest: Manifest,
+    dataset: Dataset,
+    encoding: IdEncoding,
+    model: keras.Model,
+    history: pd.DataFrame,
+    labels: np.ndarray,
+) -> None:
+    """Every file atomically; run.json last, so its presence means the stage finished.
+
+    Outputs of later stages from an earlier run in the same folder are removed first: they
+    belong to another model and must not be merged or published with this one.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in DOWNSTREAM_OUTPUTS:
+        path = out / stale
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    with atomic_path(out / MODEL_FILE) as tmp:
+        model.save(tmp)
+    encoding.save(out / ENCODING_FILE)
+    with atomic_path(out / HISTORY_FILE) as tmp:
+        history.to_csv(tmp, index=False)
+    write_json(out / METRICS_FILE, manifest.metrics)
+    n_ratings = np.bincount(
+        encoding.encode_movies(dataset.ratings["movie_id"]), minlength=encoding.n_movies
+    )
+    similar = similar_movies_table(
+        encoding.movie_ids, movie_vectors(model), n_ratings, N_SIMILAR, SIMILAR_MIN_RATINGS
+    )
+    with atomic_path(out / SIMILAR_FILE) as tmp:
+        similar.to_parquet(tmp, index=False)
+    with atomic_path(out / DATASET_DIR) as tmp:
+        tmp.mkdir()
+        dataset.ratings.assign(split=labels).to_parquet(tmp / "ratings.parquet", index=False)
+        dataset.movies.to_parquet(tmp / "movies.parquet", index=False)
+        dataset.tags.to_parquet(tmp / "tags.parquet", index=False)
+    write_manifest(out, manifest)

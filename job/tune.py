@@ -23,11 +23,10 @@ import numpy as np
 from job.config import TUNE_BASE, Config, ModelConfig, model_config
 from job.data import Dataset, load_dataset
 from job.errors import ConfigError
-from job.evaluate import accuracy, clip, error_metrics
+from job.evaluate import accuracy, clip, error_metrics, evaluate_all
 from job.features import side_features
 from job.files import write_json
 from job.model import predict_classes, predict_ratings, trainable_parameters
-from job.pipeline import evaluate_all
 from job.split import TEST, TRAIN, VAL
 from job.train import SplitData, split_data, train_split
 

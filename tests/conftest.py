@@ -32,7 +32,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from synth import write_movielens
 
     from job.config import build_config
-    from job.pipeline import train_stage
+    from job.train import train_stage
 
     root = tmp_path_factory.mktemp("tiny")
     data = write_movielens(root / "data", n_users=50, n_movies=80, per_user=15, seed=3)
@@ -47,11 +47,13 @@ def scored_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     recommendations.duckdb and parquet/. Read-only too."""
     import shutil
 
-    from job.score import merge_stage, score_stage
+    from job.config import ScoreOptions
+    from job.score import score_stage
+    from job.store import merge_stage
 
     out = tmp_path_factory.mktemp("scored") / "out"
     shutil.copytree(tiny_run, out)
-    score_stage(out, top_k=5)
+    score_stage(out, options=ScoreOptions(top_k=5))
     merge_stage(out)
     return out
 

@@ -11,17 +11,17 @@ import pytest
 from job.config import model_config
 from job.data import HALF_STARS
 from job.evaluate import (
-    BASELINE_NAMES,
     RANK_K,
     Metrics,
     accuracy,
     constant_scorer,
-    popularity_order,
+    evaluate_all,
     ranking_metrics,
 )
 from job.features import IdEncoding, SideFeatures
+from job.interactions import popularity_order
 from job.model import build_model
-from job.pipeline import evaluate_all
+from job.runfolder import BASELINE_NAMES
 
 
 def brute_force(

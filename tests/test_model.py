@@ -21,18 +21,35 @@ from job.features import (
     tag_vocabulary,
     year_matrix,
 )
+from job.interactions import ColdStart, Interactions, SeenPairs
 from job.model import (
     DLRMModel,
     RatingModel,
-    block_scorer,
     build_model,
     predict_classes,
     predict_ratings,
     training_targets,
 )
+from job.rank import BlockScorer
 from job.train import train
 
 N_USERS, N_MOVIES = 11, 23
+
+
+def scorer(
+    model: keras.Model,
+    block_users: int | None = None,
+    n_users: int = N_USERS,
+    n_movies: int = N_MOVIES,
+) -> BlockScorer:
+    """The production scorer over a catalogue no user has rated."""
+    none = np.zeros(0, "int32")
+    inputs = Interactions(
+        seen=SeenPairs.from_pairs(none, none, n_users, n_movies),
+        cold=ColdStart.fit(none, none, np.zeros(0), np.zeros(0, bool), n_users, n_movies),
+        scale=HALF_STARS,
+    )
+    return BlockScorer(model, inputs, k=1, block_users=block_users)
 
 
 def random_side(n_movies: int = N_MOVIES, seed: int = 0) -> SideFeatures:
@@ -84,10 +101,8 @@ def test_fast_path_matches_reference(variant: str) -> None:
     model = make(variant)
     users, movies = all_pairs(N_USERS, N_MOVIES)
     reference = predict_ratings(model, users, movies).reshape(N_USERS, N_MOVIES)
-    score = block_scorer(model, N_MOVIES)
     for block in (1, 4, N_USERS):  # blocks smaller than, not dividing, and equal to the users
-        starts = range(0, N_USERS, block)
-        fast = np.concatenate([score(np.arange(s, min(s + block, N_USERS))) for s in starts])
+        fast = scorer(model, block).model_ratings(np.arange(N_USERS, dtype="int32"))
         np.testing.assert_allclose(fast, reference, atol=1e-4)
 
 
@@ -148,7 +163,7 @@ def test_expected_rating_stays_within_the_scale(variant: str, scale: RatingScale
     )
     randomised(model, seed=1, scale=5.0)  # huge logits: the expectation must still stay inside
     assert model.units == len(scale.values)  # 10 classes for half stars, 5 for whole stars
-    predicted = block_scorer(model, N_MOVIES)(np.arange(N_USERS))
+    predicted = scorer(model).model_ratings(np.arange(N_USERS, dtype="int32"))
     assert predicted.min() >= scale.low - 1e-5 and predicted.max() <= scale.high + 1e-5
     assert predicted.max() - predicted.min() > 1.0  # not trivially the middle of the scale
 
@@ -237,7 +252,8 @@ def test_seed_preset_is_the_article() -> None:
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_builds(name: str) -> None:
     model = build_model(PRESETS[name], 5, 7, 3.5, seed=0, scale=HALF_STARS, side=random_side(7))
-    assert np.isfinite(block_scorer(model, 7)(np.arange(5))).all()
+    ratings = scorer(model, n_users=5, n_movies=7).model_ratings(np.arange(5, dtype="int32"))
+    assert ratings.shape == (5, 7) and np.isfinite(ratings).all()
 
 
 def test_config_refuses_bad_layer_sizes() -> None:

@@ -11,7 +11,9 @@ from synth import write_movielens
 
 from job.cli import main
 from job.config import build_config
-from job.pipeline import example_for_user, format_example, load_run, train_stage
+from job.recommend import example_for_user, format_example
+from job.runfolder import Manifest, load_run
+from job.train import train_stage
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +36,12 @@ def test_train_writes_every_output_and_a_manifest(tiny_data: Path, tmp_path: Pat
         "dataset/ratings.parquet",
         "dataset/movies.parquet",
         "dataset/tags.parquet",
+        "similar.parquet",
     ):
         assert (tmp_path / name).exists(), name
     assert not [p for p in tmp_path.rglob(".*.tmp*")], "temporary files left behind"
     on_disk = json.loads((tmp_path / "run.json").read_text())
-    assert on_disk["run_id"] == manifest["run_id"]
+    assert on_disk["run_id"] == manifest.run_id
     assert len(on_disk["dataset"]["sha256"]) == 64
     assert on_disk["config"]["model"]["hidden"] == [32, 4]
     assert set(on_disk["timings"]) >= {"load", "train", "evaluate"}
@@ -61,12 +64,12 @@ def test_same_seed_same_run(tiny_data: Path, tmp_path: Path) -> None:
         build_config(data=str(tiny_data), preset="seed", out=tmp_path / "b", epochs=2, seed=5),
         verbose=0,
     )
-    assert a["history"] == b["history"]
+    assert a.history == b.history
 
-    def scores(manifest: dict) -> list[dict]:  # training_seconds is a timing, not a result
+    def scores(manifest: Manifest) -> list[dict]:  # training_seconds is a timing, not a result
         return [
             {k: v for k, v in row.items() if k != "training_seconds"}
-            for row in manifest["metrics"]["rows"]
+            for row in manifest.metrics["rows"]
         ]
 
     assert scores(a) == scores(b)
@@ -94,8 +97,8 @@ def train_cli(data: Path, out: Path, *flags: str) -> int:
 def test_test_fraction_zero_trains_on_everything(tiny_data: Path, tmp_path: Path) -> None:
     assert train_cli(tiny_data, tmp_path, "--test-fraction", "0") == 0
     run = load_run(tmp_path)
-    assert run.manifest["dataset"]["split"]["test"] == 0
-    assert run.manifest["metrics"]["evaluated_on"] == "validation"
+    assert run.manifest.dataset.split["test"] == 0
+    assert run.manifest.metrics["evaluated_on"] == "validation"
     assert (run.ratings["split"] != 2).all()
 
 
@@ -106,8 +109,8 @@ def test_temporal_split_runs(tiny_data: Path, tmp_path: Path) -> None:
 def test_model_reloads_and_predicts_the_same(tiny_data: Path, tmp_path: Path) -> None:
     train_stage(build_config(data=str(tiny_data), preset="seed", out=tmp_path, epochs=1), verbose=0)
     run = load_run(tmp_path)
-    first = example_for_user(run, user_id=3)
-    again = example_for_user(load_run(tmp_path), user_id=3)
+    first = example_for_user(tmp_path, user_id=3)
+    again = example_for_user(tmp_path, user_id=3)
     pd.testing.assert_frame_equal(first.recommendations, again.recommendations)
     rated = set(run.ratings.loc[run.ratings.user_id == 3, "movie_id"])
     assert not rated & set(first.recommendations["movie_id"])
@@ -135,6 +138,6 @@ def test_recommend_prints_the_articles_example(
     # The article counted 23 of this user's ratings (its training share); all 27 count here.
     assert f"User #557 has rated {len(mine)} movies (avg. rating = {mine.mean():.1f})" in text
     assert "Top 5 movie recommendations" in text
-    example = example_for_user(run, 557)
+    example = example_for_user(shipped_run, 557)
     assert len(example.recommendations) == 5
     assert "Spirited Away" in format_example(example)  # rated 5.0 by user 557, as in the article

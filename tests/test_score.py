@@ -10,33 +10,28 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from reference import reference_predictions
 
 from job.cli import main
-from job.config import PRESETS, ModelConfig, model_config
+from job.config import PRESETS, ModelConfig, ScoreOptions, model_config
 from job.data import HALF_STARS
 from job.errors import ConfigError, JobError
 from job.features import SideFeatures
+from job.interactions import PRIOR_COUNT, ColdStart, Interactions, SeenPairs, bayesian_average
 from job.model import build_model
-from job.pipeline import load_run
+from job.rank import BlockScorer, score_blocks
+from job.runfolder import load_run
 from job.score import (
-    PRIOR_COUNT,
-    BlockScorer,
-    ColdStart,
-    ScoringInputs,
-    SeenPairs,
     Shard,
-    bayesian_average,
     check_row_budget,
     estimate_rows,
-    merge_stage,
     parse_shard,
-    reference_predictions,
     resolve_shard,
-    score_blocks,
     score_stage,
     shard_mask,
     stable_hash,
 )
+from job.store import merge_stage
 
 N_USERS, N_MOVIES = 23, 37
 COLD_USERS = (3, 4)
@@ -44,7 +39,7 @@ COLD_MOVIES = (5, 6, 36)
 
 
 @pytest.fixture(scope="module")
-def inputs() -> ScoringInputs:
+def inputs() -> Interactions:
     """Seeded pairs with the awkward cases: a user who rated all but two movies, one who
     rated every movie, one who rated none; cold users and movies (ratings, none in training)."""
     rng = np.random.default_rng(7)
@@ -56,7 +51,7 @@ def inputs() -> ScoringInputs:
     users, movies = np.nonzero(seen)
     ratings = rng.choice(HALF_STARS.values, size=len(users))
     train = ~np.isin(users, COLD_USERS) & ~np.isin(movies, COLD_MOVIES)
-    return ScoringInputs(
+    return Interactions(
         seen=SeenPairs.from_pairs(users, movies, N_USERS, N_MOVIES),
         cold=ColdStart.fit(users, movies, ratings, train, N_USERS, N_MOVIES),
         scale=HALF_STARS,
@@ -100,7 +95,7 @@ def dense(ref: pd.DataFrame) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_fast_path_equals_reference_path(name: str, inputs: ScoringInputs) -> None:
+def test_fast_path_equals_reference_path(name: str, inputs: Interactions) -> None:
     model = make_model(MODELS[name])
     reference = reference_predictions(model, inputs, np.arange(N_USERS))
     scorer = BlockScorer(model, inputs, k=4, block_users=5, with_ratings=True)
@@ -120,7 +115,7 @@ def seed_model():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def seed_reference(seed_model, inputs: ScoringInputs) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+def seed_reference(seed_model, inputs: Interactions) -> pd.DataFrame:  # type: ignore[no-untyped-def]
     return reference_predictions(seed_model, inputs, np.arange(N_USERS))
 
 
@@ -130,7 +125,7 @@ def seed_reference(seed_model, inputs: ScoringInputs) -> pd.DataFrame:  # type: 
     ("k", "block_users"), [(1, 1), (1, 64), (3, 4), (10, 1), (10, 64), (N_MOVIES + 5, 4)]
 )
 def test_top_k_equals_brute_force(
-    k: int, block_users: int, inputs: ScoringInputs, seed_model, seed_reference: pd.DataFrame
+    k: int, block_users: int, inputs: Interactions, seed_model, seed_reference: pd.DataFrame
 ) -> None:  # type: ignore[no-untyped-def]
     scores_dense = dense(seed_reference)
     expected = -np.sort(-scores_dense, axis=1)[:, : min(k, N_MOVIES)]
@@ -152,7 +147,7 @@ def test_top_k_equals_brute_force(
 
 
 def test_cold_pairs_get_the_popularity_rule(
-    inputs: ScoringInputs, seed_model, seed_reference: pd.DataFrame
+    inputs: Interactions, seed_model, seed_reference: pd.DataFrame
 ) -> None:  # type: ignore[no-untyped-def]
     ref = seed_reference
     cold = ref["user"].isin([*COLD_USERS, 2]) | ref["movie"].isin(COLD_MOVIES)
@@ -231,7 +226,7 @@ def test_stable_hash_is_pinned_and_shards_partition_users() -> None:
 # The row budget
 
 
-def test_row_budget(inputs: ScoringInputs) -> None:
+def test_row_budget(inputs: Interactions) -> None:
     everyone = np.arange(N_USERS)
     full = estimate_rows(inputs.seen, everyone, None)
     assert full == N_USERS * N_MOVIES - len(inputs.seen.movies)
@@ -293,7 +288,9 @@ def test_shards_merge_to_the_unsharded_result(
     tiny_run: Path, scored_run: Path, tmp_path: Path
 ) -> None:
     out = sharded_copy(tiny_run, tmp_path)
-    users = [score_stage(out, Shard(i, 3), top_k=5, block_users=3).users for i in range(3)]
+    users = [
+        score_stage(out, Shard(i, 3), ScoreOptions(top_k=5, block_users=3)).users for i in range(3)
+    ]
     assert sum(users) == load_run(out).encoding.n_users and min(users) > 0
     merge_stage(out)
     for table, order in (("predictions", "user_id, movie_id"), ("top_k", "user_id, rank")):
@@ -305,7 +302,7 @@ def test_keep_top_keeps_the_best_n_per_user(
     tiny_run: Path, scored_run: Path, tmp_path: Path
 ) -> None:
     out = sharded_copy(tiny_run, tmp_path)
-    summary = score_stage(out, top_k=5, keep_top=3)
+    summary = score_stage(out, options=ScoreOptions(top_k=5, keep_top=3))
     merge_stage(out)
     kept = query(out, "SELECT user_id, movie_id FROM predictions ORDER BY user_id, movie_id")
     best = query(
@@ -319,9 +316,9 @@ def test_keep_top_keeps_the_best_n_per_user(
 def test_row_budget_is_checked_before_scoring(tiny_run: Path, tmp_path: Path) -> None:
     out = sharded_copy(tiny_run, tmp_path)
     with pytest.raises(JobError, match="--max-rows 100"):
-        score_stage(out, max_rows=100)
+        score_stage(out, options=ScoreOptions(max_rows=100))
     assert not (out / "parts").exists() or not any((out / "parts").iterdir())
-    score_stage(out, keep_top=1, max_rows=100)  # 50 users x 1 fits
+    score_stage(out, options=ScoreOptions(keep_top=1, max_rows=100))  # 50 users x 1 fits
 
 
 @pytest.mark.parametrize(

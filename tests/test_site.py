@@ -22,11 +22,16 @@ from urllib.parse import unquote, urlsplit
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 
 from job import site
 from job.cli import main
+from job.config import N_SIMILAR, SIMILAR_MIN_RATINGS
 from job.errors import JobError
+from job.model import load_model, movie_vectors
+from job.rank import nearest_neighbours, similar_movies_table
+from job.runfolder import load_run
 
 GOLDEN = Path(__file__).parent / "golden"
 XSS_TITLE = '<script>alert(1)</script> & "Friends" (2001)'
@@ -153,6 +158,17 @@ def write_fixed_database(out: Path) -> None:
             "INSERT INTO runs VALUES ('20260101T000000Z-golden', '2026-01-01 00:00:00', 'tiny',"
             " 'abc', 'seed', 3, 1234, 1.5, '{}')"
         )
+        # The train stage's neighbours, placed by the fixed ratings' counts.
+        counts = pd.Series([m for _, m, _, _, _ in fixed_ratings()]).value_counts()
+        similar = similar_movies_table(
+            np.array(MOVIE_IDS),
+            movie_vectors(load_model(out)),
+            counts.reindex(MOVIE_IDS, fill_value=0).to_numpy(),
+            N_SIMILAR,
+            SIMILAR_MIN_RATINGS,
+        )
+        con.register("similar_frame", similar)
+        con.execute("CREATE TABLE similar_movies AS SELECT * FROM similar_frame")
         (out / "parquet").mkdir(exist_ok=True)
         for table in ("movies", "top_k"):
             con.execute(f"COPY {table} TO '{out / 'parquet' / table}.parquet' (FORMAT parquet)")
@@ -403,7 +419,7 @@ def test_search_form_is_a_labelled_form(fixed_site: Path) -> None:
 
 
 def test_movie_page_lists_neighbours_by_embedding(fixed_run: Path, fixed_site: Path) -> None:
-    ids, vectors = site.movie_embeddings(fixed_run)
+    ids, vectors = load_run(fixed_run).encoding.movie_ids, movie_vectors(load_model(fixed_run))
     assert list(ids) == MOVIE_IDS
     # Movie 30 is well rated (>= 5 ratings); its neighbours are the closest well-rated ones.
     counts = {m: 0 for m in MOVIE_IDS}
@@ -517,7 +533,7 @@ def test_missing_database_is_one_clear_line(
     assert main(["render", "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
-    assert "recommendations.duckdb not found" in err and "python -m job merge" in err
+    assert "recommendations.duckdb: missing" in err and "python -m job merge" in err
     assert not (tmp_path / "out" / "site").exists()
 
 
@@ -632,7 +648,7 @@ def test_nearest_neighbours_match_brute_force(k: int, block: int, masked: bool) 
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(30, 4)).astype("float32")
     allowed = rng.random(30) < 0.6 if masked else np.ones(30, bool)
-    index, similarity = site.nearest_neighbours(
+    index, similarity = nearest_neighbours(
         vectors, k, candidates=allowed if masked else None, block=block
     )
     assert index.shape == similarity.shape == (30, k)

@@ -14,12 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from job.cli import main
+from job.data import HALF_STARS
 from job.errors import JobError
 from job.files import read_json, write_json
-from job.score import merge_stage
+from job.runfolder import DatasetInfo, Manifest, ModelInfo
 from job.store import (
     PREDICTIONS_SCHEMA,
     TABLES,
+    merge_stage,
     output_tables,
     parquet_part,
     part_path,
@@ -59,6 +61,12 @@ SCHEMA = {
         "cold_start": "BOOLEAN",
     },
     "popular": {"rank": "INTEGER", "movie_id": "BIGINT", "score": "DOUBLE", "n_ratings": "INTEGER"},
+    "similar_movies": {
+        "movie_id": "BIGINT",
+        "rank": "INTEGER",
+        "similar_movie_id": "BIGINT",
+        "similarity": "FLOAT",
+    },
     "history": {
         "epoch": "INTEGER",
         "loss": "DOUBLE",
@@ -151,14 +159,20 @@ def test_output_tables_edge_cases() -> None:
             "split": np.array([0, 1, 2], "int8"),
         }
     )
-    manifest = {
-        "run_id": "r1",
-        "created_at": "2026-01-02T03:04:05+00:00",
-        "metrics": {
+    manifest = Manifest(
+        run_id="r1",
+        created_at="2026-01-02T03:04:05+00:00",
+        dataset=DatasetInfo("tiny", "0" * 64, 2, 2, 1, 3, HALF_STARS, {"train": 1}),
+        config={},
+        model=ModelInfo("m", 10, [], 1, 3.5),
+        history=[],
+        versions={},
+        metrics={
             "evaluated_on": "test",
             "rows": [{"model": "m", "rmse": 1.0, "mae": 0.5, "n": 3, "accuracy": None}],
         },
-    }
+        training_seconds=1.0,
+    )
     popular = pd.DataFrame({"rank": [1], "movie_id": [3], "score": [4.0], "n_ratings": [3]})
     history = pd.DataFrame(
         {
@@ -170,7 +184,10 @@ def test_output_tables_edge_cases() -> None:
             "accuracy": [0.3],
         }
     )
-    tables = output_tables(manifest, movies, ratings, history, popular)
+    similar = pd.DataFrame(
+        {"movie_id": [3], "rank": [1], "similar_movie_id": [7], "similarity": [0.5]}
+    )
+    tables = output_tables(manifest, movies, ratings, history, popular, similar)
     assert tables["movies"].to_pylist() == [
         {
             "movie_id": 3,

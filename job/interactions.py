@@ -1,0 +1,183 @@
+"""Who rated what: user histories, seen pairs, the cold-start rule and popularity.
+
+Shared by every stage that ranks movies for users (evaluate, rank, score, store, bench), so
+"unwatched", "cold" and "popular" mean the same thing everywhere. Pure numpy on encoded
+indexes; no model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from job.data import RatingScale
+from job.features import IdEncoding
+from job.split import TRAIN
+
+# The cold-start rule: a movie's popularity is the Bayesian average of its ratings,
+# (C * m + sum of ratings) / (C + n), m the global mean. C = 10 is about the mean number of
+# ratings per movie in ml-latest-small: a movie's own mean outweighs the global mean once it
+# has more than 10 ratings, and a movie with three 5-star ratings does not top the list.
+PRIOR_COUNT = 10.0
+
+
+@dataclass(frozen=True)
+class SeenPairs:
+    """The movies each user has rated (any split), as CSR: ``movies[indptr[u]:indptr[u+1]]``."""
+
+    indptr: np.ndarray  # (n_users + 1,) int64
+    movies: np.ndarray  # (n_ratings,) int32, sorted within each user
+    n_movies: int
+
+    @classmethod
+    def from_pairs(
+        cls, users: np.ndarray, movies: np.ndarray, n_users: int, n_movies: int
+    ) -> SeenPairs:
+        order = np.lexsort((movies, users))
+        counts = np.bincount(users, minlength=n_users)
+        indptr = np.zeros(n_users + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        return cls(indptr, np.asarray(movies, dtype=np.int32)[order], n_movies)
+
+    @property
+    def counts(self) -> np.ndarray:
+        """(n_users,) rated movies per user."""
+        return np.diff(self.indptr)
+
+    def mask(self, users: np.ndarray) -> np.ndarray:
+        """(len(users), n_movies) bool: True where the user has rated the movie."""
+        starts, ends = self.indptr[users], self.indptr[users + 1]
+        lengths = ends - starts
+        rows = np.repeat(np.arange(len(users)), lengths)
+        # positions of every rated movie of these users inside ``self.movies``
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        cols = self.movies[np.repeat(starts, lengths) + offsets]
+        mask = np.zeros((len(users), self.n_movies), dtype=bool)
+        mask[rows, cols] = True
+        return mask
+
+
+@dataclass(frozen=True)
+class ColdStart:
+    """The popularity rule for users and movies the model never trained on.
+
+    ``popularity[j]`` is movie j's Bayesian average ``(C*m + sum r) / (C + n)`` over every
+    rating it has (the rule is a product decision, not a model under evaluation, so it may use
+    validation and test ratings); ``n_ratings[j]`` is that n. A pair is *cold* when its user or
+    its movie has no training rating; its predicted rating is the movie's popularity.
+    """
+
+    popularity: np.ndarray  # (n_movies,) float64
+    n_ratings: np.ndarray  # (n_movies,) int64
+    cold_users: np.ndarray  # (n_users,) bool
+    cold_movies: np.ndarray  # (n_movies,) bool
+    global_mean: float
+    prior_count: float = PRIOR_COUNT
+
+    @classmethod
+    def fit(
+        cls,
+        users: np.ndarray,
+        movies: np.ndarray,
+        ratings: np.ndarray,
+        is_train: np.ndarray,
+        n_users: int,
+        n_movies: int,
+        prior_count: float = PRIOR_COUNT,
+    ) -> ColdStart:
+        """From encoded (user, movie, rating) triples and which of them trained the model."""
+        popularity, counts, mean = bayesian_average(movies, ratings, n_movies, prior_count)
+        return cls(
+            popularity=popularity,
+            n_ratings=counts,
+            cold_users=np.bincount(users[is_train], minlength=n_users) == 0,
+            cold_movies=np.bincount(movies[is_train], minlength=n_movies) == 0,
+            global_mean=mean,
+            prior_count=prior_count,
+        )
+
+
+def bayesian_average(
+    movies: np.ndarray, ratings: np.ndarray, n_movies: int, prior_count: float = PRIOR_COUNT
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(C*m + sum r) / (C + n) per movie, the counts n, and the global mean m.
+
+    A movie with no ratings gets m. With no ratings at all, m is 0.
+    """
+    ratings = np.asarray(ratings, dtype=np.float64)
+    mean = float(ratings.mean()) if ratings.size else 0.0
+    sums = np.bincount(movies, weights=ratings, minlength=n_movies)
+    counts = np.bincount(movies, minlength=n_movies).astype(np.int64)
+    score = (prior_count * mean + sums) / (prior_count + counts)
+    return score, counts, mean
+
+
+def popular_table(cold: ColdStart, encoding: IdEncoding) -> pd.DataFrame:
+    """rank, movie_id, score, n_ratings of every rated movie, most popular first."""
+    rated = np.flatnonzero(cold.n_ratings > 0)
+    frame = pd.DataFrame(
+        {
+            "movie_id": encoding.decode_movies(rated).astype("int64"),
+            "score": cold.popularity[rated],
+            "n_ratings": cold.n_ratings[rated].astype("int32"),
+        }
+    ).sort_values(["score", "n_ratings", "movie_id"], ascending=[False, False, True])
+    frame.insert(0, "rank", np.arange(1, len(frame) + 1, dtype="int32"))
+    return frame.reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """Everything the scorers need besides the model, in encoded indexes."""
+
+    seen: SeenPairs
+    cold: ColdStart
+    scale: RatingScale
+
+    @property
+    def n_users(self) -> int:
+        return len(self.seen.indptr) - 1
+
+    @property
+    def n_movies(self) -> int:
+        return self.seen.n_movies
+
+
+def interactions_of(
+    encoding: IdEncoding, ratings: pd.DataFrame, scale: RatingScale
+) -> Interactions:
+    """From a run's ratings table (raw ids, rating, split): the seen pairs and the cold rule."""
+    users = encoding.encode_users(ratings["user_id"])
+    movies = encoding.encode_movies(ratings["movie_id"])
+    return Interactions(
+        seen=SeenPairs.from_pairs(users, movies, encoding.n_users, encoding.n_movies),
+        cold=ColdStart.fit(
+            users,
+            movies,
+            ratings["rating"].to_numpy("float64"),
+            is_train(ratings["split"]),
+            encoding.n_users,
+            encoding.n_movies,
+        ),
+        scale=scale,
+    )
+
+
+def is_train(split: pd.Series) -> np.ndarray:
+    """The split column holds codes (job.split.TRAIN, ...) or names ("train", ...)."""
+    if pd.api.types.is_numeric_dtype(split):
+        return split.to_numpy() == TRAIN
+    return split.astype(str).to_numpy() == "train"
+
+
+def popularity_order(train_movies: np.ndarray, n_movies: int) -> np.ndarray:
+    """Movie indexes, most training ratings first, then by index: the tie-break of every ranking.
+
+    Ties matter for the baselines: the global mean scores every movie the same, so its
+    ranking *is* this order (a most-popular recommender); the movie mean ties many movies
+    at 5.0.
+    """
+    counts = np.bincount(train_movies, minlength=n_movies)
+    return np.lexsort((np.arange(n_movies), -counts))

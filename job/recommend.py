@@ -1,0 +1,89 @@
+"""The article's "Example Predictions": one user's favourite movies and top recommendations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from job.errors import JobError
+from job.evaluate import clip
+from job.interactions import interactions_of
+from job.model import load_model
+from job.rank import BlockScorer
+from job.runfolder import load_run, require
+
+
+@dataclass(frozen=True)
+class UserExample:
+    user_id: int
+    n_rated: int
+    mean_rating: float
+    top_rated: pd.DataFrame  # movie_id, rating, title, genres
+    recommendations: pd.DataFrame  # movie_id, predicted_rating, title, genres
+
+
+def example_for_user(
+    out: Path, user_id: int, n_top_rated: int = 10, n_recommend: int = 5
+) -> UserExample:
+    """A user's favourite movies and the model's top picks among the movies they haven't rated."""
+    require(out, "recommend")
+    run = load_run(out)
+    if user_id not in set(run.encoding.user_ids.tolist()):
+        raise JobError(
+            f"user {user_id} is not in this run's data; pick one of {run.encoding.user_ids[0]}..{run.encoding.user_ids[-1]}"
+        )
+    rated = run.ratings[run.ratings["user_id"] == user_id]
+    titles = run.movies.set_index("movie_id")
+    top_rated = (
+        rated.sort_values(["rating", "timestamp"], ascending=[False, False])
+        .head(n_top_rated)[["movie_id", "rating"]]
+        .join(titles, on="movie_id")
+    )
+    # The same scorer as the score stage, so this list is the user's top_k rows.
+    scorer = BlockScorer(
+        load_model(run.out),
+        interactions_of(run.encoding, run.ratings, run.scale),
+        n_recommend,
+        block_users=1,
+    )
+    block = scorer(run.encoding.encode_users([user_id]))
+    found = np.isfinite(block.top_scores[0])
+    recommendations = pd.DataFrame(
+        {
+            "movie_id": run.encoding.decode_movies(block.top_movies[0][found]),
+            "predicted_rating": clip(block.top_scores[0][found], run.scale),
+        }
+    ).join(titles, on="movie_id")
+    return UserExample(
+        user_id, len(rated), float(rated["rating"].mean()), top_rated, recommendations
+    )
+
+
+def format_example(example: UserExample) -> str:
+    """The article's text layout."""
+    lines = [
+        f"User #{example.user_id} has rated {example.n_rated} movies (avg. rating = {example.mean_rating:.1f})",
+        "Here are some of the top ratings the user had made:",
+        "",
+        "movie_id\trating\ttitle\tgenre",
+    ]
+    for row in example.top_rated.itertuples():
+        lines.append(
+            f"{row.movie_id}\t{row.rating:.1f}\t{row.title}\t{str(row.genres).replace('|', '-')}"
+        )
+    lines += [
+        "",
+        f"Showing recommendations for user: {example.user_id}",
+        "=" * 36,
+        "-" * 32,
+        f"Top {len(example.recommendations)} movie recommendations",
+        "-" * 32,
+    ]
+    for row in example.recommendations.itertuples():
+        lines.append(
+            f"{row.title} : {str(row.genres).replace('|', '-')}  (predicted {row.predicted_rating:.2f})"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,19 @@
+"""The static results site: ``data`` (reading a merged run), ``chart`` (the error-over-epochs
+plot) and ``render`` (Jinja2 pages). Never imports Keras: everything comes from DuckDB."""
+
+from job.site.chart import best_baseline, error_chart_svg
+from job.site.data import SiteData, load_site_data
+from job.site.render import TEMPLATES_DIR, SiteSummary, metric_label, render_site, stars, write_site
+
+__all__ = [
+    "TEMPLATES_DIR",
+    "SiteData",
+    "SiteSummary",
+    "best_baseline",
+    "error_chart_svg",
+    "load_site_data",
+    "metric_label",
+    "render_site",
+    "stars",
+    "write_site",
+]

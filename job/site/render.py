@@ -1,0 +1,368 @@
+"""Rendering the static site: one Jinja2 environment, the pages, the user search index.
+
+``render_site(out)`` reads a merged run (``OUT/recommendations.duckdb`` and ``OUT/run.json``)
+and writes ``OUT/site/``::
+
+    index.html              dataset, model, metrics against the baselines, the chart, search
+    popular.html            the cold-start list: what a new user is shown
+    users/<id>.html         a user's top-rated movies and top recommendations
+    movies/<id>.html        a movie and its nearest neighbours in embedding space
+    search/users-<n>.js     the user-id index, one shard per ``id % n_shards``
+    static/                 site.css, search.js (copied from site_templates/static)
+
+Every link is relative, so the folder works from ``file://`` and from a bucket with no server.
+Links to the data files (``../recommendations.duckdb``, ``../parquet/...``, ``../run.json``)
+point beside ``site/``, which is where they sit in OUT and in the published layout.
+
+The work is split so that each part can be tested alone: ``job.site.data.load_site_data``
+(all the reading), ``job.site.chart.error_chart_svg`` (pure), and ``write_site`` (SiteData ->
+files).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from job.errors import JobError
+from job.files import atomic_path
+from job.runfolder import BASELINE_NAMES, SITE_DIR, record_stage, require
+from job.site.chart import _finite, best_baseline, error_chart_svg, inline_svg
+from job.site.data import SiteData, load_site_data
+
+log = logging.getLogger(__name__)
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "site_templates"
+# Below this many pages a process pool costs more to start than it saves. Measured on 2
+# cores with ml-latest-small (10,354 pages): one process writes them in about 3 s; two
+# spawned workers took longer (each re-imports numpy and Jinja2 and unpickles the data).
+PARALLEL_MIN_PAGES = 50_000
+
+
+@dataclass(frozen=True)
+class SiteSummary:
+    site: Path
+    users: int
+    movies: int
+    pages: int
+    workers: int
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------
+# Entry point
+
+
+def render_site(
+    out: Path,
+    *,
+    templates: Path = TEMPLATES_DIR,
+    workers: int | None = None,
+    n_top_rated: int = 10,
+    n_popular: int = 100,
+) -> SiteSummary:
+    """Render ``OUT/site`` from a merged run and record the stage's time in run.json.
+
+    Args:
+        out: the run's folder (``recommendations.duckdb``, ``run.json``).
+        templates: the Jinja2 templates and their ``static/`` folder.
+        workers: processes rendering pages; ``None``: one per core from
+            ``PARALLEL_MIN_PAGES`` pages on, else one.
+        n_top_rated: a user's top-rated movies shown on their page.
+        n_popular: the head of the cold-start ranking shown on popular.html (the table in
+            the DuckDB file ranks the whole catalogue).
+
+    Raises:
+        JobError: the run is not merged yet, or the templates are missing.
+    """
+    started = time.perf_counter()
+    require(out, "render")
+    data, timings = load_site_data(out, n_top_rated=n_top_rated, n_popular=n_popular)
+    summary = write_site(out / SITE_DIR, data, templates=templates, workers=workers)
+    seconds = time.perf_counter() - started
+    timings = {**timings, **summary.timings}
+    log.info(
+        "site: %s pages (%s users, %s movies) in %.1f s with %d worker(s) [%s] -> %s",
+        f"{summary.pages:,}",
+        f"{summary.users:,}",
+        f"{summary.movies:,}",
+        seconds,
+        summary.workers,
+        ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()),
+        summary.site,
+    )
+    record_stage(out, "render", seconds)
+    return SiteSummary(
+        summary.site,
+        summary.users,
+        summary.movies,
+        summary.pages,
+        summary.workers,
+        seconds,
+        timings,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Writing the site
+
+
+def make_environment(templates: Path = TEMPLATES_DIR) -> jinja2.Environment:
+    """The one Jinja2 environment: autoescaping on, a missing variable is an error."""
+    if not (templates / "base.html").is_file():
+        raise JobError(f"no site templates in {templates} (base.html missing)")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        thousands=lambda n: f"{int(n):,}",
+        num=_number,
+        stars=stars,
+        genre_list=lambda genres: ", ".join(genres) if genres else "(no genres listed)",
+        metric_label=metric_label,
+        metric_value=lambda x, column: _number(x, 2 if column in _NOT_A_SCORE else 4),
+    )
+    env.globals["baseline_names"] = BASELINE_NAMES
+    return env
+
+
+METRIC_LABELS = {
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "ndcg": "nDCG",
+    "map": "MAP",
+    "mrr": "MRR",
+    "auc": "AUC",
+    "training_seconds": "Fit time (s)",
+}
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    """A number to ``digits`` decimals; a dash where there is none."""
+    return "–" if value is None or not _finite(value) else f"{float(value):.{digits}f}"
+
+
+def metric_label(column: str) -> str:
+    """A metrics column as a table header: "rmse" -> "RMSE", "recall_at_10" -> "Recall@10"."""
+    if column in METRIC_LABELS:
+        return METRIC_LABELS[column]
+    name, _, k = column.partition("_at_")
+    name = METRIC_LABELS.get(name, name.replace("_", " ").capitalize())
+    return f"{name}@{k}" if k else name
+
+
+def stars(rating: float, high: float = 5.0) -> str:
+    """A rating as five stars, to the nearest half: 3.7 -> "★★★½☆"."""
+    halves = round(max(0.0, min(rating, high)) * 2)
+    full, half = divmod(halves, 2)
+    return "★" * full + ("½" if half else "") + "☆" * (int(high) - full - half)
+
+
+# State of a rendering process: set once by ``_start_worker``.
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(templates: Path, data: SiteData, site: Path) -> None:
+    env = make_environment(templates)
+    env.globals.update(_site_globals(data))
+    _WORKER.update(
+        env=env,
+        data=data,
+        site=site,
+        user=env.get_template("user.html"),
+        movie=env.get_template("movie.html"),
+    )
+
+
+def _render_chunk(kind: str, ids: Sequence[int]) -> int:
+    """Render the pages of ``ids`` (users or movies) with the worker's compiled template."""
+    data: SiteData = _WORKER["data"]
+    site: Path = _WORKER["site"]
+    template: jinja2.Template = _WORKER[kind]
+    folder = site / f"{kind}s"
+    for page_id in ids:
+        context = user_context(data, page_id) if kind == "user" else movie_context(data, page_id)
+        (folder / f"{page_id}.html").write_text(template.render(context), encoding="utf-8")
+    return len(ids)
+
+
+def _site_globals(data: SiteData) -> dict[str, Any]:
+    ids = [u.user_id for u in data.users]
+    return {
+        "run": data.run,
+        "movies": data.movies,
+        "n_shards": data.n_shards,
+        "user_id_range": (min(ids), max(ids)) if ids else (0, 0),
+    }
+
+
+def user_context(data: SiteData, user_id: int) -> dict[str, Any]:
+    return {
+        "root": "../",
+        "user": data.users_by_id[user_id],
+        "top_rated": data.top_rated.get(user_id, ()),
+        "recommendations": data.recommendations.get(user_id, ()),
+    }
+
+
+def movie_context(data: SiteData, movie_id: int) -> dict[str, Any]:
+    return {
+        "root": "../",
+        "movie": data.movies[movie_id],
+        "similar": data.similar.get(movie_id),
+        "similar_min_ratings": data.similar_min_ratings,
+    }
+
+
+def write_site(
+    site: Path,
+    data: SiteData,
+    *,
+    templates: Path = TEMPLATES_DIR,
+    workers: int | None = None,
+) -> SiteSummary:
+    """Write every page, the search shards and the static files; the folder appears whole.
+
+    Raises:
+        JobError: the templates are missing or a page refers to something undefined.
+    """
+    started = time.perf_counter()
+    n_pages = len(data.users) + len(data.movies) + 2
+    if workers is None:
+        workers = (os.cpu_count() or 1) if n_pages >= PARALLEL_MIN_PAGES else 1
+    workers = max(1, workers)
+    timings: dict[str, float] = {}
+    try:
+        with atomic_path(site) as tmp:
+            tmp.mkdir()
+            for folder in ("users", "movies", "search"):
+                (tmp / folder).mkdir()
+            static = templates / "static"
+            if static.is_dir():
+                shutil.copytree(static, tmp / "static")
+            _write_top_pages(tmp, data, templates)
+            timings["index"] = time.perf_counter() - started
+            _write_search_shards(tmp / "search", data)
+            pages_started = time.perf_counter()
+            _write_entity_pages(tmp, data, templates, workers)
+            timings["pages"] = time.perf_counter() - pages_started
+            replace_started = time.perf_counter()
+    except jinja2.TemplateNotFound as exc:
+        raise JobError(f"site template {exc.name} not found in {templates}") from exc
+    except jinja2.UndefinedError as exc:
+        raise JobError(f"site templates in {templates}: {exc.message}") from exc
+    timings["replace"] = time.perf_counter() - replace_started
+    return SiteSummary(
+        site=site,
+        users=len(data.users),
+        movies=len(data.movies),
+        pages=n_pages,
+        workers=workers,
+        seconds=time.perf_counter() - started,
+        timings=timings,
+    )
+
+
+def _write_top_pages(site: Path, data: SiteData, templates: Path) -> None:
+    env = make_environment(templates)
+    env.globals.update(_site_globals(data))
+    baseline = best_baseline(data.metrics)
+    chart = error_chart_svg(data.history, *(baseline or (None, None)))
+    (site / "error-over-epochs.svg").write_text(chart, encoding="utf-8")
+    active = sorted(data.users, key=lambda u: (-u.n_ratings, u.user_id))[:10]
+    index = env.get_template("index.html").render(
+        root="",
+        dataset=data.dataset,
+        model=data.model,
+        metrics=data.metrics,
+        metric_columns=data.metric_columns,
+        best_columns=_best_per_column(data.metrics, data.metric_columns),
+        history=data.history,
+        baseline=baseline,
+        chart=inline_svg(chart),
+        active_users=active,
+        data_files=data.data_files,
+        n_popular=len(data.popular),
+    )
+    (site / "index.html").write_text(index, encoding="utf-8")
+    popular = env.get_template("popular.html").render(root="", popular=data.popular)
+    (site / "popular.html").write_text(popular, encoding="utf-8")
+
+
+# Higher is better for ranking metrics (ndcg, precision, recall, hit rate, map, auc, ...).
+_LOWER_IS_BETTER = ("rmse", "mae", "mse", "loss", "error")
+_NOT_A_SCORE = ("training_seconds",)  # shown, but no "best" to mark
+
+
+def _best_per_column(
+    metrics: Sequence[Mapping[str, Any]], columns: Iterable[str]
+) -> dict[str, Any]:
+    best: dict[str, Any] = {}
+    for column in columns:
+        if column in _NOT_A_SCORE:
+            continue
+        values = [float(r[column]) for r in metrics if _finite(r.get(column))]
+        if values:
+            lower = any(column.lower().startswith(p) for p in _LOWER_IS_BETTER)
+            best[column] = min(values) if lower else max(values)
+    return best
+
+
+def _write_search_shards(folder: Path, data: SiteData) -> None:
+    """``users-<n>.js``: the ids with ``id % n_shards == n``, as a JSONP call.
+
+    A script, not JSON, because Chromium refuses fetch() of local files under file://,
+    while a <script> tag loads from a folder and from a bucket alike.
+    """
+    shards: list[list[list[int]]] = [[] for _ in range(data.n_shards)]
+    for user in data.users:
+        shards[user.user_id % data.n_shards].append([user.user_id, user.n_ratings])
+    for number, users in enumerate(shards):
+        payload = json.dumps(users, separators=(",", ":"))
+        (folder / f"users-{number}.js").write_text(
+            f"movielensUserShard({number},{payload});\n", encoding="utf-8"
+        )
+
+
+def _write_entity_pages(site: Path, data: SiteData, templates: Path, workers: int) -> None:
+    jobs: list[tuple[str, list[int]]] = []
+    user_ids = [u.user_id for u in data.users]
+    movie_ids = list(data.movies)
+    n_chunks = max(1, workers * 4)
+    for kind, ids in (("user", user_ids), ("movie", movie_ids)):
+        size = max(1, math.ceil(len(ids) / n_chunks))
+        jobs += [(kind, ids[i : i + size]) for i in range(0, len(ids), size)]
+    if workers == 1:
+        _start_worker(templates, data, site)
+        for kind, ids in jobs:
+            _render_chunk(kind, ids)
+        return
+    # spawn, not fork: the parent may have library threads running (DuckDB's, or
+    # TensorFlow's when the whole job runs in one process), and forking a threaded process
+    # can deadlock the child.
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(templates, data, site),
+    ) as pool:
+        for done in [pool.submit(_render_chunk, kind, ids) for kind, ids in jobs]:
+            done.result()
