@@ -31,6 +31,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed $(TOOLS)/.installed
 	$(PY) -m ruff check job tests
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest $(ARGS)
 
 bench: $(VENV)/.installed
