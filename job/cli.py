@@ -118,7 +118,7 @@ def _config_from(args: argparse.Namespace) -> Config:
     from job.config import PublishOptions, build_config
 
     publish = getattr(args, "publish", None)
-    return build_config(
+    config = build_config(
         data=args.data,
         out=args.out,
         preset=args.preset,
@@ -131,6 +131,12 @@ def _config_from(args: argparse.Namespace) -> Config:
         score=_score_options(args) if hasattr(args, "top_k") else None,
         publish=PublishOptions(publish, args.endpoint_url, args.keep_runs) if publish else None,
     )
+    if config.publish:
+        from job.publish import parse_target
+
+        parse_target(config.publish.target)  # a typo fails now, not after training
+    _load_keras(args)
+    return config
 
 
 def _keras_verbosity() -> int:
@@ -145,23 +151,26 @@ def _keras_verbosity() -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    config = _config_from(args)  # validated before the slow imports
     from job.train import train_stage
 
-    manifest = train_stage(_config_from(args), verbose=_keras_verbosity())
+    manifest = train_stage(config, verbose=_keras_verbosity())
     log.info("run %s written to %s", manifest.run_id, args.out)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    config = _config_from(args)  # validated before the slow imports
     from job.pipeline import run_all
 
-    result = run_all(_config_from(args), verbose=_keras_verbosity())
+    result = run_all(config, verbose=_keras_verbosity())
     if result.site_url:
         print(result.site_url)  # stdout: the address alone, as `publish` prints it
     return 0
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    _load_keras(args)
     from job.recommend import example_for_user, format_example
 
     print(format_example(example_for_user(args.out, args.user, n_recommend=args.n)))
@@ -172,7 +181,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     from job.score import resolve_shard, score_stage
 
     # The shard comes from the flag or AWS Batch's environment.
-    score_stage(args.out, resolve_shard(args.shard, os.environ), _score_options(args))
+    shard, options = resolve_shard(args.shard, os.environ), _score_options(args)
+    _load_keras(args)
+    score_stage(args.out, shard, options)
     return 0
 
 
@@ -202,6 +213,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    _load_keras(args)
     from job.bench import format_report, run_bench
 
     print(
@@ -229,16 +241,18 @@ def cmd_bench_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    config = _config_from(args)  # validated before the slow imports
     from job.tune import run_tune
 
-    run_tune(_config_from(args))
+    run_tune(config)
     return 0
 
 
 def cmd_seeds(args: argparse.Namespace) -> int:
+    config = _config_from(args)  # validated before the slow imports
     from job.tune import run_seeds
 
-    run_seeds(_config_from(args), args.seeds)
+    run_seeds(config, args.seeds)
     return 0
 
 
@@ -445,8 +459,10 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if not verbose else "0")
 
 
-# Commands that load Keras (and with it TensorFlow).
-KERAS_COMMANDS = {"run", "train", "recommend", "score", "bench", "tune", "seeds"}
+def _load_keras(args: argparse.Namespace) -> None:
+    """Import Keras now, once the flags are known to be good (an import costs seconds)."""
+    if not args.verbose:
+        import_keras_quietly()
 
 
 def import_keras_quietly() -> None:
@@ -474,8 +490,6 @@ def import_keras_quietly() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.quiet, args.verbose)
-    if args.command in KERAS_COMMANDS and not args.verbose:
-        import_keras_quietly()
     started = time.perf_counter()
     try:
         code = args.handler(args)
