@@ -7,7 +7,9 @@ Layout::
     encoding.json           raw id <-> embedding index, both directions
     history.csv             loss, mae, val_loss, val_mae per epoch
     metrics.json            held-out metrics of the model and each baseline
-    similar.parquet         each movie's nearest movies (for the site's movie pages)
+    similar.parquet         each movie's nearest movies in the model's embedding space
+    ranker.npz              the item-item EASE weights (the ranker, and every pick's reason)
+    also_liked.parquet      each movie's most co-liked movies ("people who liked this ...")
     dataset/                the validated input as Parquet (ratings with their split,
                             movies, tags), so later stages never need the original files
     parts/                  score's output, one file per table and shard
@@ -38,6 +40,8 @@ ENCODING_FILE = "encoding.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 SIMILAR_FILE = "similar.parquet"
+RANKER_FILE = "ranker.npz"
+ALSO_LIKED_FILE = "also_liked.parquet"
 DATASET_DIR = "dataset"
 PARTS_DIR = "parts"
 DATABASE_FILE = "recommendations.duckdb"
@@ -58,8 +62,11 @@ def dataset_file(out: Path, table: str) -> Path:
     return out / DATASET_DIR / f"{table}.parquet"
 
 
-# The names of the baselines' rows in the manifest's metrics (and the DuckDB table, the site).
-BASELINE_NAMES = ("global mean", "movie mean", "user+movie bias")
+# The names of the baselines' rows in the manifest's metrics (and the DuckDB table, the site):
+# three that predict ratings (the article's two and the bias model), two that only rank.
+POPULARITY = "popularity"
+EASE = "EASE"
+BASELINE_NAMES = ("global mean", "movie mean", "user+movie bias", POPULARITY, EASE)
 
 # Bumped when the run folder's layout or run.json's shape changes in a way older folders do
 # not have: a later stage refuses a folder made by another version instead of misreading it.
@@ -250,6 +257,12 @@ def _check_train_outputs(out: Path) -> None:
     for table in ("ratings", "movies", "tags"):
         _check_parquet(dataset_file(out, table), out, "train")
     _check_parquet(out / SIMILAR_FILE, out, "train")
+    _check_parquet(out / ALSO_LIKED_FILE, out, "train")
+    _check_nonempty(out / RANKER_FILE, "train")
+    if not zipfile.is_zipfile(out / RANKER_FILE):
+        raise JobError(
+            f"{out / RANKER_FILE}: damaged (not a NumPy archive); {remake('train', out)}"
+        )
 
 
 def require(out: Path, stage: str) -> None:

@@ -29,6 +29,7 @@ from job.features import movie_table
 from job.files import atomic_path, read_json
 from job.interactions import interactions_of, popular_table
 from job.runfolder import (
+    ALSO_LIKED_FILE,
     DATABASE_FILE,
     HISTORY_FILE,
     PARQUET_DIR,
@@ -51,6 +52,7 @@ PREDICTIONS_SCHEMA = pa.schema(
         ("user_id", pa.int64()),
         ("movie_id", pa.int64()),
         ("predicted_rating", pa.float32()),
+        ("score", pa.float32()),
         ("cold_start", pa.bool_()),
     ]
 )
@@ -60,6 +62,8 @@ TOP_K_SCHEMA = pa.schema(
         ("rank", pa.int32()),
         ("movie_id", pa.int64()),
         ("predicted_rating", pa.float32()),
+        ("score", pa.float32()),
+        ("because_movie_id", pa.int64()),
         ("cold_start", pa.bool_()),
     ]
 )
@@ -93,7 +97,13 @@ class PartWriter:
     def write(self, columns: Mapping[str, np.ndarray]) -> None:
         """Append rows; ``columns`` holds (at least) every column of the schema."""
         batch = pa.record_batch(
-            [pa.array(columns[f.name], type=f.type) for f in self.schema], schema=self.schema
+            [
+                column
+                if isinstance(column := columns[f.name], pa.Array)
+                else pa.array(column, f.type)
+                for f in self.schema
+            ],
+            schema=self.schema,
         )
         self.buffer.append(batch)
         self.buffered += batch.num_rows
@@ -229,6 +239,7 @@ TABLES = (
     "top_k",
     "popular",
     "similar_movies",
+    "also_liked",
     "history",
     "metrics",
     "runs",
@@ -243,6 +254,7 @@ def output_tables(
     history: pd.DataFrame,
     popular: pd.DataFrame,
     similar: pd.DataFrame,
+    also_liked: pd.DataFrame,
 ) -> dict[str, pa.Table]:
     """Every table but predictions and top_k (which come from the parts), typed as documented.
 
@@ -314,6 +326,16 @@ def output_tables(
                     similar["similar_movie_id"].to_numpy("int64"), pa.int64()
                 ),
                 "similarity": pa.array(similar["similarity"].to_numpy("float32"), pa.float32()),
+            }
+        ),
+        "also_liked": pa.table(
+            {
+                "movie_id": pa.array(also_liked["movie_id"].to_numpy("int64"), pa.int64()),
+                "rank": pa.array(also_liked["rank"].to_numpy("int32"), pa.int32()),
+                "other_movie_id": pa.array(
+                    also_liked["other_movie_id"].to_numpy("int64"), pa.int64()
+                ),
+                "score": pa.array(also_liked["score"].to_numpy("float32"), pa.float32()),
             }
         ),
         "history": _history_table(history),
@@ -396,12 +418,12 @@ def write_database(
                 con.unregister("arrow_table")
             con.execute(
                 "CREATE TABLE predictions AS "
-                "SELECT user_id, movie_id, predicted_rating, cold_start "
+                "SELECT user_id, movie_id, predicted_rating, score, cold_start "
                 f"FROM read_parquet({_sql_list(predictions)}) ORDER BY user_id, movie_id"
             )
             con.execute(
                 "CREATE TABLE top_k AS "
-                "SELECT user_id, rank, movie_id, predicted_rating, cold_start "
+                "SELECT user_id, rank, movie_id, predicted_rating, score, because_movie_id, cold_start "
                 f"FROM read_parquet({_sql_list(top_k)}) ORDER BY user_id, rank"
             )
             counts: dict[str, int] = {}
@@ -463,6 +485,7 @@ def merge_stage(out: Path) -> dict[str, int]:
         history=history,
         popular=popular_table(inputs.cold, run.encoding),
         similar=pd.read_parquet(out / SIMILAR_FILE),
+        also_liked=pd.read_parquet(out / ALSO_LIKED_FILE),
     )
     counts = write_database(out, tables, parts.predictions, parts.top_k)
     record_stage(out, "merge", time.perf_counter() - started, merged_rows=counts)
