@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -372,6 +373,33 @@ def test_hard_failure_leaves_previous_run_serving_and_rerun_resumes(
     resumed = publish(out_b, target, endpoint_url=healthy.endpoint)
     assert resumed.skipped == len(stored) and resumed.uploaded == len(PUBLISHED) - len(stored)
     assert json.loads(get(healthy.endpoint, bucket, "site/latest.json"))["run_id"] == RUN_B
+
+
+def test_first_failed_upload_cancels_the_rest(
+    bucket: str,
+    make_proxy: Callable[..., FaultProxy],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many uploads queued and in flight when one fails for good: the rest are cancelled (not
+    a TypeError from s3transfer's shutdown), and no request is sent after the error."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    out = make_synthetic_out(tmp_path, 300)
+    arrived: list[str] = []
+
+    def fault(method: str, path: str, attempt: int) -> str | None:
+        arrived.append(path)
+        return "503" if method == "PUT" and path.endswith("/recommendations.duckdb") else None
+
+    proxy = make_proxy(fault)
+    with pytest.raises(PublishError, match=r"recommendations\.duckdb: SlowDown") as info:
+        publish(out, f"s3://{bucket}/c", endpoint_url=proxy.endpoint, max_concurrency=4)
+    assert "\n" not in str(info.value)
+    sent = len(arrived)
+    assert sent < 100  # most of the 300 never started
+    time.sleep(0.3)
+    assert len(arrived) == sent  # no thread still sending in the background
+    assert not list_keys(proxy.endpoint, bucket, "c/latest.json")
 
 
 def test_server_stopped_before_upload_is_one_line_error(

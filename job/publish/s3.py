@@ -156,10 +156,11 @@ class S3Storage:
             max_submission_concurrency=max(4, self.max_concurrency // 4),
         )
         subscribers = [Progress()]
-        failure: tuple[BaseException, str] | None = None
-        cancel = ""
-        manager = TransferManager(self.client, config)
-        try:
+        # The context manager, not shutdown(cancel=True), which passes its arguments wrongly
+        # (boto/s3transfer#143): leaving the block by an exception (the first failed upload,
+        # Ctrl-C) cancels what has not started and waits for requests in flight, so no thread
+        # writes to the bucket after this has returned or raised.
+        with TransferManager(self.client, config) as manager:
             futures = [
                 (
                     key,
@@ -181,17 +182,7 @@ class S3Storage:
                 try:
                     future.result()
                 except Exception as exc:  # the first failure: stop the rest, report this one
-                    failure, cancel = (exc, self.prefix + key), "another upload failed"
-                    break
-        except BaseException:  # Ctrl-C while submitting or waiting
-            cancel = "interrupted"
-            raise
-        finally:
-            # Cancel what has not started; wait for requests in flight either way, so no
-            # thread writes to the bucket after this has returned or raised.
-            manager.shutdown(cancel=bool(cancel), cancel_msg=cancel)
-        if failure is not None:
-            raise self._translate(*failure) from None
+                    raise self._translate(exc, self.prefix + key) from None
 
     def put_bytes(self, key: str, data: bytes, cache_control: str) -> None:
         full = self.prefix + key
