@@ -122,16 +122,12 @@ class S3Storage:
             raise self._translate(exc) from None
 
     def read(self, key: str) -> bytes | None:
-        from botocore.exceptions import ClientError
-
         full = self.prefix + key
         try:
             return bytes(self.client.get_object(Bucket=self.bucket, Key=full)["Body"].read())
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise self._translate(exc, full) from None
         except Exception as exc:
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
             raise self._translate(exc, full) from None
 
     def put_files(
