@@ -234,7 +234,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_publish(args: argparse.Namespace) -> int:
-    from job.publish_bench import bench_publish
+    from job.publish.bench import bench_publish
 
     bench_publish(args.objects)
     return 0
