@@ -227,6 +227,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 args.block_users,
                 args.reference_users,
                 args.seed,
+                args.preset,
             )
         )
     )
@@ -394,6 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="seed of the synthetic data and the random weights (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--preset",
+        default=DEFAULT_PRESET,
+        help="whose architecture and ranker to score with (default: %(default)s; seed: the article's network)",
     )
 
     bench_publish = command(
