@@ -12,7 +12,6 @@ have rated thousands of movies.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import platform
@@ -20,7 +19,6 @@ import resource
 import time
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -31,6 +29,7 @@ from job.errors import ConfigError
 from job.features import IdEncoding, side_features
 from job.interactions import ColdStart, Interactions, SeenPairs, liked_matrix
 from job.itemitem import WatchAndLike, fit_ease
+from job.memory import peak_rss, reset_peak_rss
 from job.model import FactorisedModel, build_model, predict_ratings
 from job.rank import BlockScorer, score_blocks
 from job.synthetic import (
@@ -305,31 +304,6 @@ def _ranker_scores(
         return np.zeros(0, dtype="float32")
     row = np.array([user])
     return ranker.scores(inputs.watched[row], inputs.liked[row])[0, movies]
-
-
-# ---------------------------------------------------------------------------------------
-# Memory: the peak resident set size while scoring, not while generating the data
-
-
-def reset_peak_rss() -> int | None:
-    """Reset Linux's high-water mark of this process' RSS (``VmHWM``); return the RSS now."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-    return _status_bytes("VmRSS:")
-
-
-def peak_rss() -> int:
-    """Peak RSS in bytes since the last ``reset_peak_rss`` (Linux), else since start."""
-    found = _status_bytes("VmHWM:")
-    return found if found is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _status_bytes(field: str) -> int | None:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field):
-                return int(line.split()[1]) * 1024
-    return None
 
 
 # ---------------------------------------------------------------------------------------

@@ -278,7 +278,7 @@ def synthetic_ratings(
     del from_favourite, wanted_genre
     keys = _distinct(users * n_movies + movies)
     del users, movies
-    for _ in range(4):  # replace pairs drawn twice by uniform draws, which rarely collide
+    for _ in range(8):  # replace pairs drawn twice by uniform draws, which rarely collide
         short = counts - np.bincount(keys // n_movies, minlength=n_users)
         if not short.any():
             break
