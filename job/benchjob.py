@@ -203,12 +203,13 @@ def _train(config: Config, result: BenchJobResult, verbose: int) -> None:
     )
     timings = manifest.timings
     epochs = manifest.model.epochs_run
+    settings = manifest.extra.get("training") or {}
     fit_rate = split["train"] * epochs / max(manifest.training_seconds, 1e-9)
     for key, label, count, unit, rate_unit, rate in (
         ("load", "  load + validate", manifest.dataset.n_ratings, "ratings", "", None),
         (
             "train",
-            f"  fit ({epochs} epochs)",
+            f"  fit ({epochs} epochs, batch {settings.get('batch_size', '?')})",
             split["train"] * epochs,
             "ratings seen",
             "ratings/s",
@@ -233,6 +234,7 @@ def _train(config: Config, result: BenchJobResult, verbose: int) -> None:
         ranked_users=max((r for r in ranked if r), default=None),
         test_rmse=model_row.get("rmse"),
         test_ndcg_at_10=model_row.get("ndcg_at_10"),
+        training=settings,
         n_users=manifest.dataset.n_users,
         n_movies=manifest.dataset.n_movies,
     )
