@@ -299,16 +299,17 @@ def _typed_ratings(path: Path) -> pd.DataFrame | None:
             header = f.readline().rstrip(b"\r\n")
         if header != b"userId,movieId,rating,timestamp":
             return None
-        frame = pd.read_csv(
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        # pyarrow's own reader, strict: pandas' pyarrow engine would truncate "10.5" to 10.
+        types = {"userId": pa.int64(), "movieId": pa.int64(), "timestamp": pa.int64()}
+        frame = pacsv.read_csv(
             path,
-            engine="pyarrow",
-            dtype={
-                "userId": "int64",
-                "movieId": "int64",
-                "rating": "float64",
-                "timestamp": "int64",
-            },
-        )
+            convert_options=pacsv.ConvertOptions(
+                column_types={**types, "rating": pa.float64()}, strings_can_be_null=False
+            ),
+        ).to_pandas()
     except Exception:  # any parse problem: the string path explains it
         return None
     if frame.empty or frame.isna().to_numpy().any() or not np.isfinite(frame["rating"]).all():
