@@ -133,6 +133,10 @@ class BlockScorer:
         rank_cold: Any,
     ) -> Any:
         ops = keras.ops
+        if self.ranker is not None and not self.with_ratings:
+            return self._ranked_block(
+                users, movie_parts, seen, user_cold, movie_cold, popularity, affinity, rank_cold
+            )
         cold = ops.logical_or(user_cold[:, None], movie_cold[None, :])
         ratings = ops.where(cold, popularity[None, :], self._ratings(users, movie_parts))
         if self.ranker is not None:
@@ -146,6 +150,33 @@ class BlockScorer:
         if not self.with_ratings:
             return top_scores, top_movies, top_ratings
         return top_scores, top_movies, top_ratings, ratings, scores
+
+    def _ranked_block(
+        self,
+        users: Any,
+        movie_parts: Any,
+        seen: Any,
+        user_cold: Any,
+        movie_cold: Any,
+        popularity: Any,
+        affinity: Any,
+        rank_cold: Any,
+    ) -> Any:
+        """``_block`` for a ranker when only the top K is asked for: rank first, then run the
+        rating model on the K picks alone, not on every movie. The same numbers as ``_block``
+        (the rating of a pick does not depend on the other movies); on ml-25m's catalogue it
+        is 62,423 / K times less model work per user (README, "Scale")."""
+        ops = keras.ops
+        scores = ops.where(rank_cold[:, None], popularity[None, :], affinity)
+        top_scores, top_movies = ops.top_k(ops.where(seen, -math.inf, scores), self.k)
+        picked = ops.take(movie_parts, top_movies, axis=0)  # (b, k, dm)
+        user_parts = self.model.user_parts(users)[:, None, :]
+        ratings = ops.cast(self.model.pair_scores(user_parts, picked), "float32")
+        ratings = ratings + self.model.rating_mean
+        cold = ops.logical_or(user_cold[:, None], ops.take(movie_cold, top_movies, axis=0))
+        ratings = ops.where(cold, ops.take(popularity, top_movies, axis=0), ratings)
+        scale = self.inputs.scale
+        return top_scores, top_movies, ops.clip(ratings, scale.low, scale.high)
 
     def model_ratings(self, users: np.ndarray) -> np.ndarray:
         """(len(users), n_movies) the model's own unclipped ratings, no cold rule, no mask:

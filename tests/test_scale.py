@@ -67,3 +67,46 @@ def test_typed_ratings_leave_anything_unusual_to_the_string_path(line: str, tmp_
     lines[2] = line
     path.write_text("\n".join(lines) + "\n")
     assert job.data._typed_ratings(path) is None
+
+
+@pytest.mark.parametrize("preset", ["seed", "tuned"])
+def test_ranked_top_k_alone_equals_the_full_block(preset: str) -> None:
+    """With a ranker and no full rating matrix asked for, the scorer runs the rating model on
+    the top K picks only: the same picks, scores and ratings as the full block."""
+    import numpy as np
+
+    from job.data import HALF_STARS
+    from job.features import SideFeatures
+    from job.interactions import Interactions
+    from job.itemitem import WatchAndLike, fit_ease
+    from job.model import build_model
+    from job.rank import BlockScorer
+
+    rng = np.random.default_rng(3)
+    n_users, n_movies = 31, 45
+    pairs = np.unique(
+        np.stack([rng.integers(0, n_users, 500), rng.integers(0, n_movies, 500)], axis=1), axis=0
+    )
+    ratings = rng.choice(HALF_STARS.values, len(pairs))
+    is_train = ~np.isin(pairs[:, 0], (2, 9)) & (pairs[:, 1] != 7)  # cold users and a movie
+    inputs = Interactions.from_ratings(
+        pairs[:, 0], pairs[:, 1], ratings, is_train, n_users, n_movies, HALF_STARS
+    )
+    ranker = WatchAndLike(
+        watch=fit_ease(inputs.watched, 3.0, min_likes=1)[0],
+        like=fit_ease(inputs.liked, 2.0, min_likes=1)[0],
+    )
+    side = SideFeatures(
+        rng.integers(0, 2, (n_movies, 4)).astype("float32"),
+        rng.normal(size=(n_movies, 2)).astype("float32"),
+        rng.dirichlet(np.ones(3), n_movies).astype("float32"),
+    )
+    model = build_model(model_config(preset), n_users, n_movies, 3.5, 0, HALF_STARS, side)
+    users = np.arange(n_users, dtype="int32")
+    full = BlockScorer(model, inputs, 6, 8, with_ratings=True, ranker=ranker)
+    picks = BlockScorer(model, inputs, 6, 8, with_ratings=False, ranker=ranker)
+    for start in range(0, n_users, 8):
+        a, b = full(users[start : start + 8]), picks(users[start : start + 8])
+        np.testing.assert_array_equal(a.top_movies, b.top_movies)
+        np.testing.assert_allclose(a.top_scores, b.top_scores, rtol=1e-6)
+        np.testing.assert_allclose(a.top_ratings, b.top_ratings, rtol=1e-5, atol=1e-5)
