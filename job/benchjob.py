@@ -184,7 +184,8 @@ def run_bench_job(
         keras=_version("keras"),
         tensorflow=_version("tensorflow") or _version("tensorflow-cpu"),
         keras_backend=os.environ.get("KERAS_BACKEND", "tensorflow"),
-        process_peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        # The largest stage peak: resetting VmHWM per stage also resets getrusage's maxrss.
+        process_peak_rss_bytes=max((r.peak_rss_bytes or 0) for r in result.rows),
         children_peak_rss_bytes=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
     )
     record_stage(out, "bench_job", total, bench=result.as_dict())
@@ -323,6 +324,10 @@ def _gb(n_bytes: int | None) -> str:
     return f"{n_bytes / 2**30:.2f} GB" if n_bytes else "-"
 
 
+def _maybe(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _rate_unit(row: StageRow) -> str:
     if row.rate_unit:
         return row.rate_unit
@@ -370,7 +375,7 @@ def format_table(result: BenchJobResult) -> str:
         "users)"
         if share is not None
         else "",
-        f"test RMSE {facts.get('test_rmse')}, nDCG@10 {facts.get('test_ndcg_at_10')} (synthetic "
+        f"test RMSE {_maybe(facts.get('test_rmse'))}, nDCG@10 {_maybe(facts.get('test_ndcg_at_10'))} (synthetic "
         "data: a check that training learnt, not a result)",
         f"whole process peak RSS {_gb(facts.get('process_peak_rss_bytes'))}; "
         f"largest child process {_gb(facts.get('children_peak_rss_bytes'))}; "
