@@ -32,6 +32,8 @@ from job.progress import progress
 # 128 MiB keeps it inside a laptop's memory many times over and is large enough that the
 # per-call overhead (~0.1 ms) is noise: about 11 users x 87,585 movies for the seed model.
 BLOCK_BYTES = 128 << 20
+# (users, movies) float32 arrays alive at once on the ranked path (``BlockScorer._ranked_block``)
+RANKED_WIDTH = 8
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,11 @@ class BlockScorer:
         self.ranker = ranker
         self.movie_parts = model.movie_parts(np.arange(inputs.n_movies, dtype="int32"))
         width = int(self.movie_parts.shape[-1])
+        if ranker is not None and not with_ratings:
+            # The ranked path's largest intermediates are a few (users, movies) arrays (the
+            # ranker's scores, the mask, the masked scores), not (users, movies, width): at
+            # ml-25m's 62,423 movies the DLRM's width of 330 would allow one user per block.
+            width = RANKED_WIDTH
         self.block_users = block_users or min(
             default_block_users(inputs.n_movies, width), max(n_users or inputs.n_users, 1)
         )
