@@ -325,7 +325,8 @@ def format_report(result: BenchResult) -> str:
         f"Top-{result.top_k} ranked by "
         + (
             f"the WatchAndLike EASE ranker fit on the synthetic ratings ({result.ranker_fit_seconds:.1f} s); "
-            "both paths also predict the rating of every unwatched movie"
+            "the fast path then rates the top K with the DLRM model (as `score --keep-top` "
+            "stores them), the article's path rates every unwatched movie with model.predict"
             if result.ranker == "ease"
             else "the predicted rating"
         ),
