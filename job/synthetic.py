@@ -391,6 +391,15 @@ def write_ratings_csv(path: Path, data: Ratings) -> None:
         pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False))
 
 
+def write_links_csv(path: Path, ids: np.ndarray) -> None:
+    """links.csv as GroupLens writes it: IMDb ids zero-padded to 7 digits; every 7th movie
+    has no IMDb id and every 5th no TMDB id."""
+    position = np.arange(len(ids))
+    imdb = pd.Series([f"{int(i) * 7:07d}" for i in ids]).where(position % 7 != 6, "")
+    tmdb = pd.Series((ids * 3).astype(str)).where(position % 5 != 4, "")
+    pd.DataFrame({"movieId": ids, "imdbId": imdb, "tmdbId": tmdb}).to_csv(path, index=False)
+
+
 @dataclass(frozen=True)
 class WrittenDataset:
     folder: Path
@@ -436,10 +445,7 @@ def write_movielens_folder(
     movies.to_csv(folder / "movies.csv", index=False)
     tags = tags_frame(data, rng)
     tags.to_csv(folder / "tags.csv", index=False)
-    ids = movies["movieId"].to_numpy()
-    pd.DataFrame({"movieId": ids, "imdbId": 100_000 + ids, "tmdbId": ids + 7}).to_csv(
-        folder / "links.csv", index=False
-    )
+    write_links_csv(folder / "links.csv", movies["movieId"].to_numpy())
     written = WrittenDataset(
         folder, shape, seed, len(data), len(tags), time.perf_counter() - started
     )
