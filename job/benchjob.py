@@ -153,9 +153,17 @@ def run_bench_job(
     written, wall, cpu, rss = measured(
         "generate", lambda: write_movielens_folder(folder, size, seed)
     )
-    note = "reused an earlier folder" if written.seconds == 0 else ""
+    reused = written.seconds == 0
     result.rows.append(
-        StageRow("generate", wall, cpu, rss, written.n_ratings, "ratings", note=note)
+        StageRow(
+            "generate",
+            wall,
+            cpu,
+            rss,
+            None if reused else written.n_ratings,
+            "ratings",
+            note=f"reused an earlier folder of {written.n_ratings:,} ratings" if reused else "",
+        )
     )
 
     _train(config, result, verbose)
