@@ -310,34 +310,9 @@ def output_tables(
                 "split": pa.array(split.astype(str).to_numpy(), pa.string()),
             }
         ),
-        "popular": pa.table(
-            {
-                "rank": pa.array(popular["rank"].to_numpy("int32"), pa.int32()),
-                "movie_id": pa.array(popular["movie_id"].to_numpy("int64"), pa.int64()),
-                "score": pa.array(popular["score"].to_numpy("float64"), pa.float64()),
-                "n_ratings": pa.array(popular["n_ratings"].to_numpy("int32"), pa.int32()),
-            }
-        ),
-        "similar_movies": pa.table(
-            {
-                "movie_id": pa.array(similar["movie_id"].to_numpy("int64"), pa.int64()),
-                "rank": pa.array(similar["rank"].to_numpy("int32"), pa.int32()),
-                "similar_movie_id": pa.array(
-                    similar["similar_movie_id"].to_numpy("int64"), pa.int64()
-                ),
-                "similarity": pa.array(similar["similarity"].to_numpy("float32"), pa.float32()),
-            }
-        ),
-        "also_liked": pa.table(
-            {
-                "movie_id": pa.array(also_liked["movie_id"].to_numpy("int64"), pa.int64()),
-                "rank": pa.array(also_liked["rank"].to_numpy("int32"), pa.int32()),
-                "other_movie_id": pa.array(
-                    also_liked["other_movie_id"].to_numpy("int64"), pa.int64()
-                ),
-                "score": pa.array(also_liked["score"].to_numpy("float32"), pa.float32()),
-            }
-        ),
+        "popular": _typed(popular, POPULAR_SCHEMA),
+        "similar_movies": _typed(similar, SIMILAR_SCHEMA),
+        "also_liked": _typed(also_liked, ALSO_LIKED_SCHEMA),
         "history": _history_table(history),
         "metrics": _metrics_table(metrics),
         "runs": pa.table(
@@ -354,6 +329,37 @@ def output_tables(
             }
         ),
     }
+
+
+POPULAR_SCHEMA = pa.schema(
+    [
+        ("rank", pa.int32()),
+        ("movie_id", pa.int64()),
+        ("score", pa.float64()),
+        ("n_ratings", pa.int32()),
+    ]
+)
+SIMILAR_SCHEMA = pa.schema(
+    [
+        ("movie_id", pa.int64()),
+        ("rank", pa.int32()),
+        ("similar_movie_id", pa.int64()),
+        ("similarity", pa.float32()),
+    ]
+)
+ALSO_LIKED_SCHEMA = pa.schema(
+    [
+        ("movie_id", pa.int64()),
+        ("rank", pa.int32()),
+        ("other_movie_id", pa.int64()),
+        ("score", pa.float32()),
+    ]
+)
+
+
+def _typed(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """The schema's columns of ``frame``, cast to its types."""
+    return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
 
 
 HISTORY_COLUMNS = ("epoch", "loss", "mae", "val_loss", "val_mae")
