@@ -6,15 +6,13 @@ daemon, no container registry within reach), whose quirks are each applied here 
 
 - No registry: the Dockerfiles' base, python:3.11-slim-bookworm from Docker Hub, cannot be
   pulled. An equivalent (Debian bookworm, its Python 3.11, pip, venv) is made once from Debian's
-  packages with mmdebstrap and kept as BASE_STANDIN; the Dockerfiles take it through
-  `--build-arg PYTHON_IMAGE=...`. Debian's python is /usr/bin/python rather than
-  /usr/local/bin/python, which the images do not care about.
-- `podman build --isolation=chroot --network=host`: RUN steps as plain chroots on the host's
-  network (nested namespaces and CNI networks do not work in these VMs).
+  packages with mmdebstrap, kept as BASE_STANDIN, and passed to the Dockerfiles as
+  `--build-arg PYTHON_IMAGE=...`.
 - pip in the build reaches PyPI only with the host's CA bundle mounted over the image's: the
   egress here goes through a TLS proxy with its own certificate authority.
 - `podman run --runtime runc` (crun fails on this kernel's hybrid cgroups) with ulimits no
-  higher than the host's own (Podman asks for more by default, and the VM refuses).
+  higher than the host's own, and processes no more than pid_max (Podman asks for more by
+  default, and runc cannot raise a limit past what Podman itself got).
 """
 
 from __future__ import annotations
@@ -56,10 +54,22 @@ def last_line(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[-1] if lines else "no output"
 
 
-def _ulimit(name: str, which: int) -> str:
-    soft, hard = resource.getrlimit(which)
-    unlimited = resource.RLIM_INFINITY
-    return f"{name}={-1 if soft == unlimited else soft}:{-1 if hard == unlimited else hard}"
+def _ulimit(name: str, which: int, cap: int | None = None) -> str:
+    """`--ulimit NAME=SOFT:HARD` at the host's own limits, and at most `cap`."""
+    values = []
+    for value in resource.getrlimit(which):
+        if value == resource.RLIM_INFINITY:
+            value = -1 if cap is None else cap  # -1: unlimited
+        elif cap is not None:
+            value = min(value, cap)
+        values.append(value)
+    return f"{name}={values[0]}:{values[1]}"
+
+
+def _pid_max() -> int | None:
+    """Podman holds its own process limit to the kernel's pid_max, and runc cannot raise it."""
+    path = Path("/proc/sys/kernel/pid_max")
+    return int(path.read_text()) if path.exists() else None
 
 
 @dataclass(frozen=True)
@@ -73,10 +83,8 @@ class Engine:
         args = [self.exe, "build", "-f", str(dockerfile), "-t", tag]
         if base is not None:
             args += ["--build-arg", f"PYTHON_IMAGE={base}"]
-        if self.podman:
-            args += ["--isolation=chroot", "--network=host"]
-            if HOST_CA_BUNDLE.is_file():
-                args += ["-v", f"{HOST_CA_BUNDLE}:/etc/ssl/certs/ca-certificates.crt:ro"]
+        if self.podman and HOST_CA_BUNDLE.is_file():
+            args += ["-v", f"{HOST_CA_BUNDLE}:/etc/ssl/certs/ca-certificates.crt:ro"]
         return _run([*args, str(context)], timeout)
 
     def run(
@@ -92,7 +100,7 @@ class Engine:
             if shutil.which("runc"):
                 cmd += ["--runtime", "runc"]
             cmd += ["--ulimit", _ulimit("nofile", resource.RLIMIT_NOFILE)]
-            cmd += ["--ulimit", _ulimit("nproc", resource.RLIMIT_NPROC)]
+            cmd += ["--ulimit", _ulimit("nproc", resource.RLIMIT_NPROC, _pid_max())]
         for host, inside in (volumes or {}).items():
             cmd += ["-v", f"{host}:{inside}"]
         if entrypoint is not None:
