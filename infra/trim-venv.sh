@@ -1,6 +1,7 @@
 #!/bin/sh
-# Cuts from the build stage's virtual environment what the job never loads, before the runtime
-# stage copies it (infra/Dockerfile.*). Usage: sh trim-venv.sh /opt/venv
+# Cuts from the images' virtual environment what the job never loads, in the same RUN that
+# installs it (infra/Dockerfile.*), so that no layer holds the cut files. Usage:
+#   sh trim-venv.sh /opt/venv
 #
 # Every cut is checked by tests/test_container.py, which runs the whole job in the CPU image and
 # imports the job, Keras and TensorFlow in the GPU image. The bytecode (__pycache__) stays: the
