@@ -35,6 +35,7 @@ from job.runfolder import (
     PARTS_DIR,
     SIMILAR_FILE,
     Manifest,
+    dataset_file,
     load_run,
     read_manifest,
     record_stage,
@@ -232,6 +233,8 @@ TABLES = (
     "history",
     "metrics",
     "runs",
+    "links",
+    "tags",
 )
 SPLIT_NAMES = {0: "train", 1: "validation", 2: "test"}  # job.split's codes
 
@@ -243,12 +246,15 @@ def output_tables(
     history: pd.DataFrame,
     popular: pd.DataFrame,
     similar: pd.DataFrame,
+    links: pd.DataFrame | None = None,
+    tags: pd.DataFrame | None = None,
 ) -> dict[str, pa.Table]:
     """Every table but predictions and top_k (which come from the parts), typed as documented.
 
     ``movies``/``ratings`` are a trained run's frames (raw ids; split as codes or names),
     ``history`` is history.csv, ``popular`` is ``job.interactions.popular_table``, ``similar``
-    is the train stage's movie neighbours (``job.rank.similar_movies_table``).
+    is the train stage's movie neighbours (``job.rank.similar_movies_table``), ``links`` and
+    ``tags`` the dataset's links.csv and tags.csv (empty tables when absent).
     """
     user_ids = ratings["user_id"].to_numpy("int64")
     movie_ids = ratings["movie_id"].to_numpy("int64")
@@ -318,6 +324,7 @@ def output_tables(
         ),
         "history": _history_table(history),
         "metrics": _metrics_table(metrics),
+        **_links_and_tags(links, tags),
         "runs": pa.table(
             {
                 "run_id": pa.array([manifest.run_id], pa.string()),
@@ -329,6 +336,28 @@ def output_tables(
                 "parameters": pa.array([manifest.model.parameters], pa.int64()),
                 "training_seconds": pa.array([manifest.training_seconds], pa.float64()),
                 "manifest": pa.array([json.dumps(manifest.to_dict(), default=str)], pa.string()),
+            }
+        ),
+    }
+
+
+def _links_and_tags(links: pd.DataFrame | None, tags: pd.DataFrame | None) -> dict[str, pa.Table]:
+    """``links(movie_id, imdb_id, tmdb_id)`` (ids NULL where links.csv has none) and
+    ``tags(user_id, movie_id, tag)``, for the site's movie pages and for SQL."""
+    links = links if links is not None else pd.DataFrame(columns=["movie_id", "imdb_id", "tmdb_id"])
+    tags = tags if tags is not None else pd.DataFrame(columns=["user_id", "movie_id", "tag"])
+    return {
+        "links": pa.table(
+            {
+                name: pa.array(links[name].astype("Int64"), pa.int64(), from_pandas=True)
+                for name in ("movie_id", "imdb_id", "tmdb_id")
+            }
+        ),
+        "tags": pa.table(
+            {
+                "user_id": pa.array(tags["user_id"].to_numpy("int64"), pa.int64()),
+                "movie_id": pa.array(tags["movie_id"].to_numpy("int64"), pa.int64()),
+                "tag": pa.array(tags["tag"].astype(str).to_numpy(), pa.string()),
             }
         ),
     }
@@ -456,6 +485,8 @@ def merge_stage(out: Path) -> dict[str, int]:
     inputs = interactions_of(run.encoding, run.ratings, run.scale)
     history_file = out / HISTORY_FILE
     history = pd.read_csv(history_file) if history_file.exists() else pd.DataFrame({"epoch": []})
+    # A run trained before links.parquet existed merges with an empty links table.
+    links_file = dataset_file(out, "links")
     tables = output_tables(
         manifest=read_manifest(out),  # re-read: it now holds the scoring facts
         movies=run.movies,
@@ -463,6 +494,8 @@ def merge_stage(out: Path) -> dict[str, int]:
         history=history,
         popular=popular_table(inputs.cold, run.encoding),
         similar=pd.read_parquet(out / SIMILAR_FILE),
+        links=pd.read_parquet(links_file) if links_file.exists() else None,
+        tags=run.tags,
     )
     counts = write_database(out, tables, parts.predictions, parts.top_k)
     record_stage(out, "merge", time.perf_counter() - started, merged_rows=counts)
