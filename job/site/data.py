@@ -334,16 +334,23 @@ def _links(con: Any) -> dict[int, Links]:
 
 
 def _top_tags(con: Any, n: int) -> dict[int, list[TagCount]]:
-    """Each movie's ``n`` most used tags: users per tag, case and spaces aside; the spelling
-    shown is the first one alphabetically."""
+    """Each movie's ``n`` most used tags: users per tag, case and spaces aside (ties A to Z),
+    each shown in its most used spelling."""
     found: dict[int, list[TagCount]] = {}
     for m, tag, users in con.execute(
-        """SELECT movie_id, min(trim(tag)) AS shown, count(DISTINCT user_id) AS users
-           FROM tags WHERE trim(tag) <> ''
-           GROUP BY movie_id, lower(trim(tag))
-           QUALIFY row_number() OVER (
-               PARTITION BY movie_id ORDER BY users DESC, lower(shown), shown) <= ?
-           ORDER BY movie_id, users DESC, lower(shown), shown""",
+        """WITH used AS (
+               SELECT movie_id, user_id, trim(tag) AS spelling, lower(trim(tag)) AS folded
+               FROM tags WHERE trim(tag) <> ''),
+           spellings AS (
+               SELECT movie_id, folded, spelling, count(*) AS uses FROM used GROUP BY ALL),
+           shown AS (
+               SELECT movie_id, folded, first(spelling ORDER BY uses DESC, spelling) AS shown
+               FROM spellings GROUP BY ALL),
+           counted AS (
+               SELECT movie_id, folded, count(DISTINCT user_id) AS users FROM used GROUP BY ALL)
+           SELECT movie_id, shown, users FROM counted JOIN shown USING (movie_id, folded)
+           QUALIFY row_number() OVER (PARTITION BY movie_id ORDER BY users DESC, folded) <= ?
+           ORDER BY movie_id, users DESC, folded""",
         [n],
     ).fetchall():
         found.setdefault(int(m), []).append(TagCount(str(tag), int(users)))

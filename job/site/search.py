@@ -80,16 +80,19 @@ def write_title_index(folder: Path, movies: Mapping[int, Movie]) -> dict[str, in
     written: dict[str, int] = {}
     sizes: dict[str, int] = {}
     for key, rows in title_shards(movies.values()).items():
-        text = (
-            f"movielensTitleShard({json.dumps(key)},"
-            f"{json.dumps(rows, ensure_ascii=False, separators=(',', ':'))});\n"
-        )
+        text = f"movielensTitleShard({json.dumps(key)},{script_json(rows)});\n"
         name = shard_file(key)
         written[name] = _write(folder / name, text)
         sizes[key] = len(rows)
     listing = json.dumps(sizes, ensure_ascii=False, separators=(",", ":"))
     written["titles.js"] = _write(folder / "titles.js", f"movielensTitleShards({listing});\n")
     return written
+
+
+def script_json(value: object) -> str:
+    """Compact JSON for a script file; "<" escaped, so that no title can close a script
+    element even if the text were ever inlined in a page."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
 
 
 def _write(path: Path, text: str) -> int:

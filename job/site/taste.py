@@ -12,7 +12,6 @@ The neighbours travel as small scripts, ``taste/nb-<n>.js`` for the movies with
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ import duckdb
 
 from job.runfolder import DATABASE_FILE
 from job.site.data import Movie, Similar
+from job.site.search import script_json
 
 MOVIES_PER_SHARD = 64  # about 20 kB of neighbours and titles per shard
 SCORE_DIGITS = 4  # neighbour scores as shipped to the browser
@@ -87,7 +87,7 @@ def write_taste_shards(
             if m in movies
         }
         body = ",".join(
-            json.dumps(part, ensure_ascii=False, separators=(",", ":"))
+            script_json(part)
             for part in ({str(m): [list(n) for n in v] for m, v in shard.items()}, titles)
         )
         (folder / f"nb-{number}.js").write_text(
