@@ -39,10 +39,10 @@ def fold(term: str) -> str:
 
 
 def words(title: str) -> list[str]:
-    """The folded words of a title, split as MiniSearch splits text (on any space or
-    punctuation character: Unicode categories Z* and P*, and line breaks)."""
+    """The folded words of a title, split as ``search.js`` splits text for MiniSearch: on
+    any space, punctuation or symbol character (Unicode categories Z*, P* and S*)."""
     split = "".join(
-        " " if c in "\n\r" or unicodedata.category(c)[0] in "ZP" else c for c in title
+        " " if c in "\n\r" or unicodedata.category(c)[0] in "ZPS" else c for c in title
     ).split(" ")
     return [w for w in (fold(part) for part in split) if w]
 

@@ -13,13 +13,15 @@
   "use strict";
 
   var LIMIT = 8;  // results shown
-  var SPACE_OR_PUNCTUATION = /[\n\r\p{Z}\p{P}]+/u;  // MiniSearch's own tokenizer
+  // MiniSearch's own word separators (spaces, punctuation) and symbols too, so that
+  // "<script>alert" or "M+M" are two words
+  var SEPARATORS = /[\n\r\p{Z}\p{P}\p{S}]+/u;
 
   function fold(term) {
     return term.normalize("NFKD").replace(/\p{Mn}/gu, "").toLowerCase();
   }
   function words(text) {
-    return text.split(SPACE_OR_PUNCTUATION).map(fold).filter(Boolean);
+    return text.split(SEPARATORS).map(fold).filter(Boolean);
   }
   function shardKey(word) { return Array.from(word).slice(0, 2).join(""); }
   function shardFile(key) {
@@ -76,7 +78,7 @@
       var search = new window.MiniSearch({
         fields: ["title"],
         storeFields: ["title", "n"],
-        tokenize: function (text) { return text.split(SPACE_OR_PUNCTUATION); },
+        tokenize: function (text) { return text.split(SEPARATORS); },
         processTerm: function (term) { return fold(term) || null; }
       });
       search.addAll(titleShards[key].map(function (row) {
