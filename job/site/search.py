@@ -7,6 +7,8 @@ words, after folding case and accents ("Amélie" -> "amelie" -> shard ``am``). A
 the shard of one of its words (the one whose shard is smallest), since with every word
 required, any title that matches has that word, and so sits in that shard. One query thus
 reads ``titles.js`` (the shard list, once per page) and one shard, never the catalogue.
+Number words come last in that choice, and a title's year makes no shard (see
+``title_shards``).
 
 Shards are scripts (``movielensTitleShard("am", [[id, title, n_ratings], ...])``) rather than
 JSON, because Chromium refuses fetch() of local files when the site is opened from a folder,
@@ -19,6 +21,7 @@ tests check both sides give every title the same shards.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -26,6 +29,7 @@ from pathlib import Path
 from job.site.data import Movie
 
 KEY_LENGTH = 2  # letters of a word that name its shard
+YEAR_AT_END = re.compile(r"\s*\(\d{4}[^()]*\)\s*$")  # "(1995)", "(2007-2013)"
 
 
 def fold(term: str) -> str:
@@ -60,10 +64,16 @@ def shard_file(key: str) -> str:
 
 
 def title_shards(movies: Iterable[Movie]) -> dict[str, list[list[object]]]:
-    """Shard key -> ``[movie_id, title, n_ratings]`` rows, most rated first."""
+    """Shard key -> ``[movie_id, title, n_ratings]`` rows, most rated first.
+
+    The year at the end of a title ("Heat (1995)") gives no shard: every "19.." year would
+    put a third of the catalogue in shard ``19``. A query's number words are the last it
+    picks a shard by (``search.js``), so "heat 1995" reads shard ``he``, whose titles
+    MiniSearch then matches against the whole title, year included.
+    """
     shards: dict[str, list[Movie]] = {}
     for movie in movies:
-        for key in sorted({shard_key(w) for w in words(movie.title)}):
+        for key in sorted({shard_key(w) for w in words(YEAR_AT_END.sub("", movie.title))}):
             shards.setdefault(key, []).append(movie)
     return {
         key: [

@@ -7,7 +7,8 @@
 // the titles of one shard: search/titles.js lists the shards (the first two letters of a
 // word, case and accents folded) and their sizes; a query loads the smallest shard among
 // its words (search/titles-<key>.js -> movielensTitleShard). Every word of the query must
-// match, so every match is in that shard. job/site/search.py writes the shards with the same
+// match, so every match is in that shard. (A title's year makes no shard: number words
+// choose last.) job/site/search.py writes the shards with the same
 // folding and word splitting as below.
 (function () {
   "use strict";
@@ -103,8 +104,11 @@
         return !(typing && i === terms.length - 1 && Array.from(term).length < 2);
       });
       if (!usable.length) { return { movies: [], tooShort: true }; }
+      // Number words only when there is nothing else: a title's year makes no shard, so
+      // "heat 1995" must read shard "he" (MiniSearch then checks the year).
+      var words = usable.filter(function (term) { return !/^\d+$/.test(term); });
       var key = null;
-      usable.forEach(function (term) {
+      (words.length ? words : usable).forEach(function (term) {
         var candidate = shardKey(term);
         var size = titleShardSizes[candidate] || 0;
         if (key === null || size < (titleShardSizes[key] || 0)) { key = candidate; }
