@@ -34,6 +34,7 @@ from job.rank import nearest_neighbours, similar_movies_table
 from job.runfolder import load_run
 from job.site import data as site_data
 from job.site import search, taste
+from job.site.chart import star_label
 
 GOLDEN = Path(__file__).parent / "golden"
 XSS_TITLE = '<script>alert(1)</script> & "Friends" (2001)'
@@ -726,6 +727,10 @@ def test_movie_page_shows_the_most_used_tags(fixed_site: Path) -> None:
     assert "none yet" in read_page(fixed_site / "movies" / "50.html").plain
 
 
+def counts_of(movie: int) -> int:
+    return sum(1 for _, m, _, _, _ in fixed_ratings() if m == movie)
+
+
 def chart_of(page: Path) -> ET.Element:
     html = page.read_text(encoding="utf-8")
     match = re.search(r"<svg\b.*?</svg>", html[html.index('id="ratings-heading"') :], re.S)
@@ -745,7 +750,12 @@ def test_rating_chart_bars_are_the_movie_counts(fixed_site: Path) -> None:
         assert root.get("role") == "img" and root.get("aria-labelledby") == "ratings-title"
         title = root.find(f"{ns}title")
         assert title is not None and title.text is not None
-        assert title.text.startswith(f"How {sum(counts)} users rated {_title(movie)}: 5 stars")
+        said = ", ".join(
+            f"{star_label(v)} star{'s' if v > 1 else ''} {c}"
+            for v, c in reversed(list(zip(values, counts, strict=True)))
+            if c
+        )
+        assert title.text == f"How {sum(counts)} users rated {_title(movie)}: {said}."
         scales = [
             float(g.get("transform", "").split()[3])
             for g in root.iter(f"{ns}g")
@@ -756,6 +766,11 @@ def test_rating_chart_bars_are_the_movie_counts(fixed_site: Path) -> None:
         assert texts[:10] == ["½", "1", "1½", "2", "2½", "3", "3½", "4", "4½", "5"]
         assert texts[10:] == [str(c) for c in counts]
     assert "No ratings yet." in read_page(fixed_site / "movies" / "800.html").plain
+    few = [m for m in MOVIE_IDS if 0 < counts_of(m) < SIMILAR_MIN_RATINGS]
+    if few:  # a sentence instead of a chart
+        page = read_page(fixed_site / "movies" / f"{few[0]}.html")
+        assert f"How {counts_of(few[0])} user" in page.plain
+        assert "ratings-title" not in page.ids
 
 
 def test_rating_chart_keeps_its_bars_on_the_baseline() -> None:

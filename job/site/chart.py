@@ -216,6 +216,8 @@ class RatingChart:
         svg = buffer.getvalue()
         svg = svg[svg.index("<svg") :]
         svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, flags=re.S)
+        # its <style> ("*{stroke-linejoin: ...}") would apply to the whole page, inline
+        svg = re.sub(r"\s*<defs>\s*<style[^>]*>[^<]*</style>\s*</defs>", "", svg)
         svg = re.sub(r"\s*\n\s*", " ", svg)  # one line: about half the bytes
         svg = re.sub(r">\s+<", "><", svg)
         # matplotlib's own ids (figure_1, text_3, ...) would clash with the page's or repeat
@@ -223,6 +225,15 @@ class RatingChart:
         # the page's font (site.css) rather than a list repeated on every label; no null rotations
         svg = re.sub(r"font-family: [^;\"]*;? ?", "", svg)
         svg = re.sub(r' transform="rotate\(-?0 [\d.]+ [\d.]+\)"', "", svg)
+        # Two decimals of a point are plenty, and every label's style once, on the root: the
+        # drawing is in every movie page, so its bytes count ten thousand times.
+        svg = re.sub(r"(\d+\.\d\d)\d+", r"\1", svg)
+        styles = set(re.findall(r'<text style="([^"]*)"', svg))
+        if len(styles) == 1:
+            svg = svg.replace(f' style="{styles.pop()}"', "")
+            svg = re.sub(
+                r"<svg\b", '<svg font-size="12px" text-anchor="middle" fill="#1c1c1c"', svg, count=1
+            )
         for i in range(n):
             svg = svg.replace(f">#{i}#</text>", f">\x00count{i}\x00</text>")
         bottoms = []
@@ -275,5 +286,6 @@ def ratings_description(title: str, values: Sequence[float], counts: Sequence[in
     parts = [
         f"{star_label(v)} star{'s' if v > 1 else ''} {c:,}"
         for v, c in sorted(zip(values, counts, strict=True), reverse=True)
+        if c
     ]
     return f"How {total:,} user{'s' if total != 1 else ''} rated {title}: {', '.join(parts)}."

@@ -244,9 +244,13 @@ def movie_context(
 ) -> dict[str, Any]:
     movie = data.movies[movie_id]
     counts = data.rating_counts.get(movie_id)
-    drawing = None
+    drawing = described = None
     if chart is not None and counts:
-        drawing = chart.render(counts, ratings_description(movie.title, chart.values, counts))
+        described = ratings_description(movie.title, chart.values, counts)
+        # A handful of ratings says more as a sentence than as a chart (and 6,000 fewer
+        # drawings keep the site small): the chart from as many ratings as neighbours need.
+        if sum(counts) >= data.similar_min_ratings:
+            drawing = chart.render(counts, described)
     return {
         "root": "../",
         "movie": movie,
@@ -255,6 +259,7 @@ def movie_context(
         "links": data.links.get(movie_id),
         "tags": data.tags.get(movie_id, ()),
         "ratings_chart": drawing,
+        "ratings_described": described,
     }
 
 
