@@ -38,17 +38,29 @@ def fold(term: str) -> str:
     NFKD splits letters from their accents (and compatibility forms from their plain ones);
     the accents (non-spacing marks) are dropped; then lower case.
     """
+    if term.isascii():
+        return term.lower()
     decomposed = unicodedata.normalize("NFKD", term)
     return "".join(c for c in decomposed if unicodedata.category(c) != "Mn").lower()
+
+
+class _Separators(dict[int, int | str]):
+    """``str.translate`` table: spaces, punctuation and symbols (Unicode categories Z*, P*,
+    S*) to a space, every other character to itself; each character looked up once."""
+
+    def __missing__(self, code: int) -> int | str:
+        char = chr(code)
+        self[code] = " " if char in "\n\r" or unicodedata.category(char)[0] in "ZPS" else code
+        return self[code]
+
+
+_SEPARATORS = _Separators()
 
 
 def words(title: str) -> list[str]:
     """The folded words of a title, split as ``search.js`` splits text for MiniSearch: on
     any space, punctuation or symbol character (Unicode categories Z*, P* and S*)."""
-    split = "".join(
-        " " if c in "\n\r" or unicodedata.category(c)[0] in "ZPS" else c for c in title
-    ).split(" ")
-    return [w for w in (fold(part) for part in split) if w]
+    return [w for w in (fold(part) for part in title.translate(_SEPARATORS).split(" ")) if w]
 
 
 def shard_key(word: str) -> str:
