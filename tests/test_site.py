@@ -910,9 +910,9 @@ def test_taste_shards_hold_every_movie_and_its_neighbours(fixed_run: Path) -> No
     neighbours, titles = read_taste_shards(fixed_run / "site")
     assert sorted(neighbours) == MOVIE_IDS
     with duckdb.connect(str(fixed_run / "recommendations.duckdb"), read_only=True) as con:
+        table, other, score = site_data.TASTE_SOURCE
         rows = con.execute(
-            "SELECT movie_id, similar_movie_id, similarity FROM similar_movies"
-            " ORDER BY movie_id, rank"
+            f"SELECT movie_id, {other}, {score} FROM {table} ORDER BY movie_id, rank"
         ).fetchall()
     expected: dict[int, list[list[float]]] = {m: [] for m in MOVIE_IDS}
     for m, n, sim in rows:
