@@ -36,6 +36,7 @@ from job.runfolder import (
     PARTS_DIR,
     SIMILAR_FILE,
     Manifest,
+    dataset_file,
     load_run,
     read_manifest,
     record_stage,
@@ -243,6 +244,8 @@ TABLES = (
     "history",
     "metrics",
     "runs",
+    "links",
+    "tags",
 )
 SPLIT_NAMES = {0: "train", 1: "validation", 2: "test"}  # job.split's codes
 
@@ -255,12 +258,16 @@ def output_tables(
     popular: pd.DataFrame,
     similar: pd.DataFrame,
     also_liked: pd.DataFrame,
+    links: pd.DataFrame | None = None,
+    tags: pd.DataFrame | None = None,
 ) -> dict[str, pa.Table]:
     """Every table but predictions and top_k (which come from the parts), typed as documented.
 
     ``movies``/``ratings`` are a trained run's frames (raw ids; split as codes or names),
     ``history`` is history.csv, ``popular`` is ``job.interactions.popular_table``, ``similar``
-    is the train stage's movie neighbours (``job.rank.similar_movies_table``).
+    is the train stage's movie neighbours (``job.rank.similar_movies_table``), ``also_liked``
+    its co-liked ones (``job.itemitem.also_liked``), ``links`` and ``tags`` the dataset's
+    links.csv and tags.csv (empty tables when absent).
     """
     user_ids = ratings["user_id"].to_numpy("int64")
     movie_ids = ratings["movie_id"].to_numpy("int64")
@@ -315,6 +322,7 @@ def output_tables(
         "also_liked": _typed(also_liked, ALSO_LIKED_SCHEMA),
         "history": _history_table(history),
         "metrics": _metrics_table(metrics),
+        **_links_and_tags(links, tags),
         "runs": pa.table(
             {
                 "run_id": pa.array([manifest.run_id], pa.string()),
@@ -360,6 +368,28 @@ ALSO_LIKED_SCHEMA = pa.schema(
 def _typed(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     """The schema's columns of ``frame``, cast to its types."""
     return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+
+
+def _links_and_tags(links: pd.DataFrame | None, tags: pd.DataFrame | None) -> dict[str, pa.Table]:
+    """``links(movie_id, imdb_id, tmdb_id)`` (ids NULL where links.csv has none) and
+    ``tags(user_id, movie_id, tag)``, for the site's movie pages and for SQL."""
+    links = links if links is not None else pd.DataFrame(columns=["movie_id", "imdb_id", "tmdb_id"])
+    tags = tags if tags is not None else pd.DataFrame(columns=["user_id", "movie_id", "tag"])
+    return {
+        "links": pa.table(
+            {
+                name: pa.array(links[name].astype("Int64"), pa.int64(), from_pandas=True)
+                for name in ("movie_id", "imdb_id", "tmdb_id")
+            }
+        ),
+        "tags": pa.table(
+            {
+                "user_id": pa.array(tags["user_id"].to_numpy("int64"), pa.int64()),
+                "movie_id": pa.array(tags["movie_id"].to_numpy("int64"), pa.int64()),
+                "tag": pa.array(tags["tag"].astype(str).to_numpy(), pa.string()),
+            }
+        ),
+    }
 
 
 HISTORY_COLUMNS = ("epoch", "loss", "mae", "val_loss", "val_mae")
@@ -484,6 +514,8 @@ def merge_stage(out: Path) -> dict[str, int]:
     inputs = interactions_of(run.encoding, run.ratings, run.scale)
     history_file = out / HISTORY_FILE
     history = pd.read_csv(history_file) if history_file.exists() else pd.DataFrame({"epoch": []})
+    # A run trained before links.parquet existed merges with an empty links table.
+    links_file = dataset_file(out, "links")
     tables = output_tables(
         manifest=read_manifest(out),  # re-read: it now holds the scoring facts
         movies=run.movies,
@@ -492,6 +524,8 @@ def merge_stage(out: Path) -> dict[str, int]:
         popular=popular_table(inputs.cold, run.encoding),
         similar=pd.read_parquet(out / SIMILAR_FILE),
         also_liked=pd.read_parquet(out / ALSO_LIKED_FILE),
+        links=pd.read_parquet(links_file) if links_file.exists() else None,
+        tags=run.tags,
     )
     counts = write_database(out, tables, parts.predictions, parts.top_k)
     record_stage(out, "merge", time.perf_counter() - started, merged_rows=counts)

@@ -389,4 +389,5 @@ def write_train_outputs(
         dataset.ratings.assign(split=labels).to_parquet(tmp / "ratings.parquet", index=False)
         dataset.movies.to_parquet(tmp / "movies.parquet", index=False)
         dataset.tags.to_parquet(tmp / "tags.parquet", index=False)
+        dataset.links.to_parquet(tmp / "links.parquet", index=False)
     write_manifest(out, manifest)
