@@ -29,12 +29,13 @@ from job import site
 from job.cli import main
 from job.config import N_SIMILAR, SIMILAR_MIN_RATINGS
 from job.errors import JobError
-from job.model import load_model, movie_vectors
-from job.rank import nearest_neighbours, similar_movies_table
-from job.runfolder import load_run
+from job.interactions import liked_matrix
+from job.itemitem import COSINE_SHRINK, also_liked, covered_items, gram
+from job.rank import nearest_neighbours
 from job.site import data as site_data
 from job.site import search, taste
 from job.site.chart import star_label
+from job.site.render import stars
 
 GOLDEN = Path(__file__).parent / "golden"
 XSS_TITLE = '<script>alert(1)</script> & "Friends" (2001)'
@@ -129,19 +130,29 @@ def write_fixed_database(out: Path) -> None:
         con.executemany("INSERT INTO ratings VALUES (?, ?, ?, ?, ?)", ratings)
         con.execute(
             "CREATE TABLE predictions(user_id BIGINT, movie_id BIGINT, predicted_rating REAL,"
-            " cold_start BOOLEAN)"
+            " score REAL, cold_start BOOLEAN)"
         )
         con.execute(
             "CREATE TABLE top_k(user_id BIGINT, rank INTEGER, movie_id BIGINT,"
-            " predicted_rating REAL, cold_start BOOLEAN)"
+            " predicted_rating REAL, score REAL, because_movie_id BIGINT, cold_start BOOLEAN)"
         )
         for u in USER_IDS:
             unrated = [m for m in MOVIE_IDS if m not in rated[u]]
+            # The reason: the user's first rated movie, for odd ranks; none for the cold user.
+            because = None if u == COLD_USER or not rated[u] else min(rated[u])
             for rank in range(1, 6):
                 movie = unrated[(u * 3 + rank * 11) % len(unrated)]
                 con.execute(
-                    "INSERT INTO top_k VALUES (?, ?, ?, ?, ?)",
-                    [u, rank, movie, 4.9 - 0.25 * rank - 0.01 * u, u == COLD_USER],
+                    "INSERT INTO top_k VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        u,
+                        rank,
+                        movie,
+                        4.9 - 0.25 * rank - 0.01 * u,
+                        1.0 - 0.1 * rank,
+                        because if rank % 2 else None,
+                        u == COLD_USER,
+                    ],
                 )
         con.execute(
             "CREATE TABLE popular(rank INTEGER, movie_id BIGINT, score DOUBLE, n_ratings INTEGER)"
@@ -174,17 +185,9 @@ def write_fixed_database(out: Path) -> None:
             "INSERT INTO runs VALUES ('20260101T000000Z-golden', '2026-01-01 00:00:00', 'tiny',"
             " 'abc', 'seed', 3, 1234, 1.5, '{}')"
         )
-        # The train stage's neighbours, placed by the fixed ratings' counts.
-        counts = pd.Series([m for _, m, _, _, _ in fixed_ratings()]).value_counts()
-        similar = similar_movies_table(
-            np.array(MOVIE_IDS),
-            movie_vectors(load_model(out)),
-            counts.reindex(MOVIE_IDS, fill_value=0).to_numpy(),
-            N_SIMILAR,
-            SIMILAR_MIN_RATINGS,
-        )
-        con.register("similar_frame", similar)
-        con.execute("CREATE TABLE similar_movies AS SELECT * FROM similar_frame")
+        # The train stage's "also liked" neighbours, from the fixed ratings.
+        con.register("also_liked_frame", fixed_also_liked())
+        con.execute("CREATE TABLE also_liked AS SELECT * FROM also_liked_frame")
         # links.csv's ids: both, IMDb only, neither (a row of NULLs), and no row at all
         con.execute("CREATE TABLE links(movie_id BIGINT, imdb_id BIGINT, tmdb_id BIGINT)")
         con.execute(
@@ -195,6 +198,30 @@ def write_fixed_database(out: Path) -> None:
         (out / "parquet").mkdir(exist_ok=True)
         for table in ("movies", "top_k"):
             con.execute(f"COPY {table} TO '{out / 'parquet' / table}.parquet' (FORMAT parquet)")
+
+
+# The fixed ratings are few: movies liked by 2 people get neighbours there (5 in a run).
+FIXED_MIN_LIKES = 2
+
+
+def fixed_also_liked() -> pd.DataFrame:
+    """The train stage's also_liked table, computed from the fixed ratings."""
+    ratings = fixed_ratings()
+    users = np.array([u for u, _, _, _, _ in ratings])
+    movies = np.array([MOVIE_IDS.index(m) for _, m, _, _, _ in ratings])
+    stars = np.array([r for _, _, r, _, _ in ratings])
+    liked = liked_matrix(users, movies, stars, int(users.max()) + 1, len(MOVIE_IDS))
+    items = covered_items(liked, min_likes=1)
+    table = also_liked(gram(liked, items), items, N_SIMILAR, FIXED_MIN_LIKES)
+    ids = np.array(MOVIE_IDS)
+    return pd.DataFrame(
+        {
+            "movie_id": ids[table["movie"].to_numpy()],
+            "rank": table["rank"],
+            "other_movie_id": ids[table["other"].to_numpy()],
+            "score": table["score"],
+        }
+    )
 
 
 def build_fixed_run(tiny_run: Path, dest: Path) -> Path:
@@ -398,9 +425,17 @@ def test_user_page_reads_like_the_article(fixed_site: Path) -> None:
     assert top_rated[0] == ["Rating", "Title", "Genres"]
     best = sorted(mine, key=lambda r: (-r[2], -r[3]))[:10]
     assert [row[1] for row in top_rated[1:]] == [_title(r[1]) for r in best]
-    assert recommended[0] == ["#", "Predicted", "Title", "Genres"]
+    assert recommended[0] == ["#", "Predicted", "Title", "Genres", "Why"]
     assert len(recommended) - 1 == 5
     assert not {row[2] for row in recommended[1:]} & {_title(r[1]) for r in mine}
+    # Each pick says why: the movie behind it and the stars the user gave it (odd ranks
+    # carry a reason in the fixed database).
+    because = min(r[1] for r in mine)
+    stars_given = next(r[2] for r in mine if r[1] == because)
+    why = [row[4] for row in recommended[1:]]
+    assert why[0].startswith(f"because you rated {_title(because)}")
+    assert stars(stars_given) in why[0]
+    assert why[1] == "–"
     assert "cold-start" not in page.plain
 
 
@@ -411,7 +446,8 @@ def test_cold_start_user_is_told_why(fixed_site: Path) -> None:
 
 
 def test_tables_have_header_scopes(fixed_site: Path) -> None:
-    for name in ("index.html", "popular.html", "users/1.html", "movies/30.html"):
+    with_neighbours = f"movies/{fixed_also_liked().movie_id.iloc[0]}.html"
+    for name in ("index.html", "popular.html", "users/1.html", with_neighbours):
         page = read_page(fixed_site / name)
         assert page.header_scopes, name
         assert all(scope in ("col", "row") for scope in page.header_scopes), name
@@ -448,30 +484,30 @@ def test_every_page_has_a_labelled_search_form(fixed_site: Path, name: str) -> N
     assert 'data-root="' + ("../" if "/" in name else "") + '"' in form.group(0)
 
 
-def test_movie_page_lists_neighbours_by_embedding(fixed_run: Path, fixed_site: Path) -> None:
-    ids, vectors = load_run(fixed_run).encoding.movie_ids, movie_vectors(load_model(fixed_run))
-    assert list(ids) == MOVIE_IDS
-    # Movie 30 is well rated (>= 5 ratings); its neighbours are the closest well-rated ones.
-    counts = {m: 0 for m in MOVIE_IDS}
-    for _, m, _, _, _ in fixed_ratings():
-        counts[m] += 1
-    assert counts[30] >= 5
-    placed = np.array([counts[m] >= 5 for m in MOVIE_IDS])
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    row = MOVIE_IDS.index(30)
-    cosine = unit @ unit[row]
-    cosine[~placed] = -np.inf
-    cosine[row] = -np.inf
-    expected = [MOVIE_IDS[i] for i in np.argsort(-cosine, kind="stable")[:10] if placed[i]]
-    page = read_page(fixed_site / "movies" / "30.html")
-    assert page.h1 == _title(30)
-    neighbours = page.tables[0]
-    assert [r[1] for r in neighbours[1:]] == [_title(m) for m in expected]
+def test_movie_page_lists_who_liked_it_also_liked(fixed_site: Path) -> None:
+    # Brute force over the fixed ratings: who liked (>= 4) each movie, shrunk cosine.
+    fans: dict[int, set[int]] = {}
+    for u, m, r, _, _ in fixed_ratings():
+        if r >= 4:
+            fans.setdefault(m, set()).add(u)
+    placed = {m for m, who in fans.items() if len(who) >= FIXED_MIN_LIKES}
+    assert placed, "the fixed ratings must have a movie liked by enough people"
+    for movie in sorted(placed):
+        score = {
+            other: len(fans[movie] & fans[other])
+            / (np.sqrt(len(fans[movie]) * len(fans[other])) + COSINE_SHRINK)
+            for other in sorted(placed - {movie})
+        }
+        expected = sorted((o for o in score if score[o] > 0), key=lambda o: -score[o])
+        page = read_page(fixed_site / "movies" / f"{movie}.html")
+        assert page.h1 == _title(movie)
+        listed = [r[1] for r in page.tables[0][1:]] if expected else []
+        assert listed == [_title(m) for m in expected[:N_SIMILAR]]
 
 
 def test_movie_with_few_ratings_says_so(fixed_site: Path) -> None:
     page = read_page(fixed_site / "movies" / "800.html")  # never rated, no genres
-    assert "too few (under 5)" in page.plain
+    assert "Fewer than 5 people liked this movie" in page.plain
     assert "(no genres listed)" in page.plain
     assert not page.tables
 
