@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -32,13 +31,17 @@ from job.runfolder import (
     DATABASE_FILE,
     HISTORY_FILE,
     PARQUET_DIR,
+    PART_FILE,
     PARTS_DIR,
     SIMILAR_FILE,
     Manifest,
     load_run,
+    part_path,
     read_manifest,
     record_stage,
     require,
+    score_command,
+    summary_path,
 )
 
 log = logging.getLogger(__name__)
@@ -63,20 +66,9 @@ TOP_K_SCHEMA = pa.schema(
         ("cold_start", pa.bool_()),
     ]
 )
-PART_FILE = re.compile(r"^(predictions|top_k|score)-(\d{5})-of-(\d{5})\.(parquet|json)$")
 # Rows per Parquet row group: DuckDB reads row groups in parallel, and 1M rows of
 # predictions is ~5 MB compressed: large enough to compress well, small to hold.
 ROW_GROUP_ROWS = 1 << 20
-
-
-def part_path(parts: Path, table: str, index: int, count: int) -> Path:
-    """``parts/predictions-00002-of-00008.parquet``."""
-    return parts / f"{table}-{index:05d}-of-{count:05d}.parquet"
-
-
-def summary_path(parts: Path, index: int, count: int) -> Path:
-    """``parts/score-00002-of-00008.json``: written last, so a shard is done when it exists."""
-    return parts / f"score-{index:05d}-of-{count:05d}.json"
 
 
 class PartWriter:
@@ -123,10 +115,15 @@ def parquet_part(
             writer.close()
 
 
-def remove_stale_parts(parts: Path, run_id: str) -> list[Path]:
+def remove_stale_parts(
+    parts: Path, run_id: str, shard: tuple[int, int] | None = None
+) -> list[Path]:
     """Delete the parts of shards scored for another (older) trained run; return them.
 
     They can never be merged with this run, and leaving them would make ``merge`` see a mix.
+    A shard ``(index, count)`` scoring now leaves the other shards of its count alone: their
+    own processes may be replacing them at this moment (shards started at once on one
+    folder), and each replaces its own.
     """
     removed: list[Path] = []
     for summary in sorted(parts.glob("score-*-of-*.json")):
@@ -134,21 +131,25 @@ def remove_stale_parts(parts: Path, run_id: str) -> list[Path]:
         if not match or _summary_run_id(summary) == run_id:
             continue
         index, count = int(match.group(2)), int(match.group(3))
+        if shard is not None and count == shard[1] and index != shard[0]:
+            continue
         for path in (
             summary,
             part_path(parts, "predictions", index, count),
             part_path(parts, "top_k", index, count),
         ):
-            if path.exists():
+            try:  # another shard's process may be removing the same stale files
                 path.unlink()
-                removed.append(path)
+            except FileNotFoundError:
+                continue
+            removed.append(path)
     return removed
 
 
 def _summary_run_id(path: Path) -> str | None:
     try:
         return str(read_json(path).get("run_id"))
-    except (OSError, ValueError, AttributeError):
+    except (JobError, OSError, ValueError, AttributeError):
         return None
 
 
@@ -464,7 +465,13 @@ def merge_stage(out: Path) -> dict[str, int]:
         popular=popular_table(inputs.cold, run.encoding),
         similar=pd.read_parquet(out / SIMILAR_FILE),
     )
-    counts = write_database(out, tables, parts.predictions, parts.top_k)
+    try:
+        counts = write_database(out, tables, parts.predictions, parts.top_k)
+    except duckdb.Error as exc:  # damage inside a part that its footer did not show
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise JobError(
+            f"{out / PARTS_DIR}: cannot read a part ({first}); {score_command(out)}"
+        ) from None
     record_stage(out, "merge", time.perf_counter() - started, merged_rows=counts)
     log.info(
         "merged %d shard(s) into %s: %s predictions, %s top-k rows",
