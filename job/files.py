@@ -22,10 +22,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from job.errors import JobError
@@ -73,7 +75,7 @@ def is_dead_temporary(entry: Path, name: str | None = None) -> bool:
             return False
         return match.group("host") == HOST and not _alive(int(match.group("pid")))
     legacy = _LEGACY_TEMPORARY.match(entry.name)
-    return bool(legacy) and (name is None or legacy.group("name") == name)
+    return legacy is not None and name in (None, legacy.group("name"))
 
 
 def remove_dead_temporaries(folder: Path, name: str | None = None) -> list[Path]:
@@ -214,6 +216,60 @@ def _swap_folders(new: Path, path: Path) -> None:
     os.replace(path, old / path.name)
     os.replace(new, path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def retire(path: Path) -> Path | None:
+    """Rename ``path`` (a file or folder) out of the way, to a temporary name beside it that
+    ``remove_dead_temporaries`` removes once this process is gone; ``None`` if absent.
+
+    A rename is instant whatever the size of the tree: the caller deletes the returned path
+    when its critical section is over (``remove_path``).
+    """
+    if not path.exists() and not path.is_symlink():
+        return None
+    name = f".{path.name}.{_owner_tag()}{os.urandom(4).hex()}.old"
+    target = path.with_name(name)
+    os.replace(path, target)
+    return target
+
+
+def remove_path(path: Path | None) -> None:
+    """Delete a file or a folder tree, if there."""
+    if path is not None:
+        _remove(path)
+
+
+class SignalsDeferred:
+    """Hold SIGINT and SIGTERM from ``hold()`` until the end of the ``with`` block, then
+    deliver them: for the few renames that make a stage's outputs appear together.
+
+    Only the main thread can change signal handlers; elsewhere this does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[int, FrameType | None]] = []
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalsDeferred:
+        return self
+
+    def hold(self) -> None:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):
+                self.previous[number] = signal.signal(number, self._note)
+
+    def _note(self, number: int, frame: FrameType | None) -> None:
+        self.pending.append((number, frame))
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        for number, frame in self.pending:
+            handler = self.previous.get(number)
+            if callable(handler):
+                handler(number, frame)  # Python's or the CLI's handler: KeyboardInterrupt
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), number)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -498,6 +498,11 @@ def _check_database(out: Path, manifest: Manifest) -> None:
         )
 
 
+def damaged_database(out: Path, exc: BaseException) -> JobError:
+    """A DuckDB error while reading recommendations.duckdb, as the one line that says so."""
+    return JobError(f"{out / DATABASE_FILE}: damaged ({_first_line(exc)}); {remake('merge', out)}")
+
+
 def _check_site(out: Path, manifest: Manifest) -> None:
     index = out / SITE_INDEX
     fix = remake("render", out)

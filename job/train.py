@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import platform
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +24,14 @@ from job.data import Dataset, RatingScale, load_dataset
 from job.errors import JobError
 from job.evaluate import evaluate_all
 from job.features import IdEncoding, SideFeatures, side_features
-from job.files import atomic_path, remove_dead_temporaries, write_json
+from job.files import (
+    SignalsDeferred,
+    atomic_path,
+    remove_dead_temporaries,
+    remove_path,
+    retire,
+    write_json,
+)
 from job.model import build_model, movie_vectors, trainable_parameters, training_targets
 from job.rank import similar_movies_table
 from job.runfolder import (
@@ -347,7 +353,16 @@ def write_train_outputs(
     similar = similar_movies_table(
         encoding.movie_ids, movie_vectors(model), n_ratings, N_SIMILAR, SIMILAR_MIN_RATINGS
     )
+    retired: list[Path | None] = []
+
+    def finish(exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:  # every file renamed into place: the run is complete
+            write_manifest(out, manifest)
+
     with contextlib.ExitStack() as stack:
+        # Left last: Ctrl-C held from critical.hold() on is delivered after run.json.
+        critical = stack.enter_context(SignalsDeferred())
+        stack.push(finish)
         tmp = stack.enter_context(atomic_path(out / MODEL_FILE))
         model.save(tmp)
         encoding.save(stack.enter_context(atomic_path(out / ENCODING_FILE)))
@@ -359,14 +374,11 @@ def write_train_outputs(
         dataset.ratings.assign(split=labels).to_parquet(tmp / "ratings.parquet", index=False)
         dataset.movies.to_parquet(tmp / "movies.parquet", index=False)
         dataset.tags.to_parquet(tmp / "tags.parquet", index=False)
-        # Everything is written: retire the previous run, then the renames (on leaving).
-        # Outputs of later stages belong to another model and must not be merged or
-        # published with this one.
+        # Everything is written. Retire the previous run (its run.json first), then the
+        # renames on leaving: outputs of later stages belong to another model and must not
+        # be merged or published with this one.
+        critical.hold()
         (out / RUN_JSON).unlink(missing_ok=True)
-        for stale in DOWNSTREAM_OUTPUTS:
-            path = out / stale
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-    write_manifest(out, manifest)
+        retired += [retire(out / stale) for stale in DOWNSTREAM_OUTPUTS]
+    for path in retired:
+        remove_path(path)
