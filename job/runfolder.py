@@ -191,17 +191,18 @@ def write_manifest(out: Path, manifest: Manifest) -> None:
     write_json(out / RUN_JSON, manifest.to_dict())
 
 
+def with_stage(manifest: Manifest, stage: str, seconds: float, **facts: Any) -> Manifest:
+    """``manifest`` with a stage's timing and the facts it reports."""
+    return dataclasses.replace(
+        manifest,
+        timings={**manifest.timings, stage: round(seconds, 3)},
+        extra={**manifest.extra, **facts},
+    )
+
+
 def record_stage(out: Path, stage: str, seconds: float, **facts: Any) -> None:
     """Add a stage's timing (and any facts it reports) to run.json."""
-    manifest = read_manifest(out)
-    write_manifest(
-        out,
-        dataclasses.replace(
-            manifest,
-            timings={**manifest.timings, stage: round(seconds, 3)},
-            extra={**manifest.extra, **facts},
-        ),
-    )
+    write_manifest(out, with_stage(read_manifest(out), stage, seconds, **facts))
 
 
 # ---------------------------------------------------------------------------------------

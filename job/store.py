@@ -37,11 +37,11 @@ from job.runfolder import (
     Manifest,
     load_run,
     part_path,
-    read_manifest,
     record_stage,
     require,
     score_command,
     summary_path,
+    with_stage,
 )
 
 log = logging.getLogger(__name__)
@@ -452,13 +452,14 @@ def merge_stage(out: Path) -> dict[str, int]:
         "seconds": round(sum(s["seconds"] for s in summaries), 3),
     }
     scoring["pairs_per_second"] = round(scoring["pairs"] / max(scoring["seconds"], 1e-9))
-    record_stage(out, "score", scoring["seconds"], scoring=scoring)
+    # run.json gets the scoring facts once the database is written: a failed merge writes nothing.
+    manifest = with_stage(run.manifest, "score", scoring["seconds"], scoring=scoring)
 
     inputs = interactions_of(run.encoding, run.ratings, run.scale)
     history_file = out / HISTORY_FILE
     history = pd.read_csv(history_file) if history_file.exists() else pd.DataFrame({"epoch": []})
     tables = output_tables(
-        manifest=read_manifest(out),  # re-read: it now holds the scoring facts
+        manifest=manifest,
         movies=run.movies,
         ratings=run.ratings,
         history=history,
@@ -472,6 +473,7 @@ def merge_stage(out: Path) -> dict[str, int]:
         raise JobError(
             f"{out / PARTS_DIR}: cannot read a part ({first}); {score_command(out)}"
         ) from None
+    record_stage(out, "score", scoring["seconds"], scoring=scoring)
     record_stage(out, "merge", time.perf_counter() - started, merged_rows=counts)
     log.info(
         "merged %d shard(s) into %s: %s predictions, %s top-k rows",
