@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from hardening import CLI, one_error_line, record, snapshot, subprocess_env, temporaries
+from hardening import CLI, ROOT, one_error_line, record, snapshot, subprocess_env, temporaries
 
 from job.cli import main
 from job.errors import JobError
@@ -74,6 +74,7 @@ def run_all(scenarios: list[Scenario]) -> None:
             stderr=subprocess.PIPE,
             text=True,
             env=subprocess_env(),
+            cwd=ROOT,
             start_new_session=True,  # its own process group: Ctrl-C reaches every process
         )
         threading.Thread(target=_pump, args=(s.process.stdout, s.output), daemon=True).start()
