@@ -24,7 +24,6 @@ import re
 import shutil
 import signal
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -163,20 +162,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
     Raises:
         JobError: the folder is full, read-only or not writable (naming the folder).
     """
+    # The temporary keeps the final extension: some writers insist on it (Keras on ".keras").
+    # Its name is unique by owner and random part, and known before anything touches the
+    # disk: an interruption at any point leaves nothing that the cleanup below misses.
+    tmp = path.with_name(f".{path.name}.{_owner_tag()}{os.urandom(4).hex()}.tmp{path.suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_dead_temporaries(path.parent, path.name)
-        # The temporary keeps the final extension: some writers insist on it (Keras on ".keras").
-        fd, name = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.{_owner_tag()}", suffix=f".tmp{path.suffix}"
-        )
-    except OSError as exc:
-        raise (disk_error(exc, path.parent) or exc) from None
-    os.close(fd)
-    tmp = Path(name)
-    tmp.unlink()  # the caller creates it (a library may refuse to open an existing file)
-    try:
-        yield tmp
+        yield tmp  # the caller creates it
         if path.is_dir() and tmp.is_dir():
             _swap_folders(tmp, path)
         else:
@@ -210,12 +203,14 @@ def _swap_folders(new: Path, path: Path) -> None:
     """Put the finished folder ``new`` at ``path`` by two renames, then delete the old one:
     readers see the old folder or the new one, never neither, and deleting the old tree
     (thousands of files for a site) happens after the swap."""
-    old = Path(
-        tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{_owner_tag()}", suffix=".old")
-    )
-    os.replace(path, old / path.name)
-    os.replace(new, path)
-    shutil.rmtree(old, ignore_errors=True)
+    old = path.with_name(f".{path.name}.{_owner_tag()}{os.urandom(4).hex()}.old")
+    try:
+        with SignalsDeferred() as held:  # Ctrl-C between the renames would leave neither
+            held.hold()
+            os.replace(path, old)
+            os.replace(new, path)
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def retire(path: Path) -> Path | None:

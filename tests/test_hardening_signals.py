@@ -205,10 +205,17 @@ def test_killed_stage_then_the_same_command_completes(
         with pytest.raises(JobError, match="no trained run here"):
             require(out, "score")
 
+    left = temporaries(out)
     capsys.readouterr()
     code = main(["-q", *s.argv])  # the same command again
     err = capsys.readouterr().err
-    record(name, s.stage, f"(re-run: exit {code}, {len(temporaries(out))} temporaries left)", code)
+    record(
+        name,
+        s.stage,
+        f"(killed at {s.signalled_after} s, {len(left)} temporaries left; the same command "
+        f"again: exit {code}, {len(temporaries(out))} left)",
+        code,
+    )
     assert code == 0, err
     assert not temporaries(out), temporaries(out)
     if s.stage == "train":
