@@ -39,6 +39,8 @@ class Scenario:
     out: Path
     signal: int
     trigger: str  # "file:GLOB" (relative to out), "output:TEXT", "after:SECONDS"
+    source: Path | None = None  # the run folder ``out`` starts as a copy of (None: no folder)
+    tries: int = 0
     before: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[str] | None = None
     started: float = 0.0
@@ -63,9 +65,29 @@ def _pump(stream: object, *sinks: list[str]) -> None:
             sink.append(line.rstrip("\n"))
 
 
-def run_all(scenarios: list[Scenario]) -> None:
-    """Start every scenario, signal each when its trigger fires, wait for all."""
+def run_all(scenarios: list[Scenario], tries: int = 3) -> None:
+    """Start every scenario, signal each when its trigger fires, wait for all; start again
+    (up to ``tries`` times) the few whose process ended before the trigger was seen, as a
+    short write on a busy machine can."""
+    batch = scenarios
+    while batch:
+        _run_batch(batch)
+        batch = [s for s in batch if not s.delivered and s.tries < tries]
+
+
+def _reset(s: Scenario) -> None:
+    if s.out.exists():
+        shutil.rmtree(s.out)
+    if s.source is not None:
+        shutil.copytree(s.source, s.out)
+    s.output.clear()
+    s.stderr.clear()
+    s.tries += 1
+
+
+def _run_batch(scenarios: list[Scenario]) -> None:
     for s in scenarios:
+        _reset(s)
         s.before = snapshot(s.out)
         s.started = time.monotonic()
         s.process = subprocess.Popen(
@@ -128,15 +150,10 @@ def scenarios(full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     root = tmp_path_factory.mktemp("signals")
     data = _data_of(full_run)
 
-    def copy(name: str) -> Path:
-        out = root / name / "out"
-        shutil.copytree(full_run, out)
-        return out
-
     made = []
     for name, stage, sig, trigger in (
         ("SIGKILL in training", "train", signal.SIGKILL, "output:Epoch 2/"),
-        ("SIGKILL while train writes", "train", signal.SIGKILL, "file:.dataset.*"),
+        ("SIGKILL while train writes", "train", signal.SIGKILL, "file:.model.keras.*"),
         ("SIGKILL while score writes", "score", signal.SIGKILL, "file:parts/.predictions-*"),
         ("SIGKILL while merge writes", "merge", signal.SIGKILL, "file:.recommendations.duckdb.*"),
         ("SIGKILL while render writes", "render", signal.SIGKILL, "file:.site.*"),
@@ -146,14 +163,14 @@ def scenarios(full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
         ("Ctrl-C while render writes", "render", signal.SIGINT, "file:.site.*"),
         ("SIGTERM while score writes", "score", signal.SIGTERM, "file:parts/.predictions-*"),
     ):
-        out = copy(name.replace(" ", "-"))
+        out = root / name.replace(" ", "-") / "out"
         argv = {
             "train": _train(out, data),
             "score": ["score", "--out", str(out), *SCORE],
             "merge": ["merge", "--out", str(out)],
             "render": ["render", "--out", str(out)],
         }[stage]
-        made.append(Scenario(name, stage, argv, out, sig, trigger))
+        made.append(Scenario(name, stage, argv, out, sig, trigger, source=full_run))
     # Ctrl-C while Python and TensorFlow start, into a folder that does not exist yet.
     fresh = root / "fresh" / "out"
     made.append(
@@ -165,6 +182,27 @@ def scenarios(full_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return {s.name: s for s in made}
 
 
+# What each stage writes, and the stage whose require() then checks it is whole.
+WRITES = {
+    "train": ("", "score"),
+    "score": ("parts/", "merge"),
+    "merge": ("recommendations.duckdb", "parquet/", "run.json", "render"),
+    "render": ("site/", "run.json", "publish"),
+}
+
+
+def assert_previous_or_complete(s: Scenario) -> None:
+    """Under final names, only this stage's outputs changed (the signal came after it had
+    written them all: they are complete), and the next stage accepts the folder."""
+    *outputs, after = WRITES[s.stage]
+    now, before = finals(snapshot(s.out)), finals(s.before)
+    changed = sorted(k for k in now.keys() | before.keys() if now.get(k) != before.get(k))
+    assert all(k.startswith(tuple(outputs)) for k in changed), changed
+    if s.stage == "train" and s.trigger.startswith("output:"):
+        assert not changed, "signalled in training: the previous run is untouched"
+    require(s.out, after)
+
+
 def finals(files: dict[str, str]) -> dict[str, str]:
     """A snapshot without temporaries (any path part starting with a dot)."""
     return {k: v for k, v in files.items() if not any(p.startswith(".") for p in k.split("/"))}
@@ -172,8 +210,9 @@ def finals(files: dict[str, str]) -> dict[str, str]:
 
 def _scenario(scenarios: dict[str, Scenario], name: str) -> Scenario:
     s = scenarios[name]
-    assert s.delivered, f"{name}: the process ended before its trigger fired:\n" + "\n".join(
-        s.output[-20:]
+    assert s.delivered, (
+        f"{name}: in {s.tries} tries the process ended before its trigger:\n"
+        + "\n".join(s.output[-20:])
     )
     return s
 
@@ -194,16 +233,15 @@ def test_killed_stage_then_the_same_command_completes(
     s = _scenario(scenarios, name)
     assert s.code == -signal.SIGKILL
     out = s.out
-    # Killed: what is under a final name is the previous run, untouched; or, killed among
-    # train's renames, a folder without run.json that every stage refuses; or, killed after
-    # them, the new run complete.
-    if s.stage != "train" or s.trigger.startswith("output:"):
-        assert finals(snapshot(out)) == finals(s.before)
-    elif (out / "run.json").exists():
-        require(out, "score")
-    else:
+    # Killed: what is under a final name is the previous run's, or this stage's complete
+    # new outputs; or, killed among train's renames, a folder without run.json that every
+    # stage refuses.
+    if s.stage == "train" and not (out / "run.json").exists():
+        assert s.trigger.startswith("file:"), "killed in training, the old run is untouched"
         with pytest.raises(JobError, match="no trained run here"):
             require(out, "score")
+    else:
+        assert_previous_or_complete(s)
 
     left = temporaries(out)
     capsys.readouterr()
@@ -246,4 +284,7 @@ def test_interrupted_stage_is_one_line_and_nothing_half_written(
     assert s.code == exit_code, "\n".join(s.stderr)
     assert "interrupted" in line or "terminated" in line
     assert not temporaries(s.out) if s.out.exists() else True
-    assert snapshot(s.out) == s.before, "the previous outputs are as they were"
+    if s.source is None:
+        assert not s.out.exists(), "interrupted while starting: nothing written"
+    else:
+        assert_previous_or_complete(s)
