@@ -554,11 +554,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if isinstance(exc, JobError):
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
-            from job.files import disk_error
+            from job.files import full_or_read_only
 
-            error = disk_error(exc, getattr(args, "out", None) or Path.cwd())
+            # A write outside job.files.atomic_path (a library's cache, a log) on a full or
+            # read-only file system; anything else is a bug, and its traceback is the report.
+            error = full_or_read_only(exc, getattr(args, "out", None) or Path.cwd())
             if error is None:
-                raise  # a bug: its traceback is what a report needs
+                raise
             print(f"error: {error}", file=sys.stderr)
             return 1
         if signals.received is not None:

@@ -149,6 +149,15 @@ def disk_error(exc: BaseException, folder: Path) -> JobError | None:
     return JobError(f"{folder}: cannot write ({what}); {fix}; the previous outputs are unchanged")
 
 
+def full_or_read_only(exc: BaseException, folder: Path) -> JobError | None:
+    """``exc`` as one line when it is an OSError of a full disk or a read-only file system
+    (errors that only a write meets), naming the folder of the file it names, else ``folder``."""
+    if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return None
+    where = Path(exc.filename).parent if isinstance(exc.filename, str) and exc.filename else folder
+    return disk_error(exc, where)
+
+
 # ---------------------------------------------------------------------------------------
 # Atomic writes
 

@@ -209,3 +209,42 @@ def test_folder_without_write_permission_is_one_line(full_run: Path) -> None:
         assert snapshot(out) == before
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_a_full_disk_anywhere_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A write outside atomic_path (a library's own file) meeting a full disk: the CLI's
+    one handler gives one line naming the folder; other errors keep their traceback."""
+    import job.store
+
+    def full(out: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache" / "x.bin"))
+
+    monkeypatch.setattr(job.store, "merge_stage", full)
+    capsys.readouterr()
+    code = main(["-q", "merge", "--out", str(tmp_path / "out")])
+    line = one_error_line(capsys.readouterr().err)
+    record("disk full outside the run folder", "merge", line, code, tmp_path)
+    assert code == 1 and line.startswith(f"error: {tmp_path / 'cache'}: cannot write (no space")
+
+    def bug(out: Path) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(job.store, "merge_stage", bug)
+    with pytest.raises(OSError, match="Input/output error"):
+        main(["-q", "merge", "--out", str(tmp_path / "out")])
+
+
+def test_library_errors_that_carry_the_os_message_are_recognised(tmp_path: Path) -> None:
+    """DuckDB and HDF5 wrap the OS error in their own exception; its text is enough."""
+    from job.files import disk_error
+
+    class LibraryError(Exception):
+        pass
+
+    error = disk_error(
+        LibraryError('IO Error: Could not write file "x": No space left on device'), tmp_path
+    )
+    assert error is not None and "no space left on device" in str(error)
+    assert disk_error(LibraryError("Catalog Error: no such table"), tmp_path) is None
