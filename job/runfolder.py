@@ -465,6 +465,24 @@ def _check_parts(out: Path, manifest: Manifest) -> None:
             _check_parquet(path, score_command(out, int(match.group(2)), int(match.group(3))))
 
 
+def damaged_part(out: Path, paths: list[Path], exc: BaseException) -> JobError:
+    """A part that DuckDB could not read past its footer, named by reading each in full (on
+    this error path only: a whole read of every part costs as much as the merge)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in paths:
+        try:
+            pq.read_table(path)
+        except (OSError, ValueError, pa.ArrowException) as damage:
+            match = PART_FILE.match(path.name)
+            fix = score_command(out, int(match.group(2)), int(match.group(3))) if match else ""
+            return JobError(f"{path}: damaged ({_first_line(damage)}); {fix}")
+    return JobError(
+        f"{out / PARTS_DIR}: cannot read the parts ({_first_line(exc)}); {score_command(out)}"
+    )
+
+
 def _check_database(out: Path, manifest: Manifest) -> None:
     """recommendations.duckdb opens, and its runs table holds this run alone."""
     import duckdb

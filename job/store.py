@@ -35,11 +35,11 @@ from job.runfolder import (
     PARTS_DIR,
     SIMILAR_FILE,
     Manifest,
+    damaged_part,
     load_run,
     part_path,
     record_stage,
     require,
-    score_command,
     summary_path,
     with_stage,
 )
@@ -469,10 +469,7 @@ def merge_stage(out: Path) -> dict[str, int]:
     try:
         counts = write_database(out, tables, parts.predictions, parts.top_k)
     except duckdb.Error as exc:  # damage inside a part that its footer did not show
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise JobError(
-            f"{out / PARTS_DIR}: cannot read a part ({first}); {score_command(out)}"
-        ) from None
+        raise damaged_part(out, [*parts.predictions, *parts.top_k], exc) from None
     record_stage(out, "score", scoring["seconds"], scoring=scoring)
     record_stage(out, "merge", time.perf_counter() - started, merged_rows=counts)
     log.info(

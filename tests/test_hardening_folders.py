@@ -222,7 +222,7 @@ CASES: list[tuple[str, str, Damage, str]] = [
         "part pages corrupt",
         "merge",
         _on("parts/predictions-00000-of-00001.parquet", scramble_parquet_pages),
-        "parts: cannot read a part",
+        "predictions-00000-of-00001.parquet: damaged (",
     ),
     (
         "part summary truncated",
