@@ -5,6 +5,6 @@ try:
 
     code = main()
 except KeyboardInterrupt:  # Ctrl-C before main() took over the signal (while starting)
-    print("error: interrupted; nothing was written", file=sys.stderr)
+    print("error: interrupted", file=sys.stderr)
     code = 130
 sys.exit(code)

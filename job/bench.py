@@ -26,7 +26,7 @@ import numpy as np
 from job.config import model_config
 from job.data import HALF_STARS
 from job.errors import ConfigError
-from job.interactions import ColdStart, Interactions, SeenPairs
+from job.interactions import ColdStart, Interactions, SeenPairs, liked_matrix
 from job.model import build_model, predict_ratings
 from job.rank import BlockScorer, score_blocks
 
@@ -210,6 +210,8 @@ def run_bench(
             user_index, movie_index, stars, np.ones(len(stars), bool), size.users, size.movies
         ),
         scale=HALF_STARS,
+        watched=liked_matrix(user_index, movie_index, stars, size.users, size.movies, -np.inf),
+        liked=liked_matrix(user_index, movie_index, stars, size.users, size.movies),
     )
     n_ratings = len(stars)
     rating_mean = float(stars.mean())

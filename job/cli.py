@@ -239,7 +239,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_publish(args: argparse.Namespace) -> int:
-    from job.publish_bench import bench_publish
+    from job.publish.bench import bench_publish
 
     bench_publish(args.objects)
     return 0
@@ -526,8 +526,8 @@ class _Signals:
         raise KeyboardInterrupt
 
     def describe(self) -> str:
-        what = "terminated (SIGTERM)" if self.received == signal.SIGTERM else "interrupted"
-        return f"{what}; no output was left half-written, run the same command again to finish"
+        # Short, as shells and CI logs show them; no output was left half-written.
+        return "terminated (SIGTERM)" if self.received == signal.SIGTERM else "interrupted"
 
     @property
     def code(self) -> int:

@@ -19,12 +19,14 @@ from typing import Any
 import keras
 import numpy as np
 
+from job.config import EASE_BASELINE_L2, RANK_SAMPLE_USERS, ModelConfig
 from job.data import RatingScale
 from job.features import IdEncoding
-from job.interactions import ColdStart, Interactions, SeenPairs, popularity_order
+from job.interactions import Interactions, liked_matrix, popularity_order
+from job.itemitem import WatchAndLike, fit_ease
 from job.model import predict_classes, predict_ratings
 from job.rank import BlockScorer
-from job.runfolder import BASELINE_NAMES
+from job.runfolder import BASELINE_NAMES, EASE, POPULARITY
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +43,15 @@ class Metrics:
     """
 
     model: str
-    rmse: float
-    mae: float
+    rmse: float | None  # None for a ranking baseline, which predicts no rating
+    mae: float | None
     n: int
     accuracy: float | None = None
     precision_at_10: float | None = None
     recall_at_10: float | None = None
     ndcg_at_10: float | None = None
     coverage_at_10: float | None = None
+    ranked_users: int | None = None  # users the ranking columns average over
     training_seconds: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -63,6 +66,7 @@ class Metrics:
             recall_at_10=ranking.recall,
             ndcg_at_10=ranking.ndcg,
             coverage_at_10=ranking.coverage,
+            ranked_users=ranking.n_users,
         )
 
 
@@ -257,35 +261,47 @@ def evaluate_all(
     held_out: np.ndarray,
     encoding: IdEncoding,
     scale: RatingScale,
+    config: ModelConfig,
+    seed: int = 0,
     training_seconds: float | None = None,
+    sample_users: int = RANK_SAMPLE_USERS,
 ) -> list[Metrics]:
-    """Held-out metrics of the model and of the three baselines, all clipped to the scale.
+    """Held-out metrics of the model, of the three rating baselines and two ranking ones.
 
-    Rating error (RMSE, MAE; accuracy for the classifier) on the ``held_out`` ratings, and
-    ranking metrics among each held-out user's unwatched movies: every movie except those
-    the user rated outside ``held_out`` (train and validation) is a candidate, ranked by the
-    unclipped predicted rating, ties by training popularity (``evaluate.popularity_order``).
-    ``training_seconds`` is the model's; the baselines' are their own fitting times.
+    Rating error (RMSE, MAE; accuracy for the classifier) on the ``held_out`` ratings, all
+    clipped to the scale. Ranking metrics among each held-out user's unwatched movies: every
+    movie except those the user rated outside ``held_out`` (train and validation) is a
+    candidate, ranked by the preset's recommendation score (``config.ranker``, through the
+    scorer the score stage uses, fit on the train split alone), ties by training popularity
+    (``interactions.popularity_order``). Ranking is judged on a seeded sample of at most
+    ``sample_users`` held-out users (all of them on smaller data), stated in each row's
+    ``ranked_users``. The ranking baselines, popularity and EASE over every rating, have no
+    rating error. ``training_seconds`` is the model's; the baselines' are their own fits.
     """
     tr_users, tr_movies = pairs[train_mask, 0], pairs[train_mask, 1]
     ho_users, ho_movies = pairs[held_out, 0], pairs[held_out, 1]
     actual = ratings[held_out]
     tr_ratings = ratings[train_mask]
-    n_movies = encoding.n_movies
+    n_users, n_movies = encoding.n_users, encoding.n_movies
     fitting: dict[str, float] = {}
-    started = time.perf_counter()
-    global_mean = global_mean_baseline(tr_ratings, n_movies)
-    fitting[BASELINE_NAMES[0]] = time.perf_counter() - started
-    started = time.perf_counter()
-    movie_mean = movie_mean_baseline(tr_movies, tr_ratings, n_movies)
-    fitting[BASELINE_NAMES[1]] = time.perf_counter() - started
-    started = time.perf_counter()
-    biases = fit_biases(tr_users, tr_movies, tr_ratings, encoding.n_users, n_movies)
-    fitting[BASELINE_NAMES[2]] = time.perf_counter() - started
-    log.info("Average rating in training set is %.2f stars", float(np.mean(tr_ratings)))
 
-    def seconds(value: float | None) -> float | None:
-        return None if value is None else round(value, 3)
+    def timed(baseline: str, fit: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        fitted = fit()
+        fitting[baseline] = round(time.perf_counter() - started, 3)
+        return fitted
+
+    global_mean = timed(BASELINE_NAMES[0], lambda: global_mean_baseline(tr_ratings, n_movies))
+    movie_mean = timed(
+        BASELINE_NAMES[1], lambda: movie_mean_baseline(tr_movies, tr_ratings, n_movies)
+    )
+    biases = timed(
+        BASELINE_NAMES[2], lambda: fit_biases(tr_users, tr_movies, tr_ratings, n_users, n_movies)
+    )
+    counts = timed(POPULARITY, lambda: np.bincount(tr_movies, minlength=n_movies).astype(float))
+    watched = liked_matrix(tr_users, tr_movies, tr_ratings, n_users, n_movies, -np.inf)
+    ease_watched, _ = timed(EASE, lambda: fit_ease(watched, EASE_BASELINE_L2))
+    log.info("Average rating in training set is %.2f stars", float(np.mean(tr_ratings)))
 
     model_row = error_metrics(
         name, clip(predict_ratings(model, ho_users, ho_movies), scale), actual
@@ -294,37 +310,65 @@ def evaluate_all(
         model_row = replace(
             model_row, accuracy=accuracy(predict_classes(model, ho_users, ho_movies), actual)
         )
+    no_error = Metrics(POPULARITY, None, None, len(actual))
     rows = [
-        replace(model_row, training_seconds=seconds(training_seconds)),
+        replace(
+            model_row,
+            training_seconds=None if training_seconds is None else round(training_seconds, 3),
+        ),
         error_metrics(BASELINE_NAMES[0], global_mean[ho_movies], actual),
         error_metrics(BASELINE_NAMES[1], movie_mean[ho_movies], actual),
         error_metrics(BASELINE_NAMES[2], clip(biases.predict(ho_users, ho_movies), scale), actual),
+        no_error,
+        replace(no_error, model=EASE),
     ]
-    rows[1:] = [replace(row, training_seconds=seconds(fitting[row.model])) for row in rows[1:]]
-    # The user's bias shifts every movie alike, so it cannot change a user's ranking.
-    train_only = Interactions(
-        seen=SeenPairs.from_pairs(tr_users, tr_movies, encoding.n_users, n_movies),
-        cold=ColdStart.fit(
-            tr_users,
-            tr_movies,
-            tr_ratings,
-            np.ones(len(tr_users), bool),
-            encoding.n_users,
-            n_movies,
-        ),
-        scale=scale,
+    rows[1:] = [replace(row, training_seconds=fitting[row.model]) for row in rows[1:]]
+
+    # The model's ranking, through the production scorer. Everything is fit on the train
+    # split; a user's history (the scorer's input, as at scoring time) is every rating
+    # outside the held-out set, the same ratings that are never candidates.
+    known = ~held_out
+    history = Interactions.from_ratings(
+        pairs[known, 0],
+        pairs[known, 1],
+        ratings[known],
+        train_mask[known],
+        n_users,
+        n_movies,
+        scale,
     )
+    ranker = None
+    if config.ranker == "ease":
+        liked = liked_matrix(tr_users, tr_movies, tr_ratings, n_users, n_movies)
+        watch = (
+            ease_watched
+            if config.ease_watch_l2 == EASE_BASELINE_L2
+            else fit_ease(watched, config.ease_watch_l2)[0]
+        )
+        ranker = WatchAndLike(watch=watch, like=fit_ease(liked, config.ease_l2)[0])
+    scorer = BlockScorer(model, history, RANK_K, with_ratings=True, ranker=ranker)
+    # The user's bias shifts every movie alike, so it cannot change a user's ranking.
     scorers = [
-        BlockScorer(model, train_only, RANK_K).model_ratings,
+        scorer.score_matrix,
         constant_scorer(global_mean),
         constant_scorer(movie_mean),
         constant_scorer(biases.mean + biases.movie_bias),
+        constant_scorer(counts),
+        lambda users: ease_watched.scores(history.watched[users]),
     ]
     order = popularity_order(tr_movies, n_movies)
     seen = (pairs[~held_out, 0], pairs[~held_out, 1])
+    judged = sample(np.unique(ho_users), sample_users, seed)
+    in_sample = np.isin(ho_users, judged)
+    held = (ho_users[in_sample], ho_movies[in_sample], actual[in_sample])
     return [
-        row.with_ranking(
-            ranking_metrics(scorer, n_movies, seen, (ho_users, ho_movies, actual), order)
-        )
-        for row, scorer in zip(rows, scorers, strict=True)
+        row.with_ranking(ranking_metrics(score, n_movies, seen, held, order))
+        for row, score in zip(rows, scorers, strict=True)
     ]
+
+
+def sample(users: np.ndarray, at_most: int, seed: int) -> np.ndarray:
+    """``users`` if there are at most ``at_most``, else a seeded sample of that many, sorted."""
+    if len(users) <= at_most:
+        return users
+    return np.sort(np.random.default_rng(seed).choice(users, size=at_most, replace=False))

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from job.errors import JobError
+from job.errors import JobError, WriteError
 
 # ---------------------------------------------------------------------------------------
 # Temporaries and their owners
@@ -134,22 +134,29 @@ def disk_errno(exc: BaseException) -> int | None:
     return None
 
 
-def disk_error(exc: BaseException, folder: Path) -> JobError | None:
+def disk_error(exc: BaseException, folder: Path) -> WriteError | None:
     """``exc`` as one line naming ``folder``, when it is a full disk or a refused write."""
     number = disk_errno(exc)
     if number is None:
         return None
     what = _DISK_ERRORS[number]
+    strerror = exc.strerror if isinstance(exc, OSError) and exc.strerror else os.strerror(number)
+    filename = exc.filename if isinstance(exc, OSError) else None
     if number in (errno.ENOSPC, errno.EDQUOT):
         fix = "free some space or choose another --out, then run the same command again"
     elif number == errno.EROFS:
         fix = "mount it read-write or choose another --out"
     else:
         fix = "make it writable or choose another --out"
-    return JobError(f"{folder}: cannot write ({what}); {fix}; the previous outputs are unchanged")
+    return WriteError(
+        f"{folder}: cannot write ({what}); {fix}; the previous outputs are unchanged",
+        number,
+        strerror,
+        filename if isinstance(filename, str) else None,
+    )
 
 
-def full_or_read_only(exc: BaseException, folder: Path) -> JobError | None:
+def full_or_read_only(exc: BaseException, folder: Path) -> WriteError | None:
     """``exc`` as one line when it is an OSError of a full disk or a read-only file system
     (errors that only a write meets), naming the folder of the file it names, else ``folder``."""
     if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):

@@ -11,11 +11,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from job.data import RatingScale
 from job.features import IdEncoding
 from job.split import TRAIN
 
+# A rating of this or more counts as "liked". Learning from what users liked, not from all
+# they watched, is the biggest single lever (README, "How the ranking was chosen"): on the
+# validation split EASE on ratings >= 4 reached nDCG@10 0.209, on >= 3.5 0.198, on every
+# rating 0.195.
+LIKE_RATING = 4.0
 # The cold-start rule: a movie's popularity is the Bayesian average of its ratings,
 # (C * m + sum of ratings) / (C + n), m the global mean. C = 10 is about the mean number of
 # ratings per movie in ml-latest-small: a movie's own mean outweighs the global mean once it
@@ -135,6 +141,28 @@ class Interactions:
     seen: SeenPairs
     cold: ColdStart
     scale: RatingScale
+    watched: sparse.csr_matrix  # (n_users, n_movies): 1 where the user rated the movie
+    liked: sparse.csr_matrix  # (n_users, n_movies): 1 where the user rated >= LIKE_RATING
+
+    @classmethod
+    def from_ratings(
+        cls,
+        users: np.ndarray,
+        movies: np.ndarray,
+        ratings: np.ndarray,
+        is_train: np.ndarray,
+        n_users: int,
+        n_movies: int,
+        scale: RatingScale,
+    ) -> Interactions:
+        """From encoded (user, movie, rating) triples and which of them trained the model."""
+        return cls(
+            seen=SeenPairs.from_pairs(users, movies, n_users, n_movies),
+            cold=ColdStart.fit(users, movies, ratings, is_train, n_users, n_movies),
+            scale=scale,
+            watched=liked_matrix(users, movies, ratings, n_users, n_movies, like_rating=-np.inf),
+            liked=liked_matrix(users, movies, ratings, n_users, n_movies),
+        )
 
     @property
     def n_users(self) -> int:
@@ -149,20 +177,35 @@ def interactions_of(
     encoding: IdEncoding, ratings: pd.DataFrame, scale: RatingScale
 ) -> Interactions:
     """From a run's ratings table (raw ids, rating, split): the seen pairs and the cold rule."""
-    users = encoding.encode_users(ratings["user_id"])
-    movies = encoding.encode_movies(ratings["movie_id"])
-    return Interactions(
-        seen=SeenPairs.from_pairs(users, movies, encoding.n_users, encoding.n_movies),
-        cold=ColdStart.fit(
-            users,
-            movies,
-            ratings["rating"].to_numpy("float64"),
-            is_train(ratings["split"]),
-            encoding.n_users,
-            encoding.n_movies,
-        ),
-        scale=scale,
+    return Interactions.from_ratings(
+        encoding.encode_users(ratings["user_id"]),
+        encoding.encode_movies(ratings["movie_id"]),
+        ratings["rating"].to_numpy("float64"),
+        is_train(ratings["split"]),
+        encoding.n_users,
+        encoding.n_movies,
+        scale,
     )
+
+
+def liked_matrix(
+    users: np.ndarray,
+    movies: np.ndarray,
+    ratings: np.ndarray,
+    n_users: int,
+    n_movies: int,
+    like_rating: float = LIKE_RATING,
+) -> sparse.csr_matrix:
+    """(n_users, n_movies) float32 CSR with 1 where the user rated the movie >= like_rating."""
+    liked = np.asarray(ratings) >= like_rating
+    values = np.ones(int(liked.sum()), dtype=np.float32)
+    matrix = sparse.csr_matrix(
+        (values, (np.asarray(users)[liked], np.asarray(movies)[liked])),
+        shape=(n_users, n_movies),
+    )
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
 
 
 def is_train(split: pd.Series) -> np.ndarray:

@@ -25,6 +25,7 @@ import pandas as pd
 
 from job.errors import ConfigError
 from job.interactions import Interactions
+from job.itemitem import WatchAndLike
 from job.progress import progress
 
 # The largest intermediate of a block is (users, movies, width of the first layer) float32.
@@ -39,9 +40,11 @@ class ScoredBlock:
 
     users: np.ndarray  # (b,) encoded user indexes
     top_movies: np.ndarray  # (b, k) encoded movie indexes, best first
-    top_scores: np.ndarray  # (b, k) ranking scores, unclipped; -inf past a user's unwatched
+    top_scores: np.ndarray  # (b, k) recommendation scores; -inf past a user's unwatched
+    top_ratings: np.ndarray  # (b, k) their predicted ratings, clipped to the scale
     seen: np.ndarray  # (b, n_movies) bool
     ratings: np.ndarray | None  # (b, n_movies) clipped predicted ratings, when asked for
+    scores: np.ndarray | None  # (b, n_movies) recommendation scores, when asked for
 
 
 def default_block_users(n_movies: int, width: int) -> int:
@@ -68,6 +71,12 @@ def compile_block_function(fn: Callable[..., Any]) -> Callable[..., Any]:
 class BlockScorer:
     """Scores blocks of ``block_users`` users against every movie with one compiled function.
 
+    Two numbers per (user, movie): the predicted rating (the model's, or the cold-start
+    rule's popularity for a user or movie the model never trained on), and the
+    recommendation score that ranks the top K: the predicted rating itself, or a
+    ``ranker``'s score (``itemitem.WatchAndLike``; popularity for a user it knows nothing
+    about). ``WatchAndLike.reasons`` explains the picks.
+
     Blocks are padded to ``block_users`` rows so the function compiles once.
     """
 
@@ -79,14 +88,17 @@ class BlockScorer:
         block_users: int | None = None,
         with_ratings: bool = False,
         n_users: int | None = None,
+        ranker: WatchAndLike | None = None,
     ) -> None:
-        """``n_users``: how many users will be scored, to keep the default block no larger."""
+        """``n_users``: how many users will be scored, to keep the default block no larger.
+        ``ranker``: rank by its score instead of the predicted rating."""
         if k < 1:
             raise ConfigError(f"top K must be at least 1 (got {k})")
         self.model = model
         self.inputs = inputs
         self.k = min(k, inputs.n_movies)
         self.with_ratings = with_ratings
+        self.ranker = ranker
         self.movie_parts = model.movie_parts(np.arange(inputs.n_movies, dtype="int32"))
         width = int(self.movie_parts.shape[-1])
         self.block_users = block_users or min(
@@ -96,6 +108,9 @@ class BlockScorer:
             raise ConfigError(f"--block-users must be at least 1 (got {self.block_users})")
         self.cold_movies = inputs.cold.cold_movies
         self.popularity = inputs.cold.popularity.astype("float32")
+        if ranker is not None:
+            # Users the ranker knows nothing about rank by popularity, like cold users.
+            self.unknown = ~ranker.knows(inputs.watched)
         self._fn = compile_block_function(self._block)
         self._ratings_fn: Callable[..., Any] | None = None
 
@@ -114,20 +129,27 @@ class BlockScorer:
         user_cold: Any,
         movie_cold: Any,
         popularity: Any,
+        affinity: Any,
+        rank_cold: Any,
     ) -> Any:
         ops = keras.ops
-        scores = self._ratings(users, movie_parts)
         cold = ops.logical_or(user_cold[:, None], movie_cold[None, :])
-        scores = ops.where(cold, popularity[None, :], scores)
+        ratings = ops.where(cold, popularity[None, :], self._ratings(users, movie_parts))
+        if self.ranker is not None:
+            scores = ops.where(rank_cold[:, None], popularity[None, :], affinity)
+        else:
+            scores = ratings
         top_scores, top_movies = ops.top_k(ops.where(seen, -math.inf, scores), self.k)
-        if not self.with_ratings:
-            return top_scores, top_movies
         scale = self.inputs.scale
-        return top_scores, top_movies, ops.clip(scores, scale.low, scale.high)
+        ratings = ops.clip(ratings, scale.low, scale.high)
+        top_ratings = ops.take_along_axis(ratings, top_movies, axis=1)
+        if not self.with_ratings:
+            return top_scores, top_movies, top_ratings
+        return top_scores, top_movies, top_ratings, ratings, scores
 
     def model_ratings(self, users: np.ndarray) -> np.ndarray:
         """(len(users), n_movies) the model's own unclipped ratings, no cold rule, no mask:
-        what the ranking metrics judge the model by. Any number of users."""
+        what the rating model's ranking metrics judge. Any number of users."""
         if self._ratings_fn is None:
             self._ratings_fn = compile_block_function(self._ratings)
         chunks = []
@@ -139,6 +161,17 @@ class BlockScorer:
             chunks.append(out[: len(chunk)].astype("float64"))
         return np.concatenate(chunks) if chunks else np.zeros((0, self.inputs.n_movies))
 
+    def score_matrix(self, users: np.ndarray) -> np.ndarray:
+        """(len(users), n_movies) recommendation scores, seen movies included (a caller
+        masks them): what the ranking metrics judge. Any number of users; needs a scorer
+        made ``with_ratings``."""
+        chunks = []
+        for start in range(0, len(users), self.block_users):
+            scores = self(users[start : start + self.block_users]).scores
+            assert scores is not None, "score_matrix needs BlockScorer(..., with_ratings=True)"
+            chunks.append(scores.astype("float64"))
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.inputs.n_movies))
+
     def __call__(self, users: np.ndarray) -> ScoredBlock:
         """Score ``users`` (encoded indexes, at most ``block_users`` of them)."""
         b = len(users)
@@ -148,6 +181,12 @@ class BlockScorer:
         padded[:b] = users
         seen = self.inputs.seen.mask(padded)
         seen[b:] = False
+        if self.ranker is not None:
+            affinity = self.ranker.scores(self.inputs.watched[padded], self.inputs.liked[padded])
+            rank_cold = self.inputs.cold.cold_users[padded] | self.unknown[padded]
+        else:  # unused by the compiled function, which is traced without them
+            affinity = np.zeros((1, 1), dtype="float32")
+            rank_cold = np.zeros(1, dtype=bool)
         out = self._fn(
             padded,
             self.movie_parts,
@@ -155,14 +194,18 @@ class BlockScorer:
             self.inputs.cold.cold_users[padded],
             self.cold_movies,
             self.popularity,
+            affinity,
+            rank_cold,
         )
         out = [keras.ops.convert_to_numpy(x) for x in out]
         return ScoredBlock(
             users=np.asarray(users, dtype="int32"),
             top_movies=out[1][:b].astype("int32"),
             top_scores=out[0][:b],
+            top_ratings=out[2][:b],
             seen=seen[:b],
-            ratings=out[2][:b] if self.with_ratings else None,
+            ratings=out[3][:b] if self.with_ratings else None,
+            scores=out[4][:b] if self.with_ratings else None,
         )
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 
 from job.errors import JobError
-from job.evaluate import clip
 from job.interactions import interactions_of
+from job.itemitem import WatchAndLike
 from job.model import load_model
 from job.rank import BlockScorer
-from job.runfolder import load_run, require
+from job.runfolder import RANKER_FILE, load_run, require
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,9 @@ class UserExample:
     n_rated: int
     mean_rating: float
     top_rated: pd.DataFrame  # movie_id, rating, title, genres
-    recommendations: pd.DataFrame  # movie_id, predicted_rating, title, genres
+    # movie_id, predicted_rating, title, genres, and the reason: because_title and
+    # because_rating, the user's liked movie behind the pick (missing where there is none)
+    recommendations: pd.DataFrame
 
 
 def example_for_user(
@@ -42,19 +44,31 @@ def example_for_user(
         .head(n_top_rated)[["movie_id", "rating"]]
         .join(titles, on="movie_id")
     )
-    # The same scorer as the score stage, so this list is the user's top_k rows.
+    # The same scorer and ranker as the score stage, so this list is the user's top_k rows.
+    inputs = interactions_of(run.encoding, run.ratings, run.scale)
+    ranker = WatchAndLike.load(out / RANKER_FILE)
     scorer = BlockScorer(
         load_model(run.out),
-        interactions_of(run.encoding, run.ratings, run.scale),
+        inputs,
         n_recommend,
         block_users=1,
+        ranker=ranker if run.manifest.config["model"]["ranker"] == "ease" else None,
     )
-    block = scorer(run.encoding.encode_users([user_id]))
+    user = run.encoding.encode_users([user_id])
+    block = scorer(user)
     found = np.isfinite(block.top_scores[0])
+    picks = block.top_movies[0][found]
+    reasons = ranker.reasons(inputs.liked[user], picks[None, :])[0]
+    because = pd.Series(
+        np.where(reasons >= 0, run.encoding.decode_movies(np.maximum(reasons, 0)), -1)
+    )
+    ratings = rated.set_index("movie_id")["rating"]
     recommendations = pd.DataFrame(
         {
-            "movie_id": run.encoding.decode_movies(block.top_movies[0][found]),
-            "predicted_rating": clip(block.top_scores[0][found], run.scale),
+            "movie_id": run.encoding.decode_movies(picks),
+            "predicted_rating": block.top_ratings[0][found],
+            "because_title": because.map(titles["title"]),
+            "because_rating": because.map(ratings),
         }
     ).join(titles, on="movie_id")
     return UserExample(
@@ -83,7 +97,12 @@ def format_example(example: UserExample) -> str:
         "-" * 32,
     ]
     for row in example.recommendations.itertuples():
+        reason = (
+            f", because you rated {row.because_title} {row.because_rating:.1f}"
+            if isinstance(row.because_title, str)
+            else ""
+        )
         lines.append(
-            f"{row.title} : {str(row.genres).replace('|', '-')}  (predicted {row.predicted_rating:.2f})"
+            f"{row.title} : {str(row.genres).replace('|', '-')}  (predicted {row.predicted_rating:.2f}{reason})"
         )
     return "\n".join(lines)

@@ -7,7 +7,9 @@ Layout::
     encoding.json           raw id <-> embedding index, both directions
     history.csv             loss, mae, val_loss, val_mae per epoch
     metrics.json            held-out metrics of the model and each baseline
-    similar.parquet         each movie's nearest movies (for the site's movie pages)
+    similar.parquet         each movie's nearest movies in the model's embedding space
+    ranker.npz              the item-item EASE weights (the ranker, and every pick's reason)
+    also_liked.parquet      each movie's most co-liked movies ("people who liked this ...")
     dataset/                the validated input as Parquet (ratings with their split,
                             movies, tags), so later stages never need the original files
     parts/                  score's output, one file per table and shard
@@ -42,6 +44,8 @@ ENCODING_FILE = "encoding.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 SIMILAR_FILE = "similar.parquet"
+RANKER_FILE = "ranker.npz"
+ALSO_LIKED_FILE = "also_liked.parquet"
 DATASET_DIR = "dataset"
 PARTS_DIR = "parts"
 DATABASE_FILE = "recommendations.duckdb"
@@ -76,8 +80,11 @@ def summary_path(parts: Path, index: int, count: int) -> Path:
     return parts / f"score-{index:05d}-of-{count:05d}.json"
 
 
-# The names of the baselines' rows in the manifest's metrics (and the DuckDB table, the site).
-BASELINE_NAMES = ("global mean", "movie mean", "user+movie bias")
+# The names of the baselines' rows in the manifest's metrics (and the DuckDB table, the site):
+# three that predict ratings (the article's two and the bias model), two that only rank.
+POPULARITY = "popularity"
+EASE = "EASE"
+BASELINE_NAMES = ("global mean", "movie mean", "user+movie bias", POPULARITY, EASE)
 
 # Bumped when the run folder's layout or run.json's shape changes in a way older folders do
 # not have: a later stage refuses a folder made by another version instead of misreading it.
@@ -291,6 +298,9 @@ def require(out: Path, stage: str) -> None:
         _check_train_outputs(out, manifest)
     if stage == "merge":
         _check_parquet(out / SIMILAR_FILE, train_command(out, manifest))
+        _check_parquet(out / ALSO_LIKED_FILE, train_command(out, manifest))
+        if dataset_file(out, "links").exists():  # older runs have none; merge copes
+            _check_parquet(dataset_file(out, "links"), train_command(out, manifest))
         _check_parts(out, manifest)
     if stage in ("render", "publish"):
         _check_database(out, manifest)
@@ -398,6 +408,31 @@ def _check_train_outputs(out: Path, manifest: Manifest) -> None:
                 f"{path}: {metadata.num_rows} ratings, but {RUN_JSON} says {facts.n_ratings} "
                 f"(a file of another run?); {fix}"
             )
+    _check_ranker(out / RANKER_FILE, manifest, fix)
+
+
+def _check_ranker(path: Path, manifest: Manifest, fix: str) -> None:
+    """A whole NumPy archive (every member's CRC) of this run's catalogue."""
+    import numpy as np
+
+    _check_nonempty(path, fix)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+        if broken is None:
+            with np.load(path) as saved:
+                n_movies = int(saved["n_movies"])
+    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ValueError, OSError) as exc:
+        raise JobError(
+            f"{path}: damaged, not a whole NumPy archive ({_first_line(exc)}); {fix}"
+        ) from None
+    if broken is not None:
+        raise JobError(f"{path}: damaged ({broken} fails its checksum); {fix}")
+    if n_movies != manifest.dataset.n_movies:
+        raise JobError(
+            f"{path}: a ranker of {n_movies} movies, but {RUN_JSON} says "
+            f"{manifest.dataset.n_movies} (a file of another run?); {fix}"
+        )
 
 
 def _check_model(path: Path, manifest: Manifest, fix: str) -> None:

@@ -15,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from job.config import ScoreOptions
 from job.errors import ConfigError, JobError
 from job.features import IdEncoding
 from job.files import write_json
 from job.interactions import Interactions, SeenPairs, interactions_of
+from job.itemitem import WatchAndLike
 from job.model import load_model
 from job.rank import BlockScorer, ScoredBlock, score_blocks
-from job.runfolder import PARTS_DIR, load_run, require
+from job.runfolder import PARTS_DIR, RANKER_FILE, load_run, require
 from job.store import (
     PREDICTIONS_SCHEMA,
     TOP_K_SCHEMA,
@@ -197,6 +199,7 @@ def score_stage(
     )
 
     model = load_model(out)
+    ranker = WatchAndLike.load(out / RANKER_FILE)
     full = keep_top is None
     k = max(top_k, keep_top or 0)
     predictions_rows = top_k_rows = pairs = 0
@@ -207,11 +210,17 @@ def score_stage(
         parquet_part(part_path(parts, "top_k", shard.index, shard.count), TOP_K_SCHEMA) as best,
     ):
         scorer = BlockScorer(
-            model, inputs, k, options.block_users, with_ratings=full, n_users=len(users)
+            model,
+            inputs,
+            k,
+            options.block_users,
+            with_ratings=full,
+            n_users=len(users),
+            ranker=ranker if run.manifest.config["model"]["ranker"] == "ease" else None,
         )
         for block in score_blocks(scorer, users):
             pairs += int(block.seen.size - block.seen.sum())
-            rows = top_rows(block, inputs, encoding, top_k)
+            rows = top_rows(block, inputs, encoding, top_k, explain_with=ranker)
             best.write(rows)
             top_k_rows += len(rows["user_id"])
             rows = (
@@ -240,35 +249,48 @@ def score_stage(
 
 
 def top_rows(
-    block: ScoredBlock, inputs: Interactions, encoding: IdEncoding, k: int
-) -> dict[str, np.ndarray]:
-    """A block's best ``k`` unwatched movies per user, as top_k columns (rank 1-based)."""
+    block: ScoredBlock,
+    inputs: Interactions,
+    encoding: IdEncoding,
+    k: int,
+    explain_with: WatchAndLike | None = None,
+) -> dict[str, Any]:
+    """A block's best ``k`` unwatched movies per user, as top_k columns (rank 1-based), with
+    each pick's reason from ``explain_with`` when given."""
     scores, movies = block.top_scores[:, :k], block.top_movies[:, :k]
     valid = np.isfinite(scores)  # -inf: the user has fewer than k unwatched movies
     rows, ranks = np.nonzero(valid)
     users = block.users[rows]
     chosen = movies[rows, ranks]
-    return {
+    columns: dict[str, Any] = {
         "user_id": encoding.decode_users(users),
         "rank": (ranks + 1).astype("int32"),
         "movie_id": encoding.decode_movies(chosen),
-        "predicted_rating": np.clip(
-            scores[rows, ranks], inputs.scale.low, inputs.scale.high
-        ).astype("float32"),
+        "predicted_rating": block.top_ratings[rows, ranks].astype("float32"),
+        "score": scores[rows, ranks].astype("float32"),
         "cold_start": inputs.cold.cold_users[users] | inputs.cold.cold_movies[chosen],
     }
+    if explain_with is not None:
+        # The liked movie that adds most to the pick's EASE score; none (null) for a cold
+        # user or a movie EASE does not cover.
+        reasons = explain_with.reasons(inputs.liked[block.users], movies)[rows, ranks]
+        columns["because_movie_id"] = pa.array(
+            encoding.decode_movies(np.maximum(reasons, 0)), pa.int64(), mask=reasons < 0
+        )
+    return columns
 
 
 def all_rows(
     block: ScoredBlock, inputs: Interactions, encoding: IdEncoding
 ) -> dict[str, np.ndarray]:
     """Every unwatched pair of a block, as predictions columns, by user then movie."""
-    assert block.ratings is not None, "score with with_ratings=True to store every pair"
+    assert block.ratings is not None and block.scores is not None, "score with with_ratings"
     rows, movies = np.nonzero(~block.seen)
     users = block.users[rows]
     return {
         "user_id": encoding.decode_users(users),
         "movie_id": encoding.decode_movies(movies),
         "predicted_rating": block.ratings[rows, movies].astype("float32", copy=False),
+        "score": block.scores[rows, movies].astype("float32", copy=False),
         "cold_start": inputs.cold.cold_users[users] | inputs.cold.cold_movies[movies],
     }

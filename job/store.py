@@ -28,6 +28,7 @@ from job.features import movie_table
 from job.files import atomic_path, read_json
 from job.interactions import interactions_of, popular_table
 from job.runfolder import (
+    ALSO_LIKED_FILE,
     DATABASE_FILE,
     HISTORY_FILE,
     PARQUET_DIR,
@@ -36,6 +37,7 @@ from job.runfolder import (
     SIMILAR_FILE,
     Manifest,
     damaged_part,
+    dataset_file,
     load_run,
     part_path,
     record_stage,
@@ -54,6 +56,7 @@ PREDICTIONS_SCHEMA = pa.schema(
         ("user_id", pa.int64()),
         ("movie_id", pa.int64()),
         ("predicted_rating", pa.float32()),
+        ("score", pa.float32()),
         ("cold_start", pa.bool_()),
     ]
 )
@@ -63,6 +66,8 @@ TOP_K_SCHEMA = pa.schema(
         ("rank", pa.int32()),
         ("movie_id", pa.int64()),
         ("predicted_rating", pa.float32()),
+        ("score", pa.float32()),
+        ("because_movie_id", pa.int64()),
         ("cold_start", pa.bool_()),
     ]
 )
@@ -85,7 +90,13 @@ class PartWriter:
     def write(self, columns: Mapping[str, np.ndarray]) -> None:
         """Append rows; ``columns`` holds (at least) every column of the schema."""
         batch = pa.record_batch(
-            [pa.array(columns[f.name], type=f.type) for f in self.schema], schema=self.schema
+            [
+                column
+                if isinstance(column := columns[f.name], pa.Array)
+                else pa.array(column, f.type)
+                for f in self.schema
+            ],
+            schema=self.schema,
         )
         self.buffer.append(batch)
         self.buffered += batch.num_rows
@@ -230,9 +241,12 @@ TABLES = (
     "top_k",
     "popular",
     "similar_movies",
+    "also_liked",
     "history",
     "metrics",
     "runs",
+    "links",
+    "tags",
 )
 SPLIT_NAMES = {0: "train", 1: "validation", 2: "test"}  # job.split's codes
 
@@ -244,12 +258,17 @@ def output_tables(
     history: pd.DataFrame,
     popular: pd.DataFrame,
     similar: pd.DataFrame,
+    also_liked: pd.DataFrame,
+    links: pd.DataFrame | None = None,
+    tags: pd.DataFrame | None = None,
 ) -> dict[str, pa.Table]:
     """Every table but predictions and top_k (which come from the parts), typed as documented.
 
     ``movies``/``ratings`` are a trained run's frames (raw ids; split as codes or names),
     ``history`` is history.csv, ``popular`` is ``job.interactions.popular_table``, ``similar``
-    is the train stage's movie neighbours (``job.rank.similar_movies_table``).
+    is the train stage's movie neighbours (``job.rank.similar_movies_table``), ``also_liked``
+    its co-liked ones (``job.itemitem.also_liked``), ``links`` and ``tags`` the dataset's
+    links.csv and tags.csv (empty tables when absent).
     """
     user_ids = ratings["user_id"].to_numpy("int64")
     movie_ids = ratings["movie_id"].to_numpy("int64")
@@ -299,26 +318,12 @@ def output_tables(
                 "split": pa.array(split.astype(str).to_numpy(), pa.string()),
             }
         ),
-        "popular": pa.table(
-            {
-                "rank": pa.array(popular["rank"].to_numpy("int32"), pa.int32()),
-                "movie_id": pa.array(popular["movie_id"].to_numpy("int64"), pa.int64()),
-                "score": pa.array(popular["score"].to_numpy("float64"), pa.float64()),
-                "n_ratings": pa.array(popular["n_ratings"].to_numpy("int32"), pa.int32()),
-            }
-        ),
-        "similar_movies": pa.table(
-            {
-                "movie_id": pa.array(similar["movie_id"].to_numpy("int64"), pa.int64()),
-                "rank": pa.array(similar["rank"].to_numpy("int32"), pa.int32()),
-                "similar_movie_id": pa.array(
-                    similar["similar_movie_id"].to_numpy("int64"), pa.int64()
-                ),
-                "similarity": pa.array(similar["similarity"].to_numpy("float32"), pa.float32()),
-            }
-        ),
+        "popular": _typed(popular, POPULAR_SCHEMA),
+        "similar_movies": _typed(similar, SIMILAR_SCHEMA),
+        "also_liked": _typed(also_liked, ALSO_LIKED_SCHEMA),
         "history": _history_table(history),
         "metrics": _metrics_table(metrics),
+        **_links_and_tags(links, tags),
         "runs": pa.table(
             {
                 "run_id": pa.array([manifest.run_id], pa.string()),
@@ -330,6 +335,59 @@ def output_tables(
                 "parameters": pa.array([manifest.model.parameters], pa.int64()),
                 "training_seconds": pa.array([manifest.training_seconds], pa.float64()),
                 "manifest": pa.array([json.dumps(manifest.to_dict(), default=str)], pa.string()),
+            }
+        ),
+    }
+
+
+POPULAR_SCHEMA = pa.schema(
+    [
+        ("rank", pa.int32()),
+        ("movie_id", pa.int64()),
+        ("score", pa.float64()),
+        ("n_ratings", pa.int32()),
+    ]
+)
+SIMILAR_SCHEMA = pa.schema(
+    [
+        ("movie_id", pa.int64()),
+        ("rank", pa.int32()),
+        ("similar_movie_id", pa.int64()),
+        ("similarity", pa.float32()),
+    ]
+)
+ALSO_LIKED_SCHEMA = pa.schema(
+    [
+        ("movie_id", pa.int64()),
+        ("rank", pa.int32()),
+        ("other_movie_id", pa.int64()),
+        ("score", pa.float32()),
+    ]
+)
+
+
+def _typed(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """The schema's columns of ``frame``, cast to its types."""
+    return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+
+
+def _links_and_tags(links: pd.DataFrame | None, tags: pd.DataFrame | None) -> dict[str, pa.Table]:
+    """``links(movie_id, imdb_id, tmdb_id)`` (ids NULL where links.csv has none) and
+    ``tags(user_id, movie_id, tag)``, for the site's movie pages and for SQL."""
+    links = links if links is not None else pd.DataFrame(columns=["movie_id", "imdb_id", "tmdb_id"])
+    tags = tags if tags is not None else pd.DataFrame(columns=["user_id", "movie_id", "tag"])
+    return {
+        "links": pa.table(
+            {
+                name: pa.array(links[name].astype("Int64"), pa.int64(), from_pandas=True)
+                for name in ("movie_id", "imdb_id", "tmdb_id")
+            }
+        ),
+        "tags": pa.table(
+            {
+                "user_id": pa.array(tags["user_id"].to_numpy("int64"), pa.int64()),
+                "movie_id": pa.array(tags["movie_id"].to_numpy("int64"), pa.int64()),
+                "tag": pa.array(tags["tag"].astype(str).to_numpy(), pa.string()),
             }
         ),
     }
@@ -397,12 +455,12 @@ def write_database(
                 con.unregister("arrow_table")
             con.execute(
                 "CREATE TABLE predictions AS "
-                "SELECT user_id, movie_id, predicted_rating, cold_start "
+                "SELECT user_id, movie_id, predicted_rating, score, cold_start "
                 f"FROM read_parquet({_sql_list(predictions)}) ORDER BY user_id, movie_id"
             )
             con.execute(
                 "CREATE TABLE top_k AS "
-                "SELECT user_id, rank, movie_id, predicted_rating, cold_start "
+                "SELECT user_id, rank, movie_id, predicted_rating, score, because_movie_id, cold_start "
                 f"FROM read_parquet({_sql_list(top_k)}) ORDER BY user_id, rank"
             )
             counts: dict[str, int] = {}
@@ -458,6 +516,8 @@ def merge_stage(out: Path) -> dict[str, int]:
     inputs = interactions_of(run.encoding, run.ratings, run.scale)
     history_file = out / HISTORY_FILE
     history = pd.read_csv(history_file) if history_file.exists() else pd.DataFrame({"epoch": []})
+    # A run trained before links.parquet existed merges with an empty links table.
+    links_file = dataset_file(out, "links")
     tables = output_tables(
         manifest=manifest,
         movies=run.movies,
@@ -465,6 +525,9 @@ def merge_stage(out: Path) -> dict[str, int]:
         history=history,
         popular=popular_table(inputs.cold, run.encoding),
         similar=pd.read_parquet(out / SIMILAR_FILE),
+        also_liked=pd.read_parquet(out / ALSO_LIKED_FILE),
+        links=pd.read_parquet(links_file) if links_file.exists() else None,
+        tags=run.tags,
     )
     try:
         counts = write_database(out, tables, parts.predictions, parts.top_k)

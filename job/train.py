@@ -32,9 +32,12 @@ from job.files import (
     retire,
     write_json,
 )
+from job.interactions import liked_matrix
+from job.itemitem import WatchAndLike, also_liked, fit_ease
 from job.model import build_model, movie_vectors, trainable_parameters, training_targets
 from job.rank import similar_movies_table
 from job.runfolder import (
+    ALSO_LIKED_FILE,
     DATASET_DIR,
     DOWNSTREAM_OUTPUTS,
     ENCODING_FILE,
@@ -42,6 +45,7 @@ from job.runfolder import (
     METRICS_FILE,
     MODEL_FILE,
     PARTS_DIR,
+    RANKER_FILE,
     RUN_JSON,
     SIMILAR_FILE,
     DatasetInfo,
@@ -218,18 +222,30 @@ def train_stage(config: Config, verbose: int = 1) -> Manifest:
         held_out,
         encoding,
         dataset.scale,
+        config.model,
+        seed=config.seed,
         training_seconds=result.seconds,
     )
     timings["evaluate"] = time.perf_counter() - started
     for row in metrics:
         log.info(
-            "%-16s %s RMSE=%.4f MAE=%.4f nDCG@10=%s",
+            "%-16s %s RMSE=%s MAE=%s nDCG@10=%s",
             row.model,
             evaluated_on,
-            row.rmse,
-            row.mae,
-            "n/a" if row.ndcg_at_10 is None else f"{row.ndcg_at_10:.4f}",
+            *(("n/a" if x is None else f"{x:.4f}") for x in (row.rmse, row.mae, row.ndcg_at_10)),
         )
+
+    # The item-item model the score stage ranks (or explains) by, on every rating: at
+    # scoring time each user's whole history is the input, so nothing is held back.
+    started = time.perf_counter()
+    users, movies, n_users, n_movies = pairs[:, 0], pairs[:, 1], encoding.n_users, encoding.n_movies
+    watched = liked_matrix(users, movies, ratings, n_users, n_movies, -np.inf)
+    liked = liked_matrix(users, movies, ratings, n_users, n_movies)
+    like, g = fit_ease(liked, config.model.ease_l2)
+    neighbours = also_liked(g, like.items, N_SIMILAR, SIMILAR_MIN_RATINGS)
+    del g
+    ranker = WatchAndLike(watch=fit_ease(watched, config.model.ease_watch_l2)[0], like=like)
+    timings["item_item"] = time.perf_counter() - started
 
     manifest = build_manifest(
         config,
@@ -241,7 +257,18 @@ def train_stage(config: Config, verbose: int = 1) -> Manifest:
         timings=timings,
     )
     write_train_outputs(
-        config.out, manifest, dataset, encoding, result.model, result.history, labels
+        config.out,
+        manifest,
+        dataset,
+        encoding,
+        result.model,
+        result.history,
+        labels,
+        ranker,
+        neighbours.assign(
+            movie=encoding.decode_movies(neighbours["movie"].to_numpy()),
+            other=encoding.decode_movies(neighbours["other"].to_numpy()),
+        ).rename(columns={"movie": "movie_id", "other": "other_movie_id"}),
     )
     return manifest
 
@@ -336,6 +363,8 @@ def write_train_outputs(
     model: keras.Model,
     history: pd.DataFrame,
     labels: np.ndarray,
+    ranker: WatchAndLike,
+    also_liked_table: pd.DataFrame,
 ) -> None:
     """Every file atomically; run.json last, so its presence means the stage finished.
 
@@ -369,11 +398,16 @@ def write_train_outputs(
         history.to_csv(stack.enter_context(atomic_path(out / HISTORY_FILE)), index=False)
         write_json(stack.enter_context(atomic_path(out / METRICS_FILE)), manifest.metrics)
         similar.to_parquet(stack.enter_context(atomic_path(out / SIMILAR_FILE)), index=False)
+        ranker.save(stack.enter_context(atomic_path(out / RANKER_FILE)))
+        also_liked_table.to_parquet(
+            stack.enter_context(atomic_path(out / ALSO_LIKED_FILE)), index=False
+        )
         tmp = stack.enter_context(atomic_path(out / DATASET_DIR))
         tmp.mkdir()
         dataset.ratings.assign(split=labels).to_parquet(tmp / "ratings.parquet", index=False)
         dataset.movies.to_parquet(tmp / "movies.parquet", index=False)
         dataset.tags.to_parquet(tmp / "tags.parquet", index=False)
+        dataset.links.to_parquet(tmp / "links.parquet", index=False)
         # Everything is written. Retire the previous run (its run.json first), then the
         # renames on leaving: outputs of later stages belong to another model and must not
         # be merged or published with this one.

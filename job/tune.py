@@ -287,6 +287,8 @@ def seeds(
             held_out,
             data.encoding,
             dataset.scale,
+            seeded.model,
+            seed=seeded.seed,
             training_seconds=result.seconds,
         )
         rows = [m.as_dict() for m in metrics]

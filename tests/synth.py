@@ -12,7 +12,7 @@ GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
 def write_movielens(
     folder: Path, n_users: int = 40, n_movies: int = 60, per_user: int = 15, seed: int = 0
 ) -> Path:
-    """ratings.csv, movies.csv and tags.csv with a learnable signal (user taste x movie genre)."""
+    """ratings.csv, movies.csv, tags.csv and links.csv with a learnable signal (user taste x movie genre)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     movie_ids = np.arange(1, n_movies + 1) * 10  # sparse raw ids, to catch raw-id indexing
@@ -36,4 +36,11 @@ def write_movielens(
     for i, movie in enumerate(movie_ids[::3]):
         tags.append(f"{1 + i % n_users},{movie},{GENRES[genre_of[i * 3]].lower()},1000000")
     (folder / "tags.csv").write_text("\n".join(tags) + "\n")
+    # links.csv as GroupLens writes it: IMDb ids zero-padded to 7 digits, some ids missing.
+    links = ["movieId,imdbId,tmdbId"]
+    for i, movie in enumerate(movie_ids):
+        imdb = "" if i % 7 == 6 else f"{int(movie) * 7:07d}"
+        tmdb = "" if i % 5 == 4 else str(int(movie) * 3)
+        links.append(f"{movie},{imdb},{tmdb}")
+    (folder / "links.csv").write_text("\n".join(links) + "\n")
     return folder

@@ -17,6 +17,7 @@ from job.evaluate import (
     constant_scorer,
     evaluate_all,
     ranking_metrics,
+    sample,
 )
 from job.features import IdEncoding, SideFeatures
 from job.interactions import popularity_order
@@ -140,8 +141,8 @@ def test_metrics_rows_keep_the_existing_keys() -> None:
     assert RANK_K == 10
 
 
-@pytest.mark.parametrize("output", ["regression", "classes"])
-def test_evaluate_all_reports_every_model_and_baseline(output: str) -> None:
+@pytest.mark.parametrize(("output", "ranker"), [("regression", "rating"), ("classes", "ease")])
+def test_evaluate_all_reports_every_model_and_baseline(output: str, ranker: str) -> None:
     rng = np.random.default_rng(0)
     n_users, n_movies, n = 12, 20, 150
     pairs = np.unique(
@@ -150,7 +151,9 @@ def test_evaluate_all_reports_every_model_and_baseline(output: str) -> None:
     ratings = rng.choice(HALF_STARS.values, len(pairs))
     held_out = rng.random(len(pairs)) < 0.3
     train_mask = ~held_out
-    config = model_config("seed", architecture="dlrm", output=output, biases=True)
+    config = model_config(
+        "seed", architecture="dlrm", output=output, biases=True, ranker=ranker, ease_l2=1.0
+    )
     model = build_model(
         config,
         n_users,
@@ -170,14 +173,60 @@ def test_evaluate_all_reports_every_model_and_baseline(output: str) -> None:
         held_out,
         encoding,
         HALF_STARS,
+        config,
         training_seconds=1.23456,
     )
     assert [r.model for r in rows] == ["m", *BASELINE_NAMES]
+    # The ranking baselines predict no rating.
+    assert [r.model for r in rows if r.rmse is None] == ["popularity", "EASE"]
+    assert all(r.ranked_users == rows[0].ranked_users for r in rows)
     assert rows[0].training_seconds == 1.235
     assert all(r.training_seconds is not None for r in rows)
     assert (rows[0].accuracy is not None) == (output == "classes")
     assert all(r.accuracy is None for r in rows[1:])
     for r in rows:
         assert r.n == int(held_out.sum())
+        if r.rmse is None:
+            continue
         assert r.ndcg_at_10 is not None and 0 <= r.ndcg_at_10 <= 1
         assert r.coverage_at_10 is not None and 0 < r.coverage_at_10 <= 1
+
+
+def test_sampled_ranking_metrics_equal_the_full_ones_when_the_sample_is_everyone() -> None:
+    rng = np.random.default_rng(4)
+    n_users, n_movies, n = 30, 25, 400
+    pairs = np.unique(
+        np.stack([rng.integers(0, n_users, n), rng.integers(0, n_movies, n)], axis=1), axis=0
+    )
+    ratings = rng.choice(HALF_STARS.values, len(pairs))
+    held_out = rng.random(len(pairs)) < 0.3
+    config = model_config("seed", ranker="ease", ease_l2=1.0)
+    model = build_model(config, n_users, n_movies, float(ratings.mean()), seed=0, scale=HALF_STARS)
+    encoding = IdEncoding(np.arange(n_users), np.arange(n_movies))
+
+    def run(sample_users: int) -> list[Metrics]:
+        return evaluate_all(
+            "m",
+            model,
+            pairs,
+            ratings,
+            ~held_out,
+            held_out,
+            encoding,
+            HALF_STARS,
+            config,
+            sample_users=sample_users,
+        )
+
+    def ranking(rows: list[Metrics]) -> list[tuple]:
+        return [(r.ndcg_at_10, r.precision_at_10, r.coverage_at_10, r.ranked_users) for r in rows]
+
+    everyone = len(np.unique(pairs[held_out, 0]))
+    assert ranking(run(everyone)) == ranking(run(10**6))
+    sampled = run(5)
+    assert all(r.ranked_users is not None and r.ranked_users <= 5 for r in sampled)
+    assert ranking(sampled) != ranking(run(everyone))
+    np.testing.assert_array_equal(sample(np.arange(7), 7, seed=1), np.arange(7))
+    picked = sample(np.arange(100), 10, seed=1)
+    assert len(set(picked)) == 10 and list(picked) == sorted(picked)
+    np.testing.assert_array_equal(picked, sample(np.arange(100), 10, seed=1))  # seeded

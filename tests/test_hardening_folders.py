@@ -30,6 +30,7 @@ from hardening import (
     truncate,
 )
 
+import job.runfolder as rf
 from job.cli import main
 from job.site import render_site
 
@@ -84,6 +85,18 @@ def _model_of_another_run(out: Path) -> None:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in members.items():
             archive.writestr(name, data)
+
+
+def _ranker_of_another_run(out: Path) -> None:
+    """ranker.npz saying 81 movies: another run's ranker, a whole archive."""
+    import numpy as np
+
+    path = out / "ranker.npz"
+    with np.load(path) as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    arrays["n_movies"] = np.asarray(int(arrays["n_movies"]) + 1)
+    with path.open("wb") as f:
+        np.savez(f, **arrays)
 
 
 def _fewer_ratings(out: Path) -> None:
@@ -176,6 +189,25 @@ CASES: list[tuple[str, str, Damage, str]] = [
     ("model truncated", "score", _on("model.keras", truncate), "not a whole Keras archive"),
     ("model corrupt", "recommend", _on("model.keras", scramble_middle), "model.keras: damaged"),
     ("model of another run", "score", _model_of_another_run, "a model of 51 users x 80 movies"),
+    (
+        "ranker truncated",
+        "score",
+        _on("ranker.npz", truncate),
+        "ranker.npz: damaged, not a whole NumPy archive",
+    ),
+    ("ranker of another run", "recommend", _ranker_of_another_run, "a ranker of 81 movies"),
+    (
+        "also_liked truncated",
+        "merge",
+        _on("also_liked.parquet", truncate),
+        "also_liked.parquet: not a readable Parquet file",
+    ),
+    (
+        "links corrupt",
+        "merge",
+        _on("dataset/links.parquet", garbage),
+        "links.parquet: not a readable Parquet file",
+    ),
     ("encoding missing", "score", _remove("encoding.json"), "encoding.json: missing"),
     ("encoding truncated", "recommend", _on("encoding.json", truncate), "not valid JSON"),
     (
@@ -368,9 +400,16 @@ def test_train_again_into_a_damaged_folder(
     assert code == 0, capsys.readouterr().err
     assert not temporaries(out)
     assert {p.name for p in out.iterdir()} == {
-        "run.json", "model.keras", "encoding.json", "history.csv", "metrics.json",
-        "similar.parquet", "dataset",
-    }  # fmt: skip
+        rf.RUN_JSON,
+        rf.MODEL_FILE,
+        rf.ENCODING_FILE,
+        rf.HISTORY_FILE,
+        rf.METRICS_FILE,
+        rf.SIMILAR_FILE,
+        rf.RANKER_FILE,
+        rf.ALSO_LIKED_FILE,
+        rf.DATASET_DIR,
+    }, "the train outputs, none of the earlier run's later ones"
     assert main(["-q", "score", "--out", str(out), "--top-k", "5"]) == 0
     assert main(["-q", "merge", "--out", str(out)]) == 0
 

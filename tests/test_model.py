@@ -21,7 +21,7 @@ from job.features import (
     tag_vocabulary,
     year_matrix,
 )
-from job.interactions import ColdStart, Interactions, SeenPairs
+from job.interactions import Interactions
 from job.model import (
     DLRMModel,
     RatingModel,
@@ -44,10 +44,8 @@ def scorer(
 ) -> BlockScorer:
     """The production scorer over a catalogue no user has rated."""
     none = np.zeros(0, "int32")
-    inputs = Interactions(
-        seen=SeenPairs.from_pairs(none, none, n_users, n_movies),
-        cold=ColdStart.fit(none, none, np.zeros(0), np.zeros(0, bool), n_users, n_movies),
-        scale=HALF_STARS,
+    inputs = Interactions.from_ratings(
+        none, none, np.zeros(0), np.zeros(0, bool), n_users, n_movies, HALF_STARS
     )
     return BlockScorer(model, inputs, k=1, block_users=block_users)
 

@@ -12,7 +12,7 @@ from synth import write_movielens
 from job.cli import main
 from job.config import build_config
 from job.recommend import example_for_user, format_example
-from job.runfolder import Manifest, load_run
+from job.runfolder import BASELINE_NAMES, Manifest, load_run
 from job.train import train_stage
 
 
@@ -47,7 +47,7 @@ def test_train_writes_every_output_and_a_manifest(tiny_data: Path, tmp_path: Pat
     assert set(on_disk["timings"]) >= {"load", "train", "evaluate"}
     assert {"keras", "numpy", "python"} <= set(on_disk["versions"])
     names = [row["model"] for row in on_disk["metrics"]["rows"]]
-    assert names == ["seed", "global mean", "movie mean", "user+movie bias"]
+    assert names == ["seed", *BASELINE_NAMES]
     history = pd.read_csv(tmp_path / "history.csv")
     assert list(history.columns) == ["epoch", "loss", "mae", "val_loss", "val_mae"]
     assert len(history) == on_disk["model"]["epochs_run"] <= 2

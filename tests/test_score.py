@@ -17,7 +17,7 @@ from job.config import PRESETS, ModelConfig, ScoreOptions, model_config
 from job.data import HALF_STARS
 from job.errors import ConfigError, JobError
 from job.features import SideFeatures
-from job.interactions import PRIOR_COUNT, ColdStart, Interactions, SeenPairs, bayesian_average
+from job.interactions import PRIOR_COUNT, Interactions, SeenPairs, bayesian_average
 from job.model import build_model
 from job.rank import BlockScorer, score_blocks
 from job.runfolder import load_run
@@ -51,11 +51,7 @@ def inputs() -> Interactions:
     users, movies = np.nonzero(seen)
     ratings = rng.choice(HALF_STARS.values, size=len(users))
     train = ~np.isin(users, COLD_USERS) & ~np.isin(movies, COLD_MOVIES)
-    return Interactions(
-        seen=SeenPairs.from_pairs(users, movies, N_USERS, N_MOVIES),
-        cold=ColdStart.fit(users, movies, ratings, train, N_USERS, N_MOVIES),
-        scale=HALF_STARS,
-    )
+    return Interactions.from_ratings(users, movies, ratings, train, N_USERS, N_MOVIES, HALF_STARS)
 
 
 def random_side(n_movies: int, seed: int = 0) -> SideFeatures:

@@ -51,6 +51,7 @@ SCHEMA = {
         "user_id": "BIGINT",
         "movie_id": "BIGINT",
         "predicted_rating": "FLOAT",
+        "score": "FLOAT",
         "cold_start": "BOOLEAN",
     },
     "top_k": {
@@ -58,6 +59,8 @@ SCHEMA = {
         "rank": "INTEGER",
         "movie_id": "BIGINT",
         "predicted_rating": "FLOAT",
+        "score": "FLOAT",
+        "because_movie_id": "BIGINT",
         "cold_start": "BOOLEAN",
     },
     "popular": {"rank": "INTEGER", "movie_id": "BIGINT", "score": "DOUBLE", "n_ratings": "INTEGER"},
@@ -66,6 +69,12 @@ SCHEMA = {
         "rank": "INTEGER",
         "similar_movie_id": "BIGINT",
         "similarity": "FLOAT",
+    },
+    "also_liked": {
+        "movie_id": "BIGINT",
+        "rank": "INTEGER",
+        "other_movie_id": "BIGINT",
+        "score": "FLOAT",
     },
     "history": {
         "epoch": "INTEGER",
@@ -92,6 +101,8 @@ SCHEMA = {
         "training_seconds": "DOUBLE",
         "manifest": "JSON",
     },
+    "links": {"movie_id": "BIGINT", "imdb_id": "BIGINT", "tmdb_id": "BIGINT"},
+    "tags": {"user_id": "BIGINT", "movie_id": "BIGINT", "tag": "VARCHAR"},
 }
 
 
@@ -187,7 +198,8 @@ def test_output_tables_edge_cases() -> None:
     similar = pd.DataFrame(
         {"movie_id": [3], "rank": [1], "similar_movie_id": [7], "similarity": [0.5]}
     )
-    tables = output_tables(manifest, movies, ratings, history, popular, similar)
+    also_liked = pd.DataFrame({"movie_id": [3], "rank": [1], "other_movie_id": [7], "score": [0.2]})
+    tables = output_tables(manifest, movies, ratings, history, popular, similar, also_liked)
     assert tables["movies"].to_pylist() == [
         {
             "movie_id": 3,
@@ -230,6 +242,7 @@ def test_parquet_part_appears_only_when_complete(tmp_path: Path) -> None:
         "user_id": np.array([1, 1, 2]),
         "movie_id": np.array([5, 6, 5]),
         "predicted_rating": np.array([3.5, 4.0, 2.0], "float32"),
+        "score": np.array([0.3, 0.2, 0.1], "float32"),
         "cold_start": np.array([False, True, False]),
         "rank": np.array([1, 2, 1]),  # extra columns are ignored
     }

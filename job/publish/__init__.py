@@ -1,0 +1,38 @@
+"""Publish a finished run's site and data to S3-compatible storage or a local folder.
+
+Layout under the target (``s3://BUCKET/PREFIX`` or a folder)::
+
+    PREFIX/runs/RUN_ID/site/...                    the static site (relative links only)
+    PREFIX/runs/RUN_ID/recommendations.duckdb      the site links to ../recommendations.duckdb
+    PREFIX/runs/RUN_ID/parquet/*.parquet
+    PREFIX/runs/RUN_ID/run.json
+    PREFIX/index.html                              redirect to runs/RUN_ID/site/index.html
+    PREFIX/latest.json                             {"run_id", "published_at", "site", ...}
+
+Why this shape: everything of a run goes under its own immutable prefix first (long cache);
+only when every object is in place are the two small entry points written, ``latest.json``
+last. A reader therefore sees either the previous run or the new one, never half of one, and
+a failed or killed upload leaves the previous site serving. Re-publishing the same run
+compares checksums and uploads only what is missing or changed, so a retry resumes cheaply
+and a repeat is a no-op.
+
+Modules: ``core`` (the algorithm, once), ``storage`` (the interface it needs), ``s3`` and
+``local`` (its two implementations), ``runfiles`` (the run's files, content types, entry
+points), ``target`` (URL parsing), ``motoserver`` and ``bench`` (a local S3 server for tests
+and ``python -m job bench-publish``).
+"""
+
+from job.publish.core import ENTRY_CACHE, IMMUTABLE_CACHE, PublishSummary, publish
+from job.publish.runfiles import content_type, redirect_page
+from job.publish.target import PublishTarget, parse_target
+
+__all__ = [
+    "ENTRY_CACHE",
+    "IMMUTABLE_CACHE",
+    "PublishSummary",
+    "PublishTarget",
+    "content_type",
+    "parse_target",
+    "publish",
+    "redirect_page",
+]

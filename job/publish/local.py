@@ -1,0 +1,121 @@
+"""``Storage`` on a local folder: the bucket's layout, written with ``job.files`` atomic writes.
+
+Each object appears complete under its final name or not at all (a temporary and a rename),
+as an S3 PUT does, so a reader of the folder sees what a reader of the bucket sees. Where a
+folder must differ: a killed writer can leave a hidden temporary behind, which a bucket never
+holds; listing a run removes those, so the re-run that completes it leaves nothing stale.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from job.errors import PublishError
+from job.files import atomic_path, atomic_write_bytes
+from job.publish.runfiles import LocalFile, checksums
+from job.publish.storage import Stored
+
+# job.files.atomic_path's temporaries (".NAME.RANDOM.tmpSUFFIX") and deleted runs on their way
+# out (".trash-RUN-PID"): what a SIGKILL can leave.
+_TEMPORARY = re.compile(r"^\..+\.tmp(\.[^.]*)?$")
+_TRASH = ".trash-"
+
+
+class LocalStorage:
+    """A folder (created if missing)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.puts = 0
+
+    def describe(self, key: str = "") -> str:
+        return str(self.root / key) if key else str(self.root)
+
+    def url(self, key: str) -> str:
+        return (self.root / key).resolve().as_uri()
+
+    def check(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise PublishError(f"publish target {self.root} is a file: give a folder")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _error(f"create {self.root}", exc) from None
+
+    def list_objects(self, prefix: str) -> dict[str, Stored]:
+        found: dict[str, Stored] = {}
+        try:
+            for folder, subfolders, names in os.walk(self.root / prefix):
+                subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+                for name in names:
+                    path = Path(folder) / name
+                    if _TEMPORARY.match(name):
+                        path.unlink(missing_ok=True)  # a killed writer's leftover
+                    elif not name.startswith("."):
+                        size, _, etag = checksums(path)
+                        found[path.relative_to(self.root).as_posix()] = (etag, size)
+        except OSError as exc:
+            raise _error(f"read {self.root / prefix}", exc) from None
+        return found
+
+    def list_folders(self, prefix: str) -> list[str]:
+        try:
+            entries = list((self.root / prefix).iterdir())
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise _error(f"read {self.root / prefix}", exc) from None
+        return [p.name for p in entries if p.is_dir() and not p.name.startswith(".")]
+
+    def read(self, key: str) -> bytes | None:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _error(f"read {self.root / key}", exc) from None
+
+    def put_files(
+        self,
+        files: Sequence[tuple[str, LocalFile]],
+        cache_control: str,
+        on_bytes: Callable[[int], None],
+    ) -> None:
+        for key, f in files:
+            dest = self.root / key
+            try:
+                with atomic_path(dest) as tmp:
+                    shutil.copyfile(f.path, tmp)
+            except OSError as exc:
+                raise _error(f"write {dest}", exc) from None
+            self.puts += 1
+            on_bytes(f.size)
+
+    def put_bytes(self, key: str, data: bytes, cache_control: str) -> None:
+        try:
+            atomic_write_bytes(self.root / key, data)
+        except OSError as exc:
+            raise _error(f"write {self.root / key}", exc) from None
+        self.puts += 1
+
+    def delete(self, prefix: str) -> None:
+        """Rename out of sight first, so a reader never finds half a deleted run."""
+        path = self.root / prefix.rstrip("/")
+        trash = path.with_name(f"{_TRASH}{path.name}-{os.getpid()}")
+        try:
+            os.replace(path, trash)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _error(f"remove {path}", exc) from None
+        # This one, and any a killed publisher left half deleted.
+        for old in path.parent.glob(f"{_TRASH}*"):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _error(what: str, exc: OSError) -> PublishError:
+    return PublishError(f"cannot {what}: {exc.strerror or exc}")

@@ -1,0 +1,263 @@
+"""Shared by the publishing tests: a synthetic finished run, a client to check what the S3
+server holds, and a fault-injecting proxy that records the requests it passes on."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+
+from job.publish.motoserver import FAKE_CREDENTIALS
+
+RUN_A = "20261126T181000Z-aaaaaaaa"
+RUN_B = "20261127T090000Z-bbbbbbbb"
+RUN_C = "20261128T120000Z-cccccccc"
+
+# The published part of the synthetic run, relative to the run root.
+PUBLISHED = {
+    "run.json": "application/json",
+    "recommendations.duckdb": "application/octet-stream",
+    "parquet/predictions.parquet": "application/vnd.apache.parquet",
+    "parquet/top_k.parquet": "application/vnd.apache.parquet",
+    "site/index.html": "text/html; charset=utf-8",
+    "site/users/557.html": "text/html; charset=utf-8",
+    "site/movies/1.html": "text/html; charset=utf-8",
+    "site/static/style.css": "text/css; charset=utf-8",
+    "site/static/app.js": "text/javascript; charset=utf-8",
+    "site/chart.svg": "image/svg+xml",
+    "site/logo.png": "image/png",
+    "site/search/users.json": "application/json",
+    "site/data/history.csv": "text/csv; charset=utf-8",
+    "site/robots.txt": "text/plain; charset=utf-8",
+}
+NOT_PUBLISHED = (
+    "model.keras",
+    "encoding.json",
+    "history.csv",
+    "parts/part-0.parquet",
+    "dataset/ratings.csv",
+)
+
+INDEX_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Recommendations</title>
+<link rel="stylesheet" href="static/style.css"><script src="static/app.js" defer></script>
+</head><body><h1>MovieLens recommendations — ★ ünïcode</h1>
+<img id="chart" src="chart.svg" alt="error over epochs">
+<a id="user" href="users/557.html">user 557</a>
+<a id="db" href="../recommendations.duckdb">database</a>
+</body></html>
+"""
+USER_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>User 557</title>
+<link rel="stylesheet" href="../static/style.css"></head>
+<body><h1 id="who">User 557</h1><a href="../movies/1.html">Toy Story (1995)</a></body></html>
+"""
+SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20">'
+    '<rect width="40" height="20" fill="#36c"/></svg>\n'
+)
+# A 1x1 PNG.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+    "0000000d49444154789c6360f8cfc0f01f0005000201a5b1e6a80000000049454e44ae426082"
+)
+
+
+def make_out(root: Path, run_id: str = RUN_A, *, variant: str = "") -> Path:
+    """A small out folder shaped like a finished run (published and unpublished files)."""
+    out = root / f"out-{run_id}"
+    files: dict[str, bytes | str] = {
+        "run.json": json.dumps({"run_id": run_id, "seed": 42, "metrics": {"mae": 0.68}}),
+        "recommendations.duckdb": b"DUCK" + bytes(range(256)) * 8 + variant.encode(),
+        "parquet/predictions.parquet": b"PAR1" + b"\x00" * 300 + b"PAR1",
+        "parquet/top_k.parquet": b"PAR1" + b"\x01" * 100 + b"PAR1",
+        "site/index.html": INDEX_HTML.replace("</h1>", f"</h1><p>{run_id}{variant}</p>"),
+        "site/users/557.html": USER_HTML,
+        "site/movies/1.html": USER_HTML.replace("User 557", "Toy Story"),
+        "site/static/style.css": "h1 { color: rgb(1, 2, 3); }\n",
+        "site/static/app.js": "document.documentElement.dataset.ok = 'yes';\n",
+        "site/chart.svg": SVG,
+        "site/logo.png": PNG,
+        "site/search/users.json": json.dumps([557, 1, 2]),
+        "site/data/history.csv": "epoch,mae\n1,0.9\n2,0.7\n",
+        "site/robots.txt": "User-agent: *\n",
+        "model.keras": b"PK\x03\x04 not published",
+        "encoding.json": "{}",
+        "history.csv": "epoch,mae\n",
+        "parts/part-0.parquet": b"PAR1 part PAR1",
+        "dataset/ratings.csv": "userId,movieId,rating,timestamp\n",
+    }
+    for rel, content in files.items():
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return out
+
+
+def isolate_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """Fake credentials in the environment, and nothing of this machine's AWS set-up."""
+    for key in (
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_MAX_ATTEMPTS",
+        "AWS_RETRY_MODE",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+    ):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    # No instance-metadata lookups: they would make a missing-credentials test wait.
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    for key, value in FAKE_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    return dict(FAKE_CREDENTIALS)
+
+
+def s3(endpoint: str) -> Any:
+    """A plain client for checking what the server holds (not the code under test)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+
+
+def list_keys(endpoint: str, bucket: str, prefix: str = "") -> dict[str, dict[str, Any]]:
+    found = {}
+    for page in (
+        s3(endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    ):
+        for obj in page.get("Contents", []):
+            found[obj["Key"]] = obj
+    return found
+
+
+def get(endpoint: str, bucket: str, key: str) -> bytes:
+    return bytes(s3(endpoint).get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+class FaultProxy:
+    """An HTTP proxy in front of the S3 server that can fail requests and records the order.
+
+    ``fault(method, path, attempt)`` returns None to forward, or "503" (SlowDown), "500"
+    (InternalError) or "drop" (close the connection without an answer). ``attempt`` counts
+    the requests seen so far for that method and path, from 1.
+    """
+
+    def __init__(self, upstream: str, fault: Callable[[str, str, int], str | None]) -> None:
+        self.upstream = urlsplit(upstream)
+        self.fault = fault
+        self.log: list[tuple[str, str, int]] = []  # (method, path, status), in answer order
+        self.faults = 0
+        self._seen: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            upstream_conn: http.client.HTTPConnection | None = None
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                path = urlsplit(self.path).path
+                with proxy._lock:
+                    attempt = proxy._seen.get((self.command, path), 0) + 1
+                    proxy._seen[(self.command, path)] = attempt
+                kind = proxy.fault(self.command, path, attempt)
+                if kind is not None:
+                    with proxy._lock:
+                        proxy.faults += 1
+                        proxy.log.append((self.command, path, -1 if kind == "drop" else 0))
+                    self._fail(kind)
+                    return
+                if self.upstream_conn is None:
+                    self.upstream_conn = http.client.HTTPConnection(
+                        proxy.upstream.hostname or "127.0.0.1", proxy.upstream.port, timeout=30
+                    )
+                skip = {
+                    "connection",
+                    "keep-alive",
+                    "expect",
+                    "transfer-encoding",
+                    "proxy-connection",
+                    "content-length",
+                }
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                headers["Content-Length"] = str(len(body))
+                self.upstream_conn.request(self.command, self.path, body=body, headers=headers)
+                response = self.upstream_conn.getresponse()
+                data = response.read()
+                with proxy._lock:
+                    proxy.log.append((self.command, path, response.status))
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in skip:
+                        self.send_header(key, value)
+                if self.command == "HEAD":
+                    length = response.getheader("Content-Length")
+                    if length is not None:
+                        self.send_header("Content-Length", length)
+                else:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            def _fail(self, kind: str) -> None:
+                if kind == "drop":
+                    self.close_connection = True
+                    return
+                code, status = ("SlowDown", 503) if kind == "503" else ("InternalError", 500)
+                payload = (
+                    '<?xml version="1.0" encoding="UTF-8"?>\n'
+                    f"<Error><Code>{code}</Code><Message>injected by the test</Message>"
+                    "<RequestId>fault</RequestId></Error>"
+                ).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _relay
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def puts(self, status: int = 200) -> list[str]:
+        """Paths of PUTs that reached the server with this status, in order."""
+        return [path for method, path, code in self.log if method == "PUT" and code == status]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,76 @@
+"""The one scoring path with the default preset's ranker, against a brute-force numpy sort."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from job.config import model_config
+from job.data import HALF_STARS
+from job.interactions import Interactions
+from job.itemitem import WatchAndLike, fit_ease
+from job.model import build_model
+from job.rank import BlockScorer
+
+N_USERS, N_MOVIES, K = 23, 37, 7
+COLD_USERS = (3, 4)  # no training rating: the cold-start rule ranks by popularity
+
+
+@pytest.fixture(scope="module")
+def setting() -> tuple[Interactions, WatchAndLike]:
+    rng = np.random.default_rng(7)
+    pairs = np.unique(
+        np.stack([rng.integers(0, N_USERS, 300), rng.integers(0, N_MOVIES, 300)], axis=1), axis=0
+    )
+    ratings = rng.choice(HALF_STARS.values, len(pairs))
+    is_train = ~np.isin(pairs[:, 0], COLD_USERS)
+    inputs = Interactions.from_ratings(
+        pairs[:, 0], pairs[:, 1], ratings, is_train, N_USERS, N_MOVIES, HALF_STARS
+    )
+    ranker = WatchAndLike(
+        watch=fit_ease(inputs.watched, 3.0, min_likes=1)[0],
+        like=fit_ease(inputs.liked, 2.0, min_likes=1)[0],
+    )
+    return inputs, ranker
+
+
+@pytest.mark.parametrize("block_users", [1, 5, N_USERS])
+def test_ranked_top_k_is_the_full_sort_of_the_ranker_score(
+    setting: tuple[Interactions, WatchAndLike], block_users: int
+) -> None:
+    inputs, ranker = setting
+    model = build_model(model_config("seed"), N_USERS, N_MOVIES, 3.5, seed=0, scale=HALF_STARS)
+    scorer = BlockScorer(model, inputs, K, block_users, with_ratings=True, ranker=ranker)
+    users = np.arange(N_USERS, dtype="int32")
+    blocks = [scorer(users[s : s + block_users]) for s in range(0, N_USERS, block_users)]
+    top_scores = np.concatenate([b.top_scores for b in blocks])
+    top_movies = np.concatenate([b.top_movies for b in blocks])
+    top_ratings = np.concatenate([b.top_ratings for b in blocks])
+    ratings = np.concatenate([b.ratings for b in blocks])
+
+    # Brute force: the ranker's score, popularity for users it cannot place, seen masked.
+    expected = ranker.scores(inputs.watched, inputs.liked).astype("float64")
+    unknown = inputs.cold.cold_users | ~ranker.knows(inputs.watched)
+    expected[unknown] = inputs.cold.popularity
+    expected[inputs.seen.mask(users)] = -np.inf
+    best = -np.sort(-expected, axis=1)[:, :K]
+    np.testing.assert_allclose(top_scores, best, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.take_along_axis(expected, top_movies, 1), best, rtol=1e-5, atol=1e-6
+    )
+    assert unknown[list(COLD_USERS)].all()
+    # Each pick carries its predicted rating, clipped to the scale.
+    np.testing.assert_allclose(top_ratings, np.take_along_axis(ratings, top_movies, 1))
+    assert ratings.min() >= 0.5 and ratings.max() <= 5.0
+
+
+def test_reasons_are_liked_movies_of_the_user(setting: tuple[Interactions, WatchAndLike]) -> None:
+    inputs, ranker = setting
+    picks = np.tile(np.arange(N_MOVIES), (N_USERS, 1))
+    reasons = ranker.reasons(inputs.liked, picks)
+    for user in range(N_USERS):
+        liked = set(inputs.liked[user].indices)
+        given = reasons[user][reasons[user] >= 0]
+        assert set(given) <= liked
+        if not liked:
+            assert (reasons[user] == -1).all()
