@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -33,14 +32,18 @@ from job.runfolder import (
     DATABASE_FILE,
     HISTORY_FILE,
     PARQUET_DIR,
+    PART_FILE,
     PARTS_DIR,
     SIMILAR_FILE,
     Manifest,
+    damaged_part,
     dataset_file,
     load_run,
-    read_manifest,
+    part_path,
     record_stage,
     require,
+    summary_path,
+    with_stage,
 )
 
 log = logging.getLogger(__name__)
@@ -68,20 +71,9 @@ TOP_K_SCHEMA = pa.schema(
         ("cold_start", pa.bool_()),
     ]
 )
-PART_FILE = re.compile(r"^(predictions|top_k|score)-(\d{5})-of-(\d{5})\.(parquet|json)$")
 # Rows per Parquet row group: DuckDB reads row groups in parallel, and 1M rows of
 # predictions is ~5 MB compressed: large enough to compress well, small to hold.
 ROW_GROUP_ROWS = 1 << 20
-
-
-def part_path(parts: Path, table: str, index: int, count: int) -> Path:
-    """``parts/predictions-00002-of-00008.parquet``."""
-    return parts / f"{table}-{index:05d}-of-{count:05d}.parquet"
-
-
-def summary_path(parts: Path, index: int, count: int) -> Path:
-    """``parts/score-00002-of-00008.json``: written last, so a shard is done when it exists."""
-    return parts / f"score-{index:05d}-of-{count:05d}.json"
 
 
 class PartWriter:
@@ -134,10 +126,15 @@ def parquet_part(
             writer.close()
 
 
-def remove_stale_parts(parts: Path, run_id: str) -> list[Path]:
+def remove_stale_parts(
+    parts: Path, run_id: str, shard: tuple[int, int] | None = None
+) -> list[Path]:
     """Delete the parts of shards scored for another (older) trained run; return them.
 
     They can never be merged with this run, and leaving them would make ``merge`` see a mix.
+    A shard ``(index, count)`` scoring now leaves the other shards of its count alone: their
+    own processes may be replacing them at this moment (shards started at once on one
+    folder), and each replaces its own.
     """
     removed: list[Path] = []
     for summary in sorted(parts.glob("score-*-of-*.json")):
@@ -145,21 +142,25 @@ def remove_stale_parts(parts: Path, run_id: str) -> list[Path]:
         if not match or _summary_run_id(summary) == run_id:
             continue
         index, count = int(match.group(2)), int(match.group(3))
+        if shard is not None and count == shard[1] and index != shard[0]:
+            continue
         for path in (
             summary,
             part_path(parts, "predictions", index, count),
             part_path(parts, "top_k", index, count),
         ):
-            if path.exists():
+            try:  # another shard's process may be removing the same stale files
                 path.unlink()
-                removed.append(path)
+            except FileNotFoundError:
+                continue
+            removed.append(path)
     return removed
 
 
 def _summary_run_id(path: Path) -> str | None:
     try:
         return str(read_json(path).get("run_id"))
-    except (OSError, ValueError, AttributeError):
+    except (JobError, OSError, ValueError, AttributeError):
         return None
 
 
@@ -509,7 +510,8 @@ def merge_stage(out: Path) -> dict[str, int]:
         "seconds": round(sum(s["seconds"] for s in summaries), 3),
     }
     scoring["pairs_per_second"] = round(scoring["pairs"] / max(scoring["seconds"], 1e-9))
-    record_stage(out, "score", scoring["seconds"], scoring=scoring)
+    # run.json gets the scoring facts once the database is written: a failed merge writes nothing.
+    manifest = with_stage(run.manifest, "score", scoring["seconds"], scoring=scoring)
 
     inputs = interactions_of(run.encoding, run.ratings, run.scale)
     history_file = out / HISTORY_FILE
@@ -517,7 +519,7 @@ def merge_stage(out: Path) -> dict[str, int]:
     # A run trained before links.parquet existed merges with an empty links table.
     links_file = dataset_file(out, "links")
     tables = output_tables(
-        manifest=read_manifest(out),  # re-read: it now holds the scoring facts
+        manifest=manifest,
         movies=run.movies,
         ratings=run.ratings,
         history=history,
@@ -527,7 +529,11 @@ def merge_stage(out: Path) -> dict[str, int]:
         links=pd.read_parquet(links_file) if links_file.exists() else None,
         tags=run.tags,
     )
-    counts = write_database(out, tables, parts.predictions, parts.top_k)
+    try:
+        counts = write_database(out, tables, parts.predictions, parts.top_k)
+    except duckdb.Error as exc:  # damage inside a part that its footer did not show
+        raise damaged_part(out, [*parts.predictions, *parts.top_k], exc) from None
+    record_stage(out, "score", scoring["seconds"], scoring=scoring)
     record_stage(out, "merge", time.perf_counter() - started, merged_rows=counts)
     log.info(
         "merged %d shard(s) into %s: %s predictions, %s top-k rows",

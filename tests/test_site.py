@@ -228,6 +228,9 @@ def build_fixed_run(tiny_run: Path, dest: Path) -> Path:
     """``tiny_run`` (its model and run.json) with the fixed database, rendered."""
     shutil.copytree(tiny_run, dest)
     write_fixed_database(dest)
+    # The database and run.json hold one run (render refuses a database of another run).
+    manifest = json.loads((dest / "run.json").read_text())
+    (dest / "run.json").write_text(json.dumps({**manifest, "run_id": "20260101T000000Z-golden"}))
     site.render_site(dest, workers=1)
     return dest
 

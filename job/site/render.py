@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -37,11 +38,12 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import jinja2
 
 from job.errors import JobError
 from job.files import atomic_path
-from job.runfolder import BASELINE_NAMES, SITE_DIR, record_stage, require
+from job.runfolder import BASELINE_NAMES, SITE_DIR, damaged_database, record_stage, require
 from job.site.chart import (
     RatingChart,
     _finite,
@@ -102,7 +104,10 @@ def render_site(
     """
     started = time.perf_counter()
     require(out, "render")
-    data, timings = load_site_data(out, n_top_rated=n_top_rated, n_popular=n_popular)
+    try:
+        data, timings = load_site_data(out, n_top_rated=n_top_rated, n_popular=n_popular)
+    except duckdb.Error as exc:  # damage inside a table, past require's cheap checks
+        raise damaged_database(out, exc) from None
     summary = write_site(out / SITE_DIR, data, templates=templates, workers=workers)
     seconds = time.perf_counter() - started
     timings = {**timings, **summary.timings}
@@ -203,6 +208,13 @@ def _start_worker(templates: Path, data: SiteData, site: Path, chart: RatingChar
         user=env.get_template("user.html"),
         movie=env.get_template("movie.html"),
     )
+
+
+def _start_pool_worker(templates: Path, data: SiteData, site: Path, chart: RatingChart) -> None:
+    # Ctrl-C reaches every process of the terminal's group: the parent handles it (one
+    # line, exit 130) and stops the pool; a worker's traceback would only add noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _start_worker(templates, data, site, chart)
 
 
 def _render_chunk(kind: str, ids: Sequence[int]) -> int:
@@ -418,7 +430,7 @@ def _write_entity_pages(
     with ProcessPoolExecutor(
         max_workers=workers,
         mp_context=get_context("spawn"),
-        initializer=_start_worker,
+        initializer=_start_pool_worker,
         initargs=(templates, data, site, chart),
     ) as pool:
         for done in [pool.submit(_render_chunk, kind, ids) for kind, ids in jobs]:
