@@ -42,3 +42,14 @@ for lib in "$site"/pyarrow/lib*.so.[0-9]*[0-9]; do
         fi
     done
 done
+
+# SciPy: the job uses scipy.sparse and scipy.linalg (the EASE ranker, job/itemitem.py); its
+# other subpackages (~60 MB: stats, optimize, special, io, signal, spatial, ...) are never
+# imported by it or by the libraries it loads.
+for sub in "$site"/scipy/*/; do
+    case $(basename "$sub") in _lib | linalg | sparse) ;; *) rm -rf "$sub" ;; esac
+done
+
+# Arrow's S3 file system (~17 MB): the job uploads with boto3, and pyarrow.fs imports it only
+# when it is there.
+rm -f "$site"/pyarrow/libarrow_s3.so* "$site"/pyarrow/_s3fs.*.so
