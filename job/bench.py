@@ -1,16 +1,17 @@
 """Scoring throughput on a synthetic MovieLens-shaped catalogue: the fast path against the
 article's approach (one ``model.predict`` per user over that user's unwatched movies).
 
-The model is the ``seed`` preset's architecture with random, untrained weights: throughput
-depends on the shapes, not on the values of the weights. The data is long-tailed like
-MovieLens: every user has at least 20 ratings (as in GroupLens' releases), activity is
-log-normal and movie popularity is Zipf-like, so most pairs are unwatched and a few users
+The model is a preset's architecture (the default preset's unless ``--preset`` says
+otherwise: the DLRM rating model, ranked by the WatchAndLike EASE ranker) with random,
+untrained weights: throughput depends on the shapes, not on the values of the weights. The
+EASE ranker is fit on the synthetic ratings, as the train stage fits it. The data comes from
+``job.synthetic``: long-tailed like MovieLens (every user has at least 20 ratings, activity
+is log-normal and movie popularity Zipf-like), so most pairs are unwatched and a few users
 have rated thousands of movies.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import platform
@@ -18,120 +19,31 @@ import resource
 import time
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 
 import keras
 import numpy as np
 
-from job.config import model_config
+from job.config import DEFAULT_PRESET, model_config
 from job.data import HALF_STARS
 from job.errors import ConfigError
+from job.features import IdEncoding, side_features
 from job.interactions import ColdStart, Interactions, SeenPairs, liked_matrix
-from job.model import build_model, predict_ratings
+from job.itemitem import WatchAndLike, fit_ease
+from job.memory import peak_rss, reset_peak_rss
+from job.model import FactorisedModel, build_model, predict_ratings
 from job.rank import BlockScorer, score_blocks
+from job.synthetic import (
+    Shape,
+    movie_ids,
+    movies_frame,
+    resolve_shape,
+    synthetic_ratings,
+    tags_frame,
+)
 
 log = logging.getLogger(__name__)
 
-# (users, movies, ratings) of GroupLens' releases, as their README files state them.
-SHAPES: dict[str, tuple[int, int, int]] = {
-    "ml-latest-small": (610, 9_742, 100_836),
-    "ml-1m": (6_040, 3_883, 1_000_209),
-    "ml-10m": (69_878, 10_681, 10_000_054),
-    "ml-25m": (162_541, 62_423, 25_000_095),
-    "ml-32m": (200_948, 87_585, 32_000_204),
-}
-DEFAULT_USERS, DEFAULT_MOVIES = 2_000, 5_000
-RATINGS_PER_USER = 165  # ml-latest-small's and ml-32m's average, about
-MIN_RATINGS = 20  # every user in GroupLens' releases has rated at least 20 movies
-POPULARITY_EXPONENT = 1.0  # Zipf: the i-th most popular movie is drawn ~ 1 / (i + 10)
-ACTIVITY_SIGMA = 1.2  # log-normal spread of ratings per user (a long tail of heavy users)
-
-
-@dataclass(frozen=True)
-class BenchShape:
-    name: str
-    users: int
-    movies: int
-    ratings: int
-
-
-def resolve_shape(
-    shape: str | None, users: int | None, movies: int | None, ratings: int | None
-) -> BenchShape:
-    """A named shape with any of its sizes overridden; ratings scale with the users.
-
-    ``--shape ml-32m --users 50000`` keeps ml-32m's ratings per user, so two user counts
-    compare like for like.
-    """
-    if shape is not None and shape not in SHAPES:
-        raise ConfigError(f"unknown --shape {shape!r}: choose one of {', '.join(SHAPES)}")
-    base_users, base_movies, base_ratings = (
-        SHAPES[shape] if shape else (DEFAULT_USERS, DEFAULT_MOVIES, 0)
-    )
-    n_users = base_users if users is None else users
-    n_movies = base_movies if movies is None else movies
-    if ratings is None:
-        per_user = base_ratings / base_users if shape else RATINGS_PER_USER
-        ratings = round(per_user * n_users)
-    for flag, value in (("--users", n_users), ("--movies", n_movies), ("--ratings", ratings)):
-        if value < 1:
-            raise ConfigError(f"{flag} must be at least 1 (got {value})")
-    ratings = min(ratings, n_users * n_movies)
-    name = shape if shape and (n_users, n_movies) == SHAPES[shape][:2] else "custom-size"
-    if shape and name == "custom-size":
-        name = f"{shape}-like"
-    return BenchShape(name, n_users, n_movies, ratings)
-
-
-def synthetic_ratings(
-    shape: BenchShape, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Encoded (users, movies, ratings) with distinct pairs, sorted by user then movie.
-
-    About ``shape.ratings`` rows: pairs drawn twice are dropped and drawn again once,
-    uniformly, so a few may be missing where a user has rated nearly every movie.
-    """
-    rng = np.random.default_rng(seed)
-    n_users, n_movies = shape.users, shape.movies
-    floor = min(MIN_RATINGS, shape.ratings // n_users, n_movies)
-    activity = rng.lognormal(0.0, ACTIVITY_SIGMA, n_users)
-    wanted = floor + activity / activity.sum() * max(shape.ratings - floor * n_users, 0)
-    for _ in range(20):  # no user rates more than every movie: hand the excess to the others
-        capped = np.minimum(wanted, n_movies)
-        excess = wanted.sum() - capped.sum()
-        if excess < 1:
-            break
-        share = np.where(capped < n_movies, activity, 0.0)
-        wanted = capped + excess * share / share.sum()
-    counts = np.minimum(np.round(wanted).astype(np.int64), n_movies)
-    popularity = 1.0 / (np.arange(n_movies) + 10.0) ** POPULARITY_EXPONENT
-    popularity = rng.permutation(popularity / popularity.sum())  # popular ids spread out
-
-    users = np.repeat(np.arange(n_users, dtype=np.int64), counts)
-    movies = rng.choice(n_movies, size=len(users), p=popularity)
-    keys = _distinct(users * n_movies + movies)
-    del users, movies
-    for _ in range(4):  # replace pairs drawn twice by uniform draws, which rarely collide
-        short = counts - np.bincount(keys // n_movies, minlength=n_users)
-        if not short.any():
-            break
-        users = np.repeat(np.arange(n_users, dtype=np.int64), short)
-        keys = _distinct(
-            np.concatenate([keys, users * n_movies + rng.integers(0, n_movies, len(users))])
-        )
-    stars = HALF_STARS.values
-    weights = np.array([1, 3, 2, 7, 4, 20, 13, 26, 8, 16], dtype=np.float64)  # ml-32m's shape
-    ratings = rng.choice(stars, size=len(keys), p=weights / weights.sum()).astype(np.float32)
-    return (keys // n_movies).astype(np.int32), (keys % n_movies).astype(np.int32), ratings
-
-
-def _distinct(keys: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (``np.unique`` hashes, which is ~5x slower at 32M int64 keys)."""
-    keys = np.sort(keys)
-    keep = np.empty(len(keys), dtype=bool)
-    keep[:1] = True
-    np.not_equal(keys[1:], keys[:-1], out=keep[1:])
-    return keys[keep]
+BenchShape = Shape  # the name this module's callers know
 
 
 @dataclass(frozen=True)
@@ -164,10 +76,14 @@ class BenchResult:
     fast: PathTiming
     article: PathTiming
     batched: PathTiming
-    max_difference: float  # fast vs reference top-K scores of the sampled users
+    max_difference: float  # fast vs reference top-K scores (and ratings) of the sampled users
     process_peak_rss_bytes: int
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
+    preset: str = "seed"
+    model_name: str = "RatingModel"
+    ranker: str = "rating"  # what the top-K is ranked by: "rating" or "ease"
+    ranker_fit_seconds: float = 0.0
 
     @property
     def speedup(self) -> float:
@@ -187,13 +103,21 @@ def run_bench(
     block_users: int | None = None,
     reference_users: int = 5,
     seed: int = 0,
+    preset: str = DEFAULT_PRESET,
 ) -> BenchResult:
     """Generate the data, score every user to top-K on the fast path, time the reference on a
-    sample of ``reference_users`` users, and check that both agree on that sample."""
+    sample of ``reference_users`` users, and check that both agree on that sample.
+
+    ``preset``'s architecture is built with random weights; where the preset ranks by EASE
+    (the default), the WatchAndLike ranker is fit on the synthetic ratings first (not timed),
+    and both paths produce the same thing: the predicted rating of every unwatched movie and
+    the top K by the ranker's score.
+    """
     if reference_users < 1:
         raise ConfigError(f"--reference-users must be at least 1 (got {reference_users})")
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1 (got {top_k})")
+    config = model_config(preset)
     load_before = os.getloadavg()
     size = resolve_shape(shape, users, movies, ratings)
     log.info(
@@ -203,7 +127,8 @@ def run_bench(
         f"{size.ratings:,}",
     )
     started = time.perf_counter()
-    user_index, movie_index, stars = synthetic_ratings(size, seed)
+    data = synthetic_ratings(size, seed)
+    user_index, movie_index, stars = data.users, data.movies, data.ratings
     inputs = Interactions(
         seen=SeenPairs.from_pairs(user_index, movie_index, size.users, size.movies),
         cold=ColdStart.fit(
@@ -215,10 +140,33 @@ def run_bench(
     )
     n_ratings = len(stars)
     rating_mean = float(stars.mean())
-    del user_index, movie_index, stars
+    side = None
+    if config.architecture == "dlrm":
+        side = side_features(
+            movies_frame(data.catalogue).rename(
+                columns={"movieId": "movie_id", "title": "title", "genres": "genres"}
+            ),
+            tags_frame(data, np.random.default_rng([seed, 1])).rename(
+                columns={"userId": "user_id", "movieId": "movie_id"}
+            ),
+            IdEncoding(np.arange(1, size.users + 1, dtype="int64"), movie_ids(size.movies)),
+            config.n_tags,
+        )
+    del user_index, movie_index, stars, data
     generate_seconds = time.perf_counter() - started
 
-    model = build_model(model_config("seed"), size.users, size.movies, rating_mean, seed)
+    ranker = None
+    ranker_seconds = 0.0
+    if config.ranker == "ease":
+        started = time.perf_counter()
+        ranker = WatchAndLike(
+            watch=fit_ease(inputs.watched, config.ease_watch_l2)[0],
+            like=fit_ease(inputs.liked, config.ease_l2)[0],
+        )
+        ranker_seconds = time.perf_counter() - started
+    model = build_model(
+        config, size.users, size.movies, rating_mean, seed, scale=HALF_STARS, side=side
+    )
     everyone = np.arange(size.users, dtype=np.int32)
     sample = np.sort(
         np.random.default_rng(seed).choice(
@@ -227,16 +175,20 @@ def run_bench(
     )
 
     started = time.perf_counter()
-    scorer = BlockScorer(model, inputs, top_k, block_users)
+    scorer = BlockScorer(model, inputs, top_k, block_users, ranker=ranker)
     scorer(everyone[: scorer.block_users])  # compiles; excluded from the timing
     compile_seconds = time.perf_counter() - started
 
     rss_before = reset_peak_rss()
-    sampled_top: dict[int, np.ndarray] = {}
+    sampled: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     started, cpu_started = time.perf_counter(), time.process_time()
     for block in score_blocks(scorer, everyone):
         for row in np.flatnonzero(np.isin(block.users, sample)):
-            sampled_top[int(block.users[row])] = block.top_scores[row]
+            sampled[int(block.users[row])] = (
+                block.top_scores[row],
+                block.top_movies[row],
+                block.top_ratings[row],
+            )
     fast_seconds, fast_cpu = time.perf_counter() - started, time.process_time() - cpu_started
     unwatched = int(size.users * size.movies - inputs.seen.counts.sum())
     fast = PathTiming(
@@ -249,7 +201,7 @@ def run_bench(
         rss_before,
     )
 
-    article, batched, difference = time_reference(model, inputs, sample, sampled_top)
+    article, batched, difference = time_reference(model, inputs, sample, sampled, scorer)
     return BenchResult(
         shape=size,
         n_ratings=n_ratings,
@@ -264,21 +216,28 @@ def run_bench(
         process_peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         load_before=load_before,
         load_after=os.getloadavg(),
+        preset=preset,
+        model_name=type(model).__name__,
+        ranker=config.ranker,
+        ranker_fit_seconds=ranker_seconds,
     )
 
 
 def time_reference(
-    model: keras.Model,
+    model: FactorisedModel,
     inputs: Interactions,
     sample: np.ndarray,
-    fast_top: dict[int, np.ndarray],
+    fast_top: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    scorer: BlockScorer,
 ) -> tuple[PathTiming, PathTiming, float]:
     """The article's approach on ``sample``: per user, ``model.predict`` (Keras' default batch
-    of 32) on that user's unwatched movies; then the same with a batch of 65,536. Returns both
-    timings and the largest difference between the fast and the reference top-K scores."""
+    of 32) on that user's unwatched movies, plus, where the preset ranks by a ranker, that
+    user's ranker scores; then the same with a batch of 65,536. Returns both timings and the
+    largest difference between the fast and the reference top-K scores and their ratings."""
     warm = np.zeros((64, 2), dtype="int32")
     model.predict(warm, verbose=0)  # the first call traces the predict function: not timed
     predict_ratings(model, warm[:, 0], warm[:, 1])
+    ranker = scorer.ranker
     pairs = 0
     article_seconds = batched_seconds = article_cpu = batched_cpu = 0.0
     difference = 0.0
@@ -287,57 +246,64 @@ def time_reference(
         users = np.full(len(movies), user, dtype="int32")
         started, cpu_started = time.perf_counter(), time.process_time()
         centred = model.predict(np.stack([users, movies], axis=1), verbose=0)[:, 0]
+        affinity = _ranker_scores(ranker, inputs, user, movies)
         article_seconds += time.perf_counter() - started
         article_cpu += time.process_time() - cpu_started
         started, cpu_started = time.perf_counter(), time.process_time()
         predict_ratings(model, users, movies)
+        _ranker_scores(ranker, inputs, user, movies)
         batched_seconds += time.perf_counter() - started
         batched_cpu += time.process_time() - cpu_started
         pairs += len(movies)
 
-        score = centred.astype("float64") + model.rating_mean
+        rating = centred.astype("float64") + model.rating_mean
         cold = inputs.cold.cold_users[user] | inputs.cold.cold_movies[movies]
-        score = np.where(cold, inputs.cold.popularity[movies], score)
-        top = fast_top[int(user)]
-        expected = -np.sort(-score)[: len(top)]
-        got = top[np.isfinite(top)]
+        rating = np.where(cold, inputs.cold.popularity[movies], rating)
+        if ranker is None:
+            score = rating
+        elif inputs.cold.cold_users[user] or scorer.unknown[user]:
+            score = inputs.cold.popularity[movies]
+        else:
+            score = affinity
+        top_scores, top_movies, top_ratings = fast_top[int(user)]
+        expected = -np.sort(-score)[: len(top_scores)]
+        got = top_scores[np.isfinite(top_scores)]
         if len(got) != len(expected):
             difference = float("inf")
-        elif len(got):
-            difference = max(difference, float(np.abs(got - expected).max()))
+            continue
+        if not len(got):
+            continue
+        position = np.searchsorted(movies, top_movies[: len(got)])
+        scale = inputs.scale
+        rating_gap = np.abs(
+            top_ratings[: len(got)] - np.clip(rating[position], scale.low, scale.high)
+        )
+        difference = max(difference, float(np.abs(got - expected).max()), float(rating_gap.max()))
     n = len(sample)
+    article_label = "article: model.predict per user, batch 32"
     return (
         PathTiming(
-            "article: model.predict per user, batch 32", n, pairs, article_seconds, article_cpu
+            article_label + (" + EASE" if ranker else ""), n, pairs, article_seconds, article_cpu
         ),
-        PathTiming("model.predict per user, batch 65,536", n, pairs, batched_seconds, batched_cpu),
+        PathTiming(
+            "model.predict per user, batch 65,536" + (" + EASE" if ranker else ""),
+            n,
+            pairs,
+            batched_seconds,
+            batched_cpu,
+        ),
         difference,
     )
 
 
-# ---------------------------------------------------------------------------------------
-# Memory: the peak resident set size while scoring, not while generating the data
-
-
-def reset_peak_rss() -> int | None:
-    """Reset Linux's high-water mark of this process' RSS (``VmHWM``); return the RSS now."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-    return _status_bytes("VmRSS:")
-
-
-def peak_rss() -> int:
-    """Peak RSS in bytes since the last ``reset_peak_rss`` (Linux), else since start."""
-    found = _status_bytes("VmHWM:")
-    return found if found is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _status_bytes(field: str) -> int | None:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field):
-                return int(line.split()[1]) * 1024
-    return None
+def _ranker_scores(
+    ranker: WatchAndLike | None, inputs: Interactions, user: int, movies: np.ndarray
+) -> np.ndarray:
+    """One user's ranker scores for ``movies`` (empty without a ranker)."""
+    if ranker is None:
+        return np.zeros(0, dtype="float32")
+    row = np.array([user])
+    return ranker.scores(inputs.watched[row], inputs.liked[row])[0, movies]
 
 
 # ---------------------------------------------------------------------------------------
@@ -354,19 +320,27 @@ def format_report(result: BenchResult) -> str:
     lines = [
         f"Scoring benchmark: synthetic {shape.name} catalogue: {shape.users:,} users x "
         f"{shape.movies:,} movies, {result.n_ratings:,} ratings (long-tailed), top-{result.top_k}",
-        "Model: the seed preset's architecture with random (untrained) weights; "
-        "throughput depends on the shapes, not the weights.",
+        f"Model: the {result.preset} preset's architecture ({result.model_name}) with random "
+        "(untrained) weights; throughput depends on the shapes, not the weights.",
+        f"Top-{result.top_k} ranked by "
+        + (
+            f"the WatchAndLike EASE ranker fit on the synthetic ratings ({result.ranker_fit_seconds:.1f} s); "
+            "the fast path then rates the top K with the DLRM model (as `score --keep-top` "
+            "stores them), the article's path rates every unwatched movie with model.predict"
+            if result.ranker == "ease"
+            else "the predicted rating"
+        ),
         f"Machine: {cpus} CPUs ({platform.machine()}), load average {result.load_before[0]:.1f} "
         f"before, {result.load_after[0]:.1f} after; Keras {metadata.version('keras')} "
         f"on {keras.backend.backend()}",
         "",
-        f"{'path':<44} {'users':>9} {'pairs':>16} {'seconds':>9} {'pairs/s':>13} "
+        f"{'path':<51} {'users':>9} {'pairs':>16} {'seconds':>9} {'pairs/s':>13} "
         f"{'CPU s':>9} {'pairs/CPU s':>13} {'peak RSS':>9}",
     ]
     for timing in (result.fast, result.article, result.batched):
         rss = gb(timing.peak_rss_bytes)
         lines.append(
-            f"{timing.label:<44} {timing.users:>9,} {timing.pairs:>16,} {timing.seconds:>9.1f} "
+            f"{timing.label:<51} {timing.users:>9,} {timing.pairs:>16,} {timing.seconds:>9.1f} "
             f"{timing.pairs_per_second:>13,.0f} {timing.cpu_seconds:>9.1f} "
             f"{timing.pairs_per_cpu_second:>13,.0f} {rss:>9}"
         )

@@ -8,6 +8,7 @@ python -m job merge      build recommendations.duckdb and Parquet from the score
 python -m job render     the static site
 python -m job publish    upload a run to s3://BUCKET/PREFIX or a local folder
 python -m job bench      scoring throughput against the article's approach
+python -m job bench-job  every stage of the job on a synthetic ml-10m/25m/32m-shaped dataset
 python -m job tune       grid search of model settings on the validation set (tune.json)
 python -m job seeds      a preset's test metrics over several seeds, mean ± std (seeds.json)
 """
@@ -232,9 +233,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 args.block_users,
                 args.reference_users,
                 args.seed,
+                args.preset,
             )
         )
     )
+    return 0
+
+
+def cmd_bench_job(args: argparse.Namespace) -> int:
+    from job.config import build_config
+
+    build_config(preset=args.preset or DEFAULT_PRESET, epochs=args.epochs)  # fail fast
+    _load_keras(args)
+    from job.benchjob import format_table, run_bench_job
+
+    result = run_bench_job(
+        args.shape,
+        args.users,
+        args.movies,
+        args.ratings,
+        out=args.out,
+        data_dir=args.data_dir,
+        preset=args.preset,
+        epochs=args.epochs,
+        seed=args.seed,
+        keep_top=None if args.keep_top == 0 else args.keep_top,
+        publish=not args.no_publish,
+        verbose=_keras_verbosity(),
+    )
+    print(format_table(result))
     return 0
 
 
@@ -399,6 +426,52 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="seed of the synthetic data and the random weights (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--preset",
+        default=DEFAULT_PRESET,
+        help="whose architecture and ranker to score with (default: %(default)s; seed: the article's network)",
+    )
+
+    bench_job = command(
+        "bench-job",
+        cmd_bench_job,
+        "Run every stage of the job on a synthetic MovieLens-shaped dataset; measure each stage.",
+    )
+    bench_job.add_argument(
+        "--shape",
+        choices=["ml-latest-small", "ml-1m", "ml-10m", "ml-25m", "ml-32m"],
+        help="a MovieLens dataset's size; --users/--movies/--ratings override it",
+    )
+    bench_job.add_argument("--users", type=int, help="synthetic users (default: the shape's)")
+    bench_job.add_argument("--movies", type=int, help="synthetic movies (default: the shape's)")
+    bench_job.add_argument(
+        "--ratings", type=int, help="synthetic ratings (default: the shape's per user x users)"
+    )
+    bench_job.add_argument(
+        "--out",
+        default=Path("bench-job-out"),
+        type=Path,
+        help="the run folder (default: %(default)s)",
+    )
+    bench_job.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where the synthetic MovieLens folder is written or reused (default: the dataset cache's synthetic/SHAPE-...)",
+    )
+    bench_job.add_argument("--preset", help=f"model preset (default: {DEFAULT_PRESET})")
+    bench_job.add_argument("--epochs", type=int, help="maximum epochs (default: the preset's)")
+    bench_job.add_argument(
+        "--keep-top",
+        type=int,
+        default=100,
+        help="predictions kept per user; 0 keeps every unwatched pair (default: %(default)s)",
+    )
+    bench_job.add_argument(
+        "--no-publish", action="store_true", help="leave out publishing to a local S3 server"
+    )
+    bench_job.add_argument(
+        "--seed", type=int, default=42, help="seed of the data and the run (default: %(default)s)"
     )
 
     bench_publish = command(

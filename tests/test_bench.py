@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from job.bench import SHAPES, format_report, resolve_shape, run_bench, synthetic_ratings
+from job.bench import format_report, run_bench
 from job.cli import main
 from job.errors import ConfigError
+from job.synthetic import SHAPES, resolve_shape, synthetic_ratings
 
 
 def test_shapes_scale_ratings_with_users() -> None:
@@ -27,7 +28,8 @@ def test_shapes_scale_ratings_with_users() -> None:
 
 def test_synthetic_ratings_are_distinct_and_long_tailed() -> None:
     shape = resolve_shape(None, 200, 500, 20_000)
-    users, movies, ratings = synthetic_ratings(shape, seed=1)
+    data = synthetic_ratings(shape, seed=1)
+    users, movies, ratings = data.users, data.movies, data.ratings
     keys = users.astype(np.int64) * shape.movies + movies
     assert len(np.unique(keys)) == len(keys) > 0.97 * shape.ratings
     per_user = np.bincount(users, minlength=shape.users)
@@ -37,19 +39,47 @@ def test_synthetic_ratings_are_distinct_and_long_tailed() -> None:
     assert set(np.unique(ratings)) <= {0.5 * i for i in range(1, 11)}
 
 
-def test_tiny_bench_runs_and_reports() -> None:
-    result = run_bench(users=30, movies=60, ratings=900, top_k=5, block_users=7, reference_users=2)
+@pytest.mark.parametrize("preset", ["seed", "tuned"])
+def test_tiny_bench_runs_and_reports(preset: str) -> None:
+    result = run_bench(
+        users=30, movies=60, ratings=900, top_k=5, block_users=7, reference_users=2, preset=preset
+    )
     assert result.fast.users == 30 and result.article.users == 2
     assert result.fast.pairs == 30 * 60 - result.n_ratings
     assert result.max_difference < 1e-4  # the fast path agrees with model.predict
     report = format_report(result)
     for text in ("random (untrained) weights", "speed-up", "pairs/s", "peak RSS", "agree"):
         assert text in report
+    assert (result.ranker, result.model_name) == (
+        ("ease", "DLRMModel") if preset == "tuned" else ("rating", "RatingModel")
+    )
 
 
 def test_bench_cli(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["-q", "bench", "--users", "12", "--movies", "40", "--reference-users", "1"]
+    args += ["--preset", "seed"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "synthetic custom-size catalogue: 12 users x 40 movies" in out
     assert main(["-q", "bench", "--reference-users", "0"]) == 2
+
+
+def test_synthetic_ratings_carry_a_learnable_signal() -> None:
+    """Ratings depend on user taste x movie genre: beyond the user's own mean, how a user rated
+    half of their movies of a genre predicts how they rated the other half."""
+    shape = resolve_shape(None, 300, 2_000, 60_000)
+    data = synthetic_ratings(shape, seed=2)
+    assert 3.0 < float(data.ratings.mean()) < 4.0 and 0.7 < float(data.ratings.std()) < 1.3
+    centred = (
+        data.ratings
+        - (np.bincount(data.users, weights=data.ratings) / np.bincount(data.users))[data.users]
+    )
+    cell = data.users.astype(np.int64) * 32 + data.catalogue.genre[data.movies]
+    half = np.arange(len(cell)) % 2
+    sums = [
+        np.bincount(cell[half == h], weights=centred[half == h], minlength=300 * 32) for h in (0, 1)
+    ]
+    counts = [np.bincount(cell[half == h], minlength=300 * 32) for h in (0, 1)]
+    both = (counts[0] >= 3) & (counts[1] >= 3)
+    means = [sums[h][both] / counts[h][both] for h in (0, 1)]
+    assert both.sum() > 500 and np.corrcoef(means[0], means[1])[0, 1] > 0.4

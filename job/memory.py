@@ -1,0 +1,33 @@
+"""Peak resident set size of this process, per phase: what ``bench`` and ``bench-job`` report.
+
+Linux keeps a high-water mark (``VmHWM``) that ``/proc/self/clear_refs`` resets, so each
+phase (scoring, one stage) gets its own peak, not the process' peak so far. Elsewhere the
+numbers fall back to ``getrusage``'s peak since start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+from pathlib import Path
+
+
+def reset_peak_rss() -> int | None:
+    """Reset Linux's high-water mark of this process' RSS (``VmHWM``); return the RSS now."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+    return _status_bytes("VmRSS:")
+
+
+def peak_rss() -> int:
+    """Peak RSS in bytes since the last ``reset_peak_rss`` (Linux), else since start."""
+    found = _status_bytes("VmHWM:")
+    return found if found is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _status_bytes(field: str) -> int | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+    return None
