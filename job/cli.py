@@ -16,8 +16,10 @@ python -m job seeds      a preset's test metrics over several seeds, mean ± std
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -205,6 +207,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from job.publish import publish
+    from job.runfolder import require
+
+    require(args.out, "publish")
 
     summary = publish(
         args.out, args.target, endpoint_url=args.endpoint_url, keep_runs=args.keep_runs
@@ -560,20 +565,79 @@ def import_keras_quietly() -> None:
         os.close(devnull)
 
 
+class _Signals:
+    """SIGINT (Ctrl-C) and SIGTERM (a cancelled Batch job, `docker stop`) while a stage runs.
+
+    The first one raises KeyboardInterrupt in the main thread: every atomic write in flight
+    removes its temporary on the way out, so no output is left half-written, and ``main``
+    prints one line and exits 128 + the signal's number (130, 143). Some libraries turn the
+    interrupt into their own error (DuckDB's "Query interrupted"); whatever is raised once a
+    signal came is reported as the interruption it is. A second signal ends the process at
+    once, for a stage stuck where Python cannot reach it.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            # ValueError: not the main thread (a test calling main() from a thread).
+            with contextlib.suppress(ValueError):
+                self.previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, frame: object) -> None:
+        if self.received is not None:
+            print(f"error: {self.describe()}", file=sys.stderr, flush=True)
+            os._exit(128 + number)
+        self.received = number
+        raise KeyboardInterrupt
+
+    def describe(self) -> str:
+        # Short, as shells and CI logs show them; no output was left half-written.
+        return "terminated (SIGTERM)" if self.received == signal.SIGTERM else "interrupted"
+
+    @property
+    def code(self) -> int:
+        return 128 + (self.received or signal.SIGINT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.quiet, args.verbose)
     started = time.perf_counter()
-    try:
-        code = args.handler(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except JobError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    with _Signals() as signals:
+        try:
+            code = args.handler(args)
+        except KeyboardInterrupt:
+            print(f"error: {signals.describe()}", file=sys.stderr)
+            return signals.code
+        except Exception as exc:
+            if signals.received is not None:  # a library's own error for the interruption
+                print(f"error: {signals.describe()}", file=sys.stderr)
+                return signals.code
+            if isinstance(exc, ConfigError):
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            if isinstance(exc, JobError):
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            from job.files import full_or_read_only
+
+            # A write outside job.files.atomic_path (a library's cache, a log) on a full or
+            # read-only file system; anything else is a bug, and its traceback is the report.
+            error = full_or_read_only(exc, getattr(args, "out", None) or Path.cwd())
+            if error is None:
+                raise
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        if signals.received is not None:
+            print(f"error: {signals.describe()}", file=sys.stderr)
+            return signals.code
     log.debug("%s finished in %.1f s", args.command, time.perf_counter() - started)
     return code

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,8 @@ class Dataset:
     ``ratings``: user_id, movie_id (int64), rating (float32), timestamp (int64).
     ``movies``: movie_id (int64), title (str), genres (str, ``|``-separated).
     ``tags``: user_id, movie_id (int64), tag (str); empty when the dataset has none.
+    ``links``: movie_id (int64), imdb_id, tmdb_id (nullable Int64: a movie may have neither);
+    empty when the folder has no links.csv.
     """
 
     name: str
@@ -65,6 +67,7 @@ class Dataset:
     tags: pd.DataFrame
     scale: RatingScale
     sha256: str
+    links: pd.DataFrame = field(default_factory=lambda: _empty_links())
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,9 @@ def load_folder(folder: Path, name: str) -> Dataset:
         tags=tags.reset_index(drop=True),
         scale=scale,
         sha256=_checksum([folder / f for f in files if (folder / f).exists()]),
+        links=_read_links(folder / "links.csv")
+        if (folder / "links.csv").exists()
+        else _empty_links(),
     )
 
 
@@ -245,6 +251,7 @@ def _checksum(paths: list[Path]) -> str:
 RATING_COLUMNS = ["userId", "movieId", "rating", "timestamp"]
 MOVIE_COLUMNS = ["movieId", "title", "genres"]
 TAG_COLUMNS = ["userId", "movieId", "tag", "timestamp"]
+LINK_COLUMNS = ["movieId", "imdbId", "tmdbId"]
 
 
 def _read_csv_layout(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -286,6 +293,26 @@ def _read_csv_layout(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
                 }
             )
     return ratings, movies, tags
+
+
+def _read_links(path: Path) -> pd.DataFrame:
+    """links.csv: each movie's IMDb and TMDB ids. Either may be empty (no page there); a
+    movie listed twice keeps its first row."""
+    raw = _read_csv(path, LINK_COLUMNS, optional=["imdbId", "tmdbId"], may_be_empty=True)
+    links = pd.DataFrame({"movie_id": _ids(raw, "movieId", path)})
+    for column, name in (("imdbId", "imdb_id"), ("tmdbId", "tmdb_id")):
+        if column not in raw:
+            links[name] = pd.array([pd.NA] * len(raw), dtype="Int64")
+            continue
+        text = raw[column].str.strip()
+        parsed = pd.to_numeric(text.mask(text == ""), errors="coerce")
+        bad = (text != "").to_numpy() & (
+            parsed.isna() | (parsed % 1 != 0) | (parsed < 0)
+        ).to_numpy()
+        if bad.any():
+            raise _bad_row(path, raw, bad, column, "ids must be whole numbers or left empty")
+        links[name] = parsed.astype("Int64")
+    return links.drop_duplicates("movie_id").reset_index(drop=True)
 
 
 def _typed_ratings(path: Path) -> pd.DataFrame | None:
@@ -409,6 +436,16 @@ def _refuse_duplicate_movies(movies: pd.DataFrame, path: Path) -> None:
         raise DataError(
             f"{path}, line {line}: movieId {movie} appears twice; keep one row per movie"
         )
+
+
+def _empty_links() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "movie_id": pd.Series(dtype="int64"),
+            "imdb_id": pd.Series(dtype="Int64"),
+            "tmdb_id": pd.Series(dtype="Int64"),
+        }
+    )
 
 
 def _empty_tags() -> pd.DataFrame:

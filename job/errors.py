@@ -19,3 +19,18 @@ class ConfigError(JobError):
 
 class PublishError(JobError):
     """Publishing to a bucket or folder failed."""
+
+
+class WriteError(JobError, OSError):
+    """A write the file system refused: full, read-only, not permitted.
+
+    A ``JobError`` (its one line names the folder and the fix) that is still the ``OSError``
+    it was, with its ``errno`` and ``strerror``, for callers that handle those themselves.
+    """
+
+    def __init__(self, message: str, number: int, strerror: str, filename: str | None = None):
+        OSError.__init__(self, number, strerror, filename)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

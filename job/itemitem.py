@@ -191,8 +191,16 @@ def also_liked(
     placed = np.flatnonzero(counts >= max(min_likes, 1))
     rows: list[pd.DataFrame] = []
     take = min(k, len(placed) - 1)
+    empty = pd.DataFrame(
+        {
+            "movie": np.zeros(0, np.int64),
+            "rank": np.zeros(0, np.int32),
+            "other": np.zeros(0, np.int64),
+            "score": np.zeros(0, np.float32),
+        }
+    )
     if take < 1:
-        return pd.DataFrame({"movie": [], "rank": [], "other": [], "score": []})
+        return empty
     norms = np.sqrt(counts[placed])
     for start in range(0, len(placed), 1024):
         block = placed[start : start + 1024]
@@ -202,7 +210,7 @@ def also_liked(
         sims[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf  # not itself
         top = np.argpartition(-sims, take - 1, axis=1)[:, :take]
         top_sims = np.take_along_axis(sims, top, axis=1)
-        order = np.argsort(-top_sims, axis=1, kind="stable")
+        order = np.lexsort((top, -top_sims), axis=1)  # best first; ties by movie index
         best = np.take_along_axis(top, order, axis=1)
         best_sims = np.take_along_axis(top_sims, order, axis=1)
         keep = best_sims > 0
@@ -217,4 +225,4 @@ def also_liked(
                 }
             )
         )
-    return pd.concat(rows, ignore_index=True)
+    return pd.concat([empty, *rows], ignore_index=True)

@@ -189,7 +189,7 @@ def score_stage(
     users = everyone[shard_mask(encoding.user_ids, shard)]
     run_id = run.manifest.run_id
     parts = out / PARTS_DIR
-    remove_stale_parts(parts, run_id)
+    remove_stale_parts(parts, run_id, (shard.index, shard.count))
     log.info(
         "scoring shard %s: %s of %s users x %s movies",
         shard,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -33,13 +32,18 @@ from job.runfolder import (
     DATABASE_FILE,
     HISTORY_FILE,
     PARQUET_DIR,
+    PART_FILE,
     PARTS_DIR,
     SIMILAR_FILE,
     Manifest,
+    damaged_part,
+    dataset_file,
     load_run,
-    read_manifest,
+    part_path,
     record_stage,
     require,
+    summary_path,
+    with_stage,
 )
 
 log = logging.getLogger(__name__)
@@ -67,20 +71,9 @@ TOP_K_SCHEMA = pa.schema(
         ("cold_start", pa.bool_()),
     ]
 )
-PART_FILE = re.compile(r"^(predictions|top_k|score)-(\d{5})-of-(\d{5})\.(parquet|json)$")
 # Rows per Parquet row group: DuckDB reads row groups in parallel, and 1M rows of
 # predictions is ~5 MB compressed: large enough to compress well, small to hold.
 ROW_GROUP_ROWS = 1 << 20
-
-
-def part_path(parts: Path, table: str, index: int, count: int) -> Path:
-    """``parts/predictions-00002-of-00008.parquet``."""
-    return parts / f"{table}-{index:05d}-of-{count:05d}.parquet"
-
-
-def summary_path(parts: Path, index: int, count: int) -> Path:
-    """``parts/score-00002-of-00008.json``: written last, so a shard is done when it exists."""
-    return parts / f"score-{index:05d}-of-{count:05d}.json"
 
 
 class PartWriter:
@@ -133,10 +126,15 @@ def parquet_part(
             writer.close()
 
 
-def remove_stale_parts(parts: Path, run_id: str) -> list[Path]:
+def remove_stale_parts(
+    parts: Path, run_id: str, shard: tuple[int, int] | None = None
+) -> list[Path]:
     """Delete the parts of shards scored for another (older) trained run; return them.
 
     They can never be merged with this run, and leaving them would make ``merge`` see a mix.
+    A shard ``(index, count)`` scoring now leaves the other shards of its count alone: their
+    own processes may be replacing them at this moment (shards started at once on one
+    folder), and each replaces its own.
     """
     removed: list[Path] = []
     for summary in sorted(parts.glob("score-*-of-*.json")):
@@ -144,21 +142,25 @@ def remove_stale_parts(parts: Path, run_id: str) -> list[Path]:
         if not match or _summary_run_id(summary) == run_id:
             continue
         index, count = int(match.group(2)), int(match.group(3))
+        if shard is not None and count == shard[1] and index != shard[0]:
+            continue
         for path in (
             summary,
             part_path(parts, "predictions", index, count),
             part_path(parts, "top_k", index, count),
         ):
-            if path.exists():
+            try:  # another shard's process may be removing the same stale files
                 path.unlink()
-                removed.append(path)
+            except FileNotFoundError:
+                continue
+            removed.append(path)
     return removed
 
 
 def _summary_run_id(path: Path) -> str | None:
     try:
         return str(read_json(path).get("run_id"))
-    except (OSError, ValueError, AttributeError):
+    except (JobError, OSError, ValueError, AttributeError):
         return None
 
 
@@ -243,6 +245,8 @@ TABLES = (
     "history",
     "metrics",
     "runs",
+    "links",
+    "tags",
 )
 SPLIT_NAMES = {0: "train", 1: "validation", 2: "test"}  # job.split's codes
 
@@ -255,12 +259,16 @@ def output_tables(
     popular: pd.DataFrame,
     similar: pd.DataFrame,
     also_liked: pd.DataFrame,
+    links: pd.DataFrame | None = None,
+    tags: pd.DataFrame | None = None,
 ) -> dict[str, pa.Table]:
     """Every table but predictions and top_k (which come from the parts), typed as documented.
 
     ``movies``/``ratings`` are a trained run's frames (raw ids; split as codes or names),
     ``history`` is history.csv, ``popular`` is ``job.interactions.popular_table``, ``similar``
-    is the train stage's movie neighbours (``job.rank.similar_movies_table``).
+    is the train stage's movie neighbours (``job.rank.similar_movies_table``), ``also_liked``
+    its co-liked ones (``job.itemitem.also_liked``), ``links`` and ``tags`` the dataset's
+    links.csv and tags.csv (empty tables when absent).
     """
     user_ids = ratings["user_id"].to_numpy("int64")
     movie_ids = ratings["movie_id"].to_numpy("int64")
@@ -310,36 +318,12 @@ def output_tables(
                 "split": pa.array(split.astype(str).to_numpy(), pa.string()),
             }
         ),
-        "popular": pa.table(
-            {
-                "rank": pa.array(popular["rank"].to_numpy("int32"), pa.int32()),
-                "movie_id": pa.array(popular["movie_id"].to_numpy("int64"), pa.int64()),
-                "score": pa.array(popular["score"].to_numpy("float64"), pa.float64()),
-                "n_ratings": pa.array(popular["n_ratings"].to_numpy("int32"), pa.int32()),
-            }
-        ),
-        "similar_movies": pa.table(
-            {
-                "movie_id": pa.array(similar["movie_id"].to_numpy("int64"), pa.int64()),
-                "rank": pa.array(similar["rank"].to_numpy("int32"), pa.int32()),
-                "similar_movie_id": pa.array(
-                    similar["similar_movie_id"].to_numpy("int64"), pa.int64()
-                ),
-                "similarity": pa.array(similar["similarity"].to_numpy("float32"), pa.float32()),
-            }
-        ),
-        "also_liked": pa.table(
-            {
-                "movie_id": pa.array(also_liked["movie_id"].to_numpy("int64"), pa.int64()),
-                "rank": pa.array(also_liked["rank"].to_numpy("int32"), pa.int32()),
-                "other_movie_id": pa.array(
-                    also_liked["other_movie_id"].to_numpy("int64"), pa.int64()
-                ),
-                "score": pa.array(also_liked["score"].to_numpy("float32"), pa.float32()),
-            }
-        ),
+        "popular": _typed(popular, POPULAR_SCHEMA),
+        "similar_movies": _typed(similar, SIMILAR_SCHEMA),
+        "also_liked": _typed(also_liked, ALSO_LIKED_SCHEMA),
         "history": _history_table(history),
         "metrics": _metrics_table(metrics),
+        **_links_and_tags(links, tags),
         "runs": pa.table(
             {
                 "run_id": pa.array([manifest.run_id], pa.string()),
@@ -351,6 +335,59 @@ def output_tables(
                 "parameters": pa.array([manifest.model.parameters], pa.int64()),
                 "training_seconds": pa.array([manifest.training_seconds], pa.float64()),
                 "manifest": pa.array([json.dumps(manifest.to_dict(), default=str)], pa.string()),
+            }
+        ),
+    }
+
+
+POPULAR_SCHEMA = pa.schema(
+    [
+        ("rank", pa.int32()),
+        ("movie_id", pa.int64()),
+        ("score", pa.float64()),
+        ("n_ratings", pa.int32()),
+    ]
+)
+SIMILAR_SCHEMA = pa.schema(
+    [
+        ("movie_id", pa.int64()),
+        ("rank", pa.int32()),
+        ("similar_movie_id", pa.int64()),
+        ("similarity", pa.float32()),
+    ]
+)
+ALSO_LIKED_SCHEMA = pa.schema(
+    [
+        ("movie_id", pa.int64()),
+        ("rank", pa.int32()),
+        ("other_movie_id", pa.int64()),
+        ("score", pa.float32()),
+    ]
+)
+
+
+def _typed(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """The schema's columns of ``frame``, cast to its types."""
+    return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+
+
+def _links_and_tags(links: pd.DataFrame | None, tags: pd.DataFrame | None) -> dict[str, pa.Table]:
+    """``links(movie_id, imdb_id, tmdb_id)`` (ids NULL where links.csv has none) and
+    ``tags(user_id, movie_id, tag)``, for the site's movie pages and for SQL."""
+    links = links if links is not None else pd.DataFrame(columns=["movie_id", "imdb_id", "tmdb_id"])
+    tags = tags if tags is not None else pd.DataFrame(columns=["user_id", "movie_id", "tag"])
+    return {
+        "links": pa.table(
+            {
+                name: pa.array(links[name].astype("Int64"), pa.int64(), from_pandas=True)
+                for name in ("movie_id", "imdb_id", "tmdb_id")
+            }
+        ),
+        "tags": pa.table(
+            {
+                "user_id": pa.array(tags["user_id"].to_numpy("int64"), pa.int64()),
+                "movie_id": pa.array(tags["movie_id"].to_numpy("int64"), pa.int64()),
+                "tag": pa.array(tags["tag"].astype(str).to_numpy(), pa.string()),
             }
         ),
     }
@@ -473,21 +510,30 @@ def merge_stage(out: Path) -> dict[str, int]:
         "seconds": round(sum(s["seconds"] for s in summaries), 3),
     }
     scoring["pairs_per_second"] = round(scoring["pairs"] / max(scoring["seconds"], 1e-9))
-    record_stage(out, "score", scoring["seconds"], scoring=scoring)
+    # run.json gets the scoring facts once the database is written: a failed merge writes nothing.
+    manifest = with_stage(run.manifest, "score", scoring["seconds"], scoring=scoring)
 
     inputs = interactions_of(run.encoding, run.ratings, run.scale)
     history_file = out / HISTORY_FILE
     history = pd.read_csv(history_file) if history_file.exists() else pd.DataFrame({"epoch": []})
+    # A run trained before links.parquet existed merges with an empty links table.
+    links_file = dataset_file(out, "links")
     tables = output_tables(
-        manifest=read_manifest(out),  # re-read: it now holds the scoring facts
+        manifest=manifest,
         movies=run.movies,
         ratings=run.ratings,
         history=history,
         popular=popular_table(inputs.cold, run.encoding),
         similar=pd.read_parquet(out / SIMILAR_FILE),
         also_liked=pd.read_parquet(out / ALSO_LIKED_FILE),
+        links=pd.read_parquet(links_file) if links_file.exists() else None,
+        tags=run.tags,
     )
-    counts = write_database(out, tables, parts.predictions, parts.top_k)
+    try:
+        counts = write_database(out, tables, parts.predictions, parts.top_k)
+    except duckdb.Error as exc:  # damage inside a part that its footer did not show
+        raise damaged_part(out, [*parts.predictions, *parts.top_k], exc) from None
+    record_stage(out, "score", scoring["seconds"], scoring=scoring)
     record_stage(out, "merge", time.perf_counter() - started, merged_rows=counts)
     log.info(
         "merged %d shard(s) into %s: %s predictions, %s top-k rows",

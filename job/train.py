@@ -3,13 +3,13 @@ early stopping, evaluate it against the baselines, and write the run folder's tr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
 import platform
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +26,14 @@ from job.data import Dataset, RatingScale, load_dataset
 from job.errors import JobError
 from job.evaluate import evaluate_all
 from job.features import IdEncoding, SideFeatures, side_features
-from job.files import atomic_path, write_json
+from job.files import (
+    SignalsDeferred,
+    atomic_path,
+    remove_dead_temporaries,
+    remove_path,
+    retire,
+    write_json,
+)
 from job.interactions import liked_matrix
 from job.itemitem import WatchAndLike, also_liked, fit_ease
 from job.model import build_model, movie_vectors, trainable_parameters, training_targets
@@ -39,11 +46,14 @@ from job.runfolder import (
     HISTORY_FILE,
     METRICS_FILE,
     MODEL_FILE,
+    PARTS_DIR,
     RANKER_FILE,
+    RUN_JSON,
     SIMILAR_FILE,
     DatasetInfo,
     Manifest,
     ModelInfo,
+    require,
     write_manifest,
 )
 from job.split import TEST, TRAIN, VAL, split_ratings
@@ -244,6 +254,7 @@ def train_stage(config: Config, verbose: int = 1) -> Manifest:
 
     Nothing is written until the data has been loaded and validated.
     """
+    require(config.out, "train")  # a read-only or misnamed --out fails now, not after training
     timings: dict[str, float] = {}
     started = time.perf_counter()
     dataset = load_dataset(config.data, config.cache_dir)
@@ -424,36 +435,51 @@ def write_train_outputs(
 ) -> None:
     """Every file atomically; run.json last, so its presence means the stage finished.
 
-    Outputs of later stages from an earlier run in the same folder are removed first: they
-    belong to another model and must not be merged or published with this one.
+    Every file is written under a temporary name first; only when all are written (a full
+    disk fails here, with the previous run whole) are run.json and the later stages' outputs
+    of the previous run removed and the new files renamed into place. A run killed during the
+    renames leaves a folder without run.json, which every later stage refuses.
     """
     out.mkdir(parents=True, exist_ok=True)
-    for stale in DOWNSTREAM_OUTPUTS:
-        path = out / stale
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-    with atomic_path(out / MODEL_FILE) as tmp:
-        model.save(tmp)
-    encoding.save(out / ENCODING_FILE)
-    with atomic_path(out / HISTORY_FILE) as tmp:
-        history.to_csv(tmp, index=False)
-    write_json(out / METRICS_FILE, manifest.metrics)
+    remove_dead_temporaries(out)
+    remove_dead_temporaries(out / PARTS_DIR)
     n_ratings = np.bincount(
         encoding.encode_movies(dataset.ratings["movie_id"]), minlength=encoding.n_movies
     )
     similar = similar_movies_table(
         encoding.movie_ids, movie_vectors(model), n_ratings, N_SIMILAR, SIMILAR_MIN_RATINGS
     )
-    with atomic_path(out / SIMILAR_FILE) as tmp:
-        similar.to_parquet(tmp, index=False)
-    ranker.save(out / RANKER_FILE)
-    with atomic_path(out / ALSO_LIKED_FILE) as tmp:
-        also_liked_table.to_parquet(tmp, index=False)
-    with atomic_path(out / DATASET_DIR) as tmp:
+    retired: list[Path | None] = []
+
+    def finish(exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:  # every file renamed into place: the run is complete
+            write_manifest(out, manifest)
+
+    with contextlib.ExitStack() as stack:
+        # Left last: Ctrl-C held from critical.hold() on is delivered after run.json.
+        critical = stack.enter_context(SignalsDeferred())
+        stack.push(finish)
+        tmp = stack.enter_context(atomic_path(out / MODEL_FILE))
+        model.save(tmp)
+        encoding.save(stack.enter_context(atomic_path(out / ENCODING_FILE)))
+        history.to_csv(stack.enter_context(atomic_path(out / HISTORY_FILE)), index=False)
+        write_json(stack.enter_context(atomic_path(out / METRICS_FILE)), manifest.metrics)
+        similar.to_parquet(stack.enter_context(atomic_path(out / SIMILAR_FILE)), index=False)
+        ranker.save(stack.enter_context(atomic_path(out / RANKER_FILE)))
+        also_liked_table.to_parquet(
+            stack.enter_context(atomic_path(out / ALSO_LIKED_FILE)), index=False
+        )
+        tmp = stack.enter_context(atomic_path(out / DATASET_DIR))
         tmp.mkdir()
         dataset.ratings.assign(split=labels).to_parquet(tmp / "ratings.parquet", index=False)
         dataset.movies.to_parquet(tmp / "movies.parquet", index=False)
         dataset.tags.to_parquet(tmp / "tags.parquet", index=False)
-    write_manifest(out, manifest)
+        dataset.links.to_parquet(tmp / "links.parquet", index=False)
+        # Everything is written. Retire the previous run (its run.json first), then the
+        # renames on leaving: outputs of later stages belong to another model and must not
+        # be merged or published with this one.
+        critical.hold()
+        (out / RUN_JSON).unlink(missing_ok=True)
+        retired += [retire(out / stale) for stale in DOWNSTREAM_OUTPUTS]
+    for path in retired:
+        remove_path(path)

@@ -8,10 +8,12 @@ the index and a user page at desktop and phone widths go to ``tests/artifacts/sc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import duckdb
 import pytest
@@ -21,6 +23,9 @@ from job import site
 from job.runfolder import BASELINE_NAMES
 
 SCREENSHOTS = Path(__file__).parent / "artifacts" / "screenshots"
+ARTIFACTS = SCREENSHOTS.parent
+# Three of the taste page's one-per-genre starters on the shipped data.
+TASTE_PICKS = ("Shawshank Redemption, The (1994)", "Godfather, The (1972)", "Fight Club (1999)")
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
@@ -38,9 +43,14 @@ class Tab:
 
     page: Any
     problems: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)  # every URL asked for, in order
 
     def open(self, path: Path) -> None:
         self.page.goto(path.resolve().as_uri())
+
+    def open_at(self, site: Path, relative: str) -> None:
+        """A page with a query string (``taste.html?picks=1,2``), which as_uri would quote."""
+        self.page.goto(site.resolve().as_uri() + "/" + relative)
 
 
 @pytest.fixture
@@ -57,6 +67,7 @@ def tab(browser: Any) -> Iterator[Tab]:
     )
     page.on("pageerror", lambda error: found.problems.append(f"page error: {error}"))
     page.on("requestfailed", lambda request: found.problems.append(f"failed: {request.url}"))
+    page.on("request", lambda request: found.requests.append(request.url))
 
     def on_dialog(dialog: Any) -> None:
         found.problems.append(f"dialog: {dialog.message}")
@@ -74,6 +85,10 @@ class Shipped:
     n_ratings: int
     rated: frozenset[int]
     titles: dict[int, str]
+
+    def movie(self, title: str) -> int:
+        (found,) = [m for m, t in self.titles.items() if t == title]
+        return found
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +138,7 @@ def test_searching_a_user_id_and_pressing_enter_opens_their_page(
     shipped: Shipped, tab: Tab
 ) -> None:
     tab.open(shipped.site / "index.html")
-    field_ = tab.page.get_by_label("User id", exact=False)
+    field_ = tab.page.get_by_label("Movie title or user id", exact=False)
     field_.fill(str(shipped.user))
     field_.press("Enter")
     tab.page.wait_for_url(f"**/users/{shipped.user}.html")
@@ -135,15 +150,16 @@ def test_searching_a_user_id_and_pressing_enter_opens_their_page(
 @needs_browser
 def test_searching_an_unknown_user_says_so_and_stays(shipped: Shipped, tab: Tab) -> None:
     tab.open(shipped.site / "users" / f"{shipped.user}.html")  # the header's search box
-    field_ = tab.page.get_by_role("searchbox", name="User id")
+    field_ = tab.page.get_by_role("searchbox", name="Search movies and users")
     field_.fill("99999999")
     field_.press("Enter")
-    status = tab.page.locator("#user-search-status")
+    status = tab.page.locator("#site-search-status")
     status.filter(has_text="No user 99999999").wait_for()
     assert tab.page.url.endswith(f"users/{shipped.user}.html")
-    field_.fill("abc")
+    field_.fill("zqxwv")
     field_.press("Enter")
-    status.filter(has_text="Enter a user id").wait_for()
+    status.filter(has_text="No title matches").wait_for()
+    assert tab.page.url.endswith(f"users/{shipped.user}.html")
     assert tab.problems == []
 
 
@@ -167,11 +183,18 @@ def test_user_page_lists_top_rated_movies_and_unrated_recommendations(
     assert set(top_rated) <= shipped.rated
     recommended = movie_ids_of(
         tables.nth(1)
-        .locator("tbody a")
+        .locator("tbody th a")  # the Why column links the rated movie behind each pick
         .evaluate_all("links => links.map(a => a.getAttribute('href'))")
     )
     assert len(recommended) >= 5
     assert not set(recommended) & shipped.rated, "recommended a movie the user already rated"
+    # Each pick says why, naming a movie this user rated.
+    reasons = movie_ids_of(
+        tables.nth(1)
+        .locator("tbody td.why a")
+        .evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    )
+    assert reasons and set(reasons) <= shipped.rated
     assert tab.problems == []
 
 
@@ -184,7 +207,7 @@ def test_a_movie_link_opens_the_movie_page(shipped: Shipped, tab: Tab) -> None:
     link.click()
     tab.page.wait_for_url(f"**/movies/{movie}.html")
     assert tab.page.locator("h1").inner_text() == shipped.titles[movie]
-    assert tab.page.get_by_role("heading", name="Similar movies").is_visible()
+    assert tab.page.get_by_role("heading", name="People who liked this also liked").is_visible()
     assert tab.problems == []
 
 
@@ -196,14 +219,258 @@ def test_screenshots_and_no_sideways_scrolling(
 ) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     tab.page.set_viewport_size(viewport)
-    for name, path in (("index", "index.html"), ("user", f"users/{shipped.user}.html")):
-        tab.open(shipped.site / path)
+    die_hard = shipped.movie("Die Hard (1988)")
+    three = ",".join(str(shipped.movie(t)) for t in TASTE_PICKS)
+    pages = (
+        ("index", "index.html"),
+        ("user", f"users/{shipped.user}.html"),
+        ("movie", f"movies/{die_hard}.html"),
+        ("popular", "popular.html"),
+        ("taste", f"taste.html?picks={three}"),
+    )
+    for name, path in pages:
+        tab.open_at(shipped.site, path)
+        if name == "taste":
+            tab.page.locator("#taste-results li").nth(9).wait_for()
         shot = SCREENSHOTS / f"{name}-{viewport['width']}.png"
         tab.page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
         width = tab.page.evaluate("document.documentElement.scrollWidth")
         assert width <= viewport["width"], f"{path} scrolls sideways at {viewport['width']} px"
+    # the header's search with its results open, over the page
+    tab.open(shipped.site / "users" / f"{shipped.user}.html")
+    tab.page.get_by_role("searchbox", name="Search movies and users").fill("die hard")
+    tab.page.locator("#site-search-results li").first.wait_for()
+    shot = SCREENSHOTS / f"search-{viewport['width']}.png"
+    tab.page.screenshot(path=str(shot))
+    assert tab.page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
     assert tab.problems == []
+
+
+# ---------------------------------------------------------------------------------------
+# Title search, the taste page and axe-core, on the shipped run
+
+AMELIE = "Amelie (Fabuleux destin d'Amélie Poulain, Le) (2001)"
+
+
+@pytest.mark.e2e
+@needs_browser
+def test_title_search_opens_the_right_movie_page(shipped: Shipped, tab: Tab) -> None:
+    die_hard = shipped.movie("Die Hard (1988)")
+    tab.open(shipped.site / "index.html")
+    field_ = tab.page.get_by_label("Movie title or user id", exact=False)
+    field_.fill("die hard")
+    results = tab.page.locator("#site-search-results a")
+    results.first.wait_for()
+    assert results.first.inner_text() == "Die Hard (1988)"
+    assert "Die Hard 2 (1990)" in results.all_inner_texts()
+    field_.press("Enter")
+    tab.page.wait_for_url(f"**/movies/{die_hard}.html")
+    assert tab.page.locator("h1").inner_text() == "Die Hard (1988)"
+    assert tab.page.get_by_role("link", name="IMDb").get_attribute("href") == (
+        "https://www.imdb.com/title/tt0095016/"
+    )
+    assert tab.problems == []
+
+
+@pytest.mark.e2e
+@needs_browser
+@pytest.mark.parametrize("query", ["amelie", "AMÉLIE", "amél"])
+def test_title_search_ignores_case_and_accents(shipped: Shipped, tab: Tab, query: str) -> None:
+    tab.open(shipped.site / "popular.html")
+    tab.page.get_by_role("searchbox", name="Search movies and users").fill(query)
+    tab.page.locator("#site-search-results a", has_text="Poulain").wait_for()
+    titles = tab.page.locator("#site-search-results a").all_inner_texts()
+    assert AMELIE in titles, titles
+    assert tab.problems == []
+
+
+@pytest.mark.e2e
+@needs_browser
+def test_search_by_keyboard_alone(shipped: Shipped, tab: Tab) -> None:
+    tab.open(shipped.site / "users" / f"{shipped.user}.html")
+    keyboard = tab.page.keyboard
+    for _ in range(12):  # skip link, brand, three nav links, then the search box
+        keyboard.press("Tab")
+        if tab.page.evaluate("document.activeElement.id") == "site-search":
+            break
+    assert tab.page.evaluate("document.activeElement.id") == "site-search"
+    keyboard.type("die hard")
+    links = tab.page.locator("#site-search-results a")
+    links.nth(1).wait_for()
+    keyboard.press("ArrowDown")
+    keyboard.press("ArrowDown")
+    assert tab.page.evaluate("document.activeElement.textContent") == links.nth(1).inner_text()
+    keyboard.press("ArrowUp")
+    assert tab.page.evaluate("document.activeElement.textContent") == "Die Hard (1988)"
+    keyboard.press("Escape")  # back to the box, the list closed
+    assert tab.page.evaluate("document.activeElement.id") == "site-search"
+    assert not tab.page.locator("#site-search-results").is_visible()
+    keyboard.type(" 1988")
+    keyboard.press("Enter")
+    tab.page.wait_for_url(f"**/movies/{shipped.movie('Die Hard (1988)')}.html")
+    assert tab.problems == []
+
+
+def loaded_files(tab: Tab) -> list[Path]:
+    return [Path(unquote(urlsplit(url).path)) for url in tab.requests]
+
+
+@pytest.mark.e2e
+@needs_browser
+def test_one_title_search_loads_one_shard(shipped: Shipped, tab: Tab) -> None:
+    """What one title search transfers: the library and the shard list once per page,
+    then one shard. The numbers go to tests/artifacts/search-bytes.json."""
+    tab.open(shipped.site / "movies" / "1.html")
+    tab.requests.clear()
+    tab.page.get_by_role("searchbox", name="Search movies and users").fill("die hard")
+    tab.page.locator("#site-search-results a").first.wait_for()
+    files = loaded_files(tab)
+    names = sorted(f.name for f in files)
+    # the smaller of the two words' shards ("di", "ha"), and nothing else
+    search_dir = shipped.site / "search"
+    smaller = min(("titles-di.js", "titles-ha.js"), key=lambda n: (search_dir / n).stat().st_size)
+    assert names == sorted(["minisearch.min.js", "titles.js", smaller]), names
+    sizes = {f.name: f.stat().st_size for f in files}
+    every = sorted((shipped.site / "search").glob("titles-*.js"), key=lambda f: f.stat().st_size)
+    report = {
+        "query": "die hard",
+        "files": sizes,
+        "total_bytes": sum(sizes.values()),
+        "largest_shard": {every[-1].name: every[-1].stat().st_size},
+        "shards": len(every),
+        "index_bytes_on_disk": sum(f.stat().st_size for f in every)
+        + (shipped.site / "search" / "titles.js").stat().st_size,
+    }
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "search-bytes.json").write_text(json.dumps(report, indent=2) + "\n")
+    assert report["total_bytes"] < 60_000, report
+    tab.requests.clear()  # a second search on the same page loads its shard alone
+    tab.page.get_by_role("searchbox", name="Search movies and users").fill("amelie")
+    tab.page.locator("#site-search-results a", has_text="Poulain").wait_for()
+    assert [f.name for f in loaded_files(tab)] == ["titles-am.js"]
+    assert tab.problems == []
+
+
+@pytest.mark.e2e
+@needs_browser
+def test_python_and_javascript_put_titles_in_the_same_shards(shipped: Shipped, tab: Tab) -> None:
+    from job.site import search
+
+    titles = sorted(shipped.titles.values())
+    tab.open(shipped.site / "index.html")
+    from_js = tab.page.evaluate(
+        """titles => titles.map(t => {
+            const words = MovielensSearch.words(t);
+            return words.map(w => MovielensSearch.shardFile(MovielensSearch.shardKey(w)));
+        })""",
+        titles,
+    )
+    from_python = [
+        [search.shard_file(search.shard_key(w)) for w in search.words(t)] for t in titles
+    ]
+    assert from_js == from_python
+
+
+def neighbours_of(out: Path) -> dict[int, list[Any]]:
+    from job.site.data import TASTE_SOURCE, Similar
+    from job.site.taste import shipped_neighbours
+
+    table, other, score = TASTE_SOURCE
+    found: dict[int, list[Any]] = {}
+    with duckdb.connect(str(out / "recommendations.duckdb"), read_only=True) as con:
+        for m, n, sim in con.execute(
+            f"SELECT movie_id, {other}, {score} FROM {table} ORDER BY movie_id, rank"
+        ).fetchall():
+            found.setdefault(m, []).append(Similar(n, sim))
+    return shipped_neighbours(found)
+
+
+@pytest.mark.e2e
+@needs_browser
+def test_taste_page_recommends_ten_after_three_picks(
+    shipped: Shipped, shipped_run: Path, tab: Tab
+) -> None:
+    from job.site.taste import recommend
+
+    tab.open(shipped.site / "taste.html")
+    status = tab.page.locator("#taste-status")
+    assert status.inner_text() == "Pick a movie or more to see recommendations."
+    for title in TASTE_PICKS:
+        tab.page.get_by_label(title, exact=False).check()
+    status.filter(has_text="10 recommendations from your 3 picks").wait_for()
+    shown = [
+        int(m)
+        for m in tab.page.locator("#taste-results li").evaluate_all(
+            "items => items.map(li => li.dataset.movie)"
+        )
+    ]
+    picks = [shipped.movie(t) for t in TASTE_PICKS]
+    expected = [m for m, _, _ in recommend(neighbours_of(shipped_run), picks)]
+    assert len(shown) == 10 and shown[: len(expected)] == expected
+    assert not set(shown) & set(picks)
+    assert tab.page.url.endswith("taste.html?picks=" + ",".join(map(str, picks)))
+    first = tab.page.locator("#taste-results a").first
+    assert first.get_attribute("href") == f"movies/{shown[0]}.html"
+    assert tab.problems == []
+
+
+@pytest.mark.e2e
+@needs_browser
+def test_taste_page_picks_from_a_movie_page_and_from_search(shipped: Shipped, tab: Tab) -> None:
+    die_hard = shipped.movie("Die Hard (1988)")
+    tab.open(shipped.site / "movies" / f"{die_hard}.html")
+    tab.page.get_by_role("link", name="Liked it? Start from this movie").click()
+    tab.page.wait_for_url(f"**/taste.html?picks={die_hard}")
+    picks = tab.page.locator("#taste-picks li a")
+    picks.first.wait_for()
+    assert picks.all_inner_texts() == ["Die Hard (1988)"]
+    tab.page.get_by_label("Find a movie by its title").fill("amelie")
+    add = tab.page.get_by_role("button", name=f"Add {AMELIE}")
+    add.click()
+    tab.page.locator("#taste-status").filter(has_text="from your 2 picks").wait_for()
+    assert picks.all_inner_texts() == ["Die Hard (1988)", AMELIE]
+    assert add.is_disabled()
+    tab.page.get_by_role("button", name="Remove Die Hard (1988)").click()
+    tab.page.locator("#taste-status").filter(has_text="from your 1 pick.").wait_for()
+    assert tab.page.locator("#taste-results li").count() == 10
+    assert tab.problems == []
+
+
+@pytest.mark.e2e
+@needs_browser
+@pytest.mark.parametrize("kind", ["index", "user", "movie", "popular", "taste", "search"])
+def test_axe_finds_no_serious_violations(shipped: Shipped, tab: Tab, kind: str) -> None:
+    from axe_playwright_python.sync_playwright import Axe
+
+    die_hard = shipped.movie("Die Hard (1988)")
+    three = ",".join(str(shipped.movie(t)) for t in TASTE_PICKS)
+    path = {
+        "index": "index.html",
+        "user": f"users/{shipped.user}.html",
+        "movie": f"movies/{die_hard}.html",
+        "popular": "popular.html",
+        "taste": f"taste.html?picks={three}",
+        "search": "index.html",
+    }[kind]
+    tab.open_at(shipped.site, path)
+    if kind == "taste":
+        tab.page.locator("#taste-results li").nth(9).wait_for()
+        tab.page.get_by_label("Find a movie by its title").fill("amelie")
+        tab.page.get_by_role("button", name=f"Add {AMELIE}").wait_for()
+    if kind == "search":  # the results list open
+        tab.page.get_by_label("Movie title or user id", exact=False).fill("die hard")
+        tab.page.locator("#site-search-results a").first.wait_for()
+    assert tab.problems == []
+    # (axe-core itself then tries to read the stylesheets with XMLHttpRequest, which
+    # Chromium refuses under file://: those console errors are axe's, not the site's)
+    results = Axe().run(tab.page)
+    bad = [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert bad == []
 
 
 # ---------------------------------------------------------------------------------------
@@ -221,7 +488,16 @@ def test_a_title_with_a_script_tag_is_shown_as_text(fixed_out: Path, tab: Tab) -
     tab.open(fixed_out / "site" / "movies" / "10.html")
     assert tab.page.locator("h1").inner_text() == XSS_TITLE
     tab.open(fixed_out / "site" / "users" / "1.html")
-    assert tab.page.get_by_role("link", name=XSS_TITLE).count() == 1
+    # In the top-rated list, and as the reason ("because you rated ...") of some picks.
+    links = tab.page.get_by_role("link", name=XSS_TITLE)
+    assert links.count() >= 2 and set(links.all_inner_texts()) == {XSS_TITLE}
+    tab.page.get_by_role("searchbox", name="Search movies and users").fill("script alert")
+    result = tab.page.locator("#site-search-results a").first
+    result.wait_for()
+    assert result.inner_text() == XSS_TITLE  # as text, in the search results
+    tab.open_at(fixed_out / "site", "taste.html?picks=10")
+    tab.page.locator("#taste-picks a").first.wait_for()
+    assert tab.page.locator("#taste-picks a").first.inner_text() == XSS_TITLE
     assert tab.problems == []  # no alert() dialog, no errors
 
 
@@ -230,13 +506,14 @@ def test_search_loads_the_right_shard(fixed_out: Path, tmp_path: Path, tab: Tab)
     data, _ = site.load_site_data(fixed_out)
     data = site.SiteData(**{**data.__dict__, "users_per_shard": 3})  # 8 users -> 3 shards
     site.write_site(tmp_path / "site", data, workers=1)
+    field_ = tab.page.get_by_label("Movie title or user id", exact=False)
     for user in (5, 4, 3):  # shards 2, 1 and 0
         tab.open(tmp_path / "site" / "index.html")
-        tab.page.get_by_label("User id").fill(str(user))
-        tab.page.get_by_label("User id").press("Enter")
+        field_.fill(str(user))
+        field_.press("Enter")
         tab.page.wait_for_url(f"**/users/{user}.html")
     tab.open(tmp_path / "site" / "index.html")
-    tab.page.get_by_label("User id").fill("9")  # shard 0 is loaded, but has no user 9
-    tab.page.get_by_label("User id").press("Enter")
-    tab.page.locator("#user-search-status").filter(has_text="No user 9 in this run").wait_for()
+    field_.fill("9")  # shard 0 is loaded, but has no user 9
+    field_.press("Enter")
+    tab.page.locator("#site-search-status").filter(has_text="No user 9 in this run").wait_for()
     assert tab.problems == []

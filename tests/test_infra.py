@@ -308,12 +308,19 @@ def test_permissions_are_least_privilege() -> None:
             perms = job.get("permissions")
             assert perms is not None, f"{path.name}:{job_id} declares no permissions"
             for scope, level in perms.items():
-                if scope == "id-token":
+                if scope in ("id-token", "packages"):
                     continue
                 assert level == "read", f"{path.name}:{job_id} has {scope}: {level}"
     jobs = workflow(RUN_WORKFLOW)["jobs"]
     with_token = [j for j, job in jobs.items() if job["permissions"].get("id-token") == "write"]
     assert with_token == ["publish"], "only the publish job may ask for an OIDC token"
+    pushing = [
+        f"{path.name}:{job_id}"
+        for path in WORKFLOW_FILES
+        for job_id, job in workflow(path)["jobs"].items()
+        if job["permissions"].get("packages") not in (None, "read")
+    ]
+    assert pushing == ["run.yml:image"], "only the image build may write packages"
     publish = jobs["publish"]
     assert publish["if"] == "inputs.publish"
     # The role's trust policy names this environment (infra/site.yaml, GitHubEnvironment).
@@ -368,11 +375,125 @@ def test_dispatch_inputs() -> None:
     )
 
 
+def _needs(jobs: dict[str, Any], job_id: str) -> set[str]:
+    """Every job that `job_id` waits for, directly or not."""
+    direct = jobs[job_id].get("needs", [])
+    direct = [direct] if isinstance(direct, str) else direct
+    return set(direct).union(*(_needs(jobs, d) for d in direct))
+
+
+IMAGE_BY_DIGEST = re.compile(
+    r"ghcr\.io/\$\{\{ needs\.image\.outputs\.repository \}\}"
+    r"@sha256:\$\{\{ needs\.image\.outputs\.(?P<output>\w+) \}\}"
+)
+
+
+def test_the_image_is_built_once_pushed_and_named_by_digest() -> None:
+    jobs = workflow(RUN_WORKFLOW)["jobs"]
+    image = jobs["image"]
+    assert not image.get("needs"), "the image is built first"
+    assert image["permissions"] == {"contents": "read", "packages": "write"}
+    builds = {
+        step["with"]["file"]: step
+        for step in image["steps"]
+        if step.get("uses", "").startswith("docker/build-push-action@")
+    }
+    assert set(builds) == {"infra/Dockerfile.cpu", "infra/Dockerfile.gpu"}
+    assert builds["infra/Dockerfile.gpu"]["if"] == "inputs.runner == 'gpu'"
+    assert "if" not in builds["infra/Dockerfile.cpu"], "merge, render and publish need it"
+    for file, step in builds.items():
+        kind = file.rsplit(".", 1)[1]
+        options = step["with"]
+        assert options["push"] is True
+        assert options["tags"] == (
+            f"ghcr.io/${{{{ steps.name.outputs.repository }}}}:{kind}-${{{{ github.sha }}}}"
+        )
+        assert options["cache-from"] == f"type=gha,scope={kind}"
+        assert options["cache-to"].startswith(f"type=gha,scope={kind}")
+    # The outputs are digests (the build steps' `digest`, sha256: cut off), not tags.
+    digests = step_named(RUN_WORKFLOW, "image", "Digests")
+    assert digests["env"]["CPU_DIGEST"] == "${{ steps.cpu.outputs.digest }}"
+    assert digests["env"]["GPU_DIGEST"] == "${{ steps.gpu.outputs.digest }}"
+    assert {builds[f"infra/Dockerfile.{k}"]["id"] for k in ("cpu", "gpu")} == {"cpu", "gpu"}
+    assert set(image["outputs"]) == {"repository", "cpu", "train"}
+    for name, value in image["outputs"].items():
+        assert value == f"${{{{ steps.digests.outputs.{name} }}}}"
+    proc = subprocess.run(
+        ["bash", "-c", digests["run"]],
+        env={
+            **os.environ,
+            "GITHUB_OUTPUT": "/dev/stdout",
+            "REPOSITORY": "owner/repo",
+            "CPU_DIGEST": "sha256:" + "c" * 64,
+            "GPU_DIGEST": "",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, report(proc)
+    assert proc.stdout.split() == ["repository=owner/repo", f"cpu={'c' * 64}", f"train={'c' * 64}"]
+
+
+def test_every_job_after_the_image_build_runs_in_the_image() -> None:
+    """Train, every score shard, merge/render and publish: in the image just built, by digest,
+    with nothing installed on the runner and no checkout (the code is the image's)."""
+    jobs = workflow(RUN_WORKFLOW)["jobs"]
+    later = [job_id for job_id in jobs if job_id != "image"]
+    assert set(later) == {"train", "score", "site", "publish"}
+    expected = {"train": "train", "score": "train", "site": "cpu", "publish": "cpu"}
+    for job_id in later:
+        job = jobs[job_id]
+        assert "image" in _needs(jobs, job_id), f"{job_id} does not wait for the image"
+        assert "image" in job["needs"], f"{job_id} reads needs.image, so needs it directly"
+        container = job.get("container") or {}
+        match = IMAGE_BY_DIGEST.fullmatch(container.get("image", ""))
+        assert match, f"{job_id} does not run in the image by digest: {container}"
+        assert match["output"] == expected[job_id], job_id
+        assert container["credentials"]["password"] == "${{ github.token }}"
+        assert job["permissions"].get("packages") == "read", f"{job_id} cannot pull the image"
+        assert "--user 1001:1001" in container["options"]
+        for step in job["steps"]:
+            uses = step.get("uses", "")
+            assert not uses.startswith(("actions/checkout@", "actions/setup-python@")), (
+                f"{job_id}: {uses}: the image holds the code and its Python"
+            )
+            assert "pip install" not in step.get("run", ""), f"{job_id}: installs on the runner"
+    for job_id in ("train", "score"):
+        options = jobs[job_id]["container"]["options"]
+        assert "inputs.runner == 'gpu'" in options and "--gpus all" in options, job_id
+
+
 def test_ci_runs_the_test_suite_on_push_and_pull_request() -> None:
     ci = workflow(WORKFLOWS / "ci.yml")
     assert {"push", "pull_request"} <= set(ci["on"])
     scripts = " ".join(s.get("run", "") for _, s in steps(WORKFLOWS / "ci.yml"))
     assert "bash .ci/run" in scripts or "make test" in scripts
+
+
+def test_ci_runs_the_container_tests_where_containers_run() -> None:
+    """The suite's job runs in a container, which cannot run more: it leaves the container
+    tests out (.ci/run reads CONTAINER_TESTS), and a job on a bare runner, with Docker, runs
+    them with the pytest and duckdb that pyproject.toml pins."""
+    jobs = workflow(WORKFLOWS / "ci.yml")["jobs"]
+    suite = step_named(WORKFLOWS / "ci.yml", "test", "Test")
+    assert suite["env"]["CONTAINER_TESTS"] == "skip"
+    ci_run = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "CONTAINER_TESTS" in ci_run and "-m 'not container'" in ci_run
+    assert all(tool in ci_run for tool in ("podman", "runc", "mmdebstrap"))
+    images = jobs["images"]
+    assert images["runs-on"].startswith("ubuntu-") and "container" not in images
+    script = step_named(WORKFLOWS / "ci.yml", "images", "Container tests")["run"]
+    assert "-m container tests/test_container.py" in script
+    pins = dict(
+        re.split(r"==", requirement, maxsplit=1)
+        for requirement in re.findall(r"\b[\w-]+==[\w.]+", script)
+    )
+    project = PYPROJECT["project"]
+    declared = [*project["dependencies"], *project["optional-dependencies"]["test"]]
+    assert pins.keys() == {"pytest", "duckdb"}
+    for name, version in pins.items():
+        assert f"{name}=={version}" in declared, f"ci.yml pins {name}=={version}"
 
 
 def _run_python_step(step: dict[str, Any], tmp_path: Path, **env: str) -> None:
@@ -483,7 +604,7 @@ def _base_image(path: Path) -> str:
 def test_dockerfile_shape(path: Path) -> None:
     instructions = _instructions(path)
     froms = [a for i, a in instructions if i == "FROM"]
-    assert len(froms) >= 2, "multi-stage: a build stage and a runtime stage"
+    assert froms == ["${PYTHON_IMAGE}"]
     assert re.fullmatch(r"python:3\.11[\w.-]*@sha256:[0-9a-f]{64}", _base_image(path))
     users = [a for i, a in instructions if i == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root"), "the image runs as non-root"
@@ -493,6 +614,33 @@ def test_dockerfile_shape(path: Path) -> None:
     assert extra in PYPROJECT["project"]["optional-dependencies"]
     runs = " ".join(a for i, a in instructions if i == "RUN")
     assert f"['optional-dependencies']['{extra}']" in runs
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=[p.name for p in DOCKERFILES])
+def test_dependencies_are_installed_before_the_code_is_copied(path: Path) -> None:
+    """So the dependency layer stays cached across code changes. Its one RUN trims the virtual
+    environment (infra/trim-venv.sh) and removes the binutils it installed for that, so
+    neither the untrimmed environment nor binutils is in any layer."""
+    instructions = _instructions(path)
+    install = next(n for n, (i, a) in enumerate(instructions) if i == "RUN" and "pip install" in a)
+    copied_before = [a for i, a in instructions[:install] if i == "COPY"]
+    assert copied_before == ["pyproject.toml infra/trim-venv.sh ./"]
+    commands = [c.strip() for c in instructions[install][1].split("&&")]
+    assert "sh trim-venv.sh /opt/venv" in commands
+    assert "apt-get install -y --no-install-recommends binutils" in commands
+    assert "apt-get purge -y --auto-remove binutils" in commands
+    assert commands.index("apt-get purge -y --auto-remove binutils") > commands.index(
+        "sh trim-venv.sh /opt/venv"
+    )
+    assert commands[-1] == "rm -rf /var/lib/apt/lists/* /tmp/build"
+    assert "--no-cache-dir" in instructions[install][1]
+    code = [
+        n
+        for n, (i, a) in enumerate(instructions)
+        if i == "COPY" and a.startswith(("job/", "site_templates/"))
+    ]
+    assert len(code) == 2 and min(code) > install
+    assert [a for i, a in instructions if i == "USER"] == ["10001:10001"]
 
 
 def test_both_images_share_one_base() -> None:
@@ -535,65 +683,6 @@ def test_dockerignore_keeps_only_what_the_images_copy() -> None:
                         f"{path.name} copies {source}, which .dockerignore drops"
                     )
                     assert (ROOT / name).exists(), f"{path.name} copies missing {source}"
-
-
-def _container_engine() -> tuple[str, list[str]] | str:
-    """(engine, build command) of a working builder, or why there is none."""
-    reasons = []
-    for name, build in (("podman", ["build", "--isolation=chroot"]), ("docker", ["build"])):
-        exe = shutil.which(name)
-        if exe is None:
-            reasons.append(f"{name} is not installed")
-            continue
-        probe = subprocess.run(
-            [exe, "info"], capture_output=True, text=True, timeout=60, check=False
-        )
-        if probe.returncode == 0:
-            return exe, [exe, *build]
-        why = (probe.stderr.strip().splitlines() or ["no output"])[-1]
-        reasons.append(f"{name} at {exe} does not work ({why})")
-    return "; ".join(reasons)
-
-
-def test_cpu_image_builds_and_its_entrypoint_answers() -> None:
-    base = _base_image(INFRA / "Dockerfile.cpu")
-    engine = _container_engine()
-    if isinstance(engine, str):
-        pytest.skip(f"no container builder for infra/Dockerfile.cpu (FROM {base}): {engine}")
-    exe, build = engine
-    pull = subprocess.run(
-        [exe, "pull", base], capture_output=True, text=True, timeout=600, check=False
-    )
-    if pull.returncode != 0:
-        why = (pull.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"no container builder can pull base image {base} ({exe}: {why})")
-    tag = "localhost/movielens-job:test-cpu"
-    proc = subprocess.run(
-        [*build, "-f", "infra/Dockerfile.cpu", "-t", tag, "."],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-    )
-    assert proc.returncode == 0, report(proc)
-    helped = subprocess.run(
-        [exe, "run", "--rm", tag, "--help"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert helped.returncode == 0, report(helped)
-    assert "usage: python -m job" in helped.stdout
-    uid = subprocess.run(
-        [exe, "run", "--rm", "--entrypoint", "id", tag, "-u"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert uid.stdout.strip() == "10001"
 
 
 # ---------------------------------------------------------------------------------------------

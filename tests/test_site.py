@@ -29,15 +29,32 @@ from job import site
 from job.cli import main
 from job.config import N_SIMILAR, SIMILAR_MIN_RATINGS
 from job.errors import JobError
-from job.model import load_model, movie_vectors
-from job.rank import nearest_neighbours, similar_movies_table
-from job.runfolder import load_run
+from job.interactions import liked_matrix
+from job.itemitem import COSINE_SHRINK, also_liked, covered_items, gram
+from job.rank import nearest_neighbours
+from job.site import data as site_data
+from job.site import search, taste
+from job.site.chart import star_label
+from job.site.render import stars
 
 GOLDEN = Path(__file__).parent / "golden"
 XSS_TITLE = '<script>alert(1)</script> & "Friends" (2001)'
 MOVIE_IDS = [10 * i for i in range(1, 81)]  # the ids of tiny_run's catalogue
 USER_IDS = [1, 2, 3, 4, 5, 6, 7, 8]
 COLD_USER = 8  # every recommendation is a cold-start one
+# Movie 30's tags: "dark" from three users (in two spellings, one user twice), "funny" from
+# two, nine one-user tags after them (only eight tags are shown), and a blank one.
+FIXED_TAGS = [
+    (1, 30, "dark"),
+    (2, 30, "Dark "),
+    (3, 30, "dark"),
+    (3, 30, "DARK"),
+    (1, 30, "funny"),
+    (4, 30, "funny"),
+    (5, 30, "  "),
+    *[(6, 30, f"tag {c}") for c in "abcdefghi"],
+    (1, 40, "<b>bold</b>"),
+]
 
 
 # ---------------------------------------------------------------------------------------
@@ -113,19 +130,29 @@ def write_fixed_database(out: Path) -> None:
         con.executemany("INSERT INTO ratings VALUES (?, ?, ?, ?, ?)", ratings)
         con.execute(
             "CREATE TABLE predictions(user_id BIGINT, movie_id BIGINT, predicted_rating REAL,"
-            " cold_start BOOLEAN)"
+            " score REAL, cold_start BOOLEAN)"
         )
         con.execute(
             "CREATE TABLE top_k(user_id BIGINT, rank INTEGER, movie_id BIGINT,"
-            " predicted_rating REAL, cold_start BOOLEAN)"
+            " predicted_rating REAL, score REAL, because_movie_id BIGINT, cold_start BOOLEAN)"
         )
         for u in USER_IDS:
             unrated = [m for m in MOVIE_IDS if m not in rated[u]]
+            # The reason: the user's first rated movie, for odd ranks; none for the cold user.
+            because = None if u == COLD_USER or not rated[u] else min(rated[u])
             for rank in range(1, 6):
                 movie = unrated[(u * 3 + rank * 11) % len(unrated)]
                 con.execute(
-                    "INSERT INTO top_k VALUES (?, ?, ?, ?, ?)",
-                    [u, rank, movie, 4.9 - 0.25 * rank - 0.01 * u, u == COLD_USER],
+                    "INSERT INTO top_k VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        u,
+                        rank,
+                        movie,
+                        4.9 - 0.25 * rank - 0.01 * u,
+                        1.0 - 0.1 * rank,
+                        because if rank % 2 else None,
+                        u == COLD_USER,
+                    ],
                 )
         con.execute(
             "CREATE TABLE popular(rank INTEGER, movie_id BIGINT, score DOUBLE, n_ratings INTEGER)"
@@ -158,26 +185,52 @@ def write_fixed_database(out: Path) -> None:
             "INSERT INTO runs VALUES ('20260101T000000Z-golden', '2026-01-01 00:00:00', 'tiny',"
             " 'abc', 'seed', 3, 1234, 1.5, '{}')"
         )
-        # The train stage's neighbours, placed by the fixed ratings' counts.
-        counts = pd.Series([m for _, m, _, _, _ in fixed_ratings()]).value_counts()
-        similar = similar_movies_table(
-            np.array(MOVIE_IDS),
-            movie_vectors(load_model(out)),
-            counts.reindex(MOVIE_IDS, fill_value=0).to_numpy(),
-            N_SIMILAR,
-            SIMILAR_MIN_RATINGS,
+        # The train stage's "also liked" neighbours, from the fixed ratings.
+        con.register("also_liked_frame", fixed_also_liked())
+        con.execute("CREATE TABLE also_liked AS SELECT * FROM also_liked_frame")
+        # links.csv's ids: both, IMDb only, neither (a row of NULLs), and no row at all
+        con.execute("CREATE TABLE links(movie_id BIGINT, imdb_id BIGINT, tmdb_id BIGINT)")
+        con.execute(
+            "INSERT INTO links VALUES (10, 114709, 862), (20, 211915, NULL), (30, NULL, NULL)"
         )
-        con.register("similar_frame", similar)
-        con.execute("CREATE TABLE similar_movies AS SELECT * FROM similar_frame")
+        con.execute("CREATE TABLE tags(user_id BIGINT, movie_id BIGINT, tag VARCHAR)")
+        con.executemany("INSERT INTO tags VALUES (?, ?, ?)", FIXED_TAGS)
         (out / "parquet").mkdir(exist_ok=True)
         for table in ("movies", "top_k"):
             con.execute(f"COPY {table} TO '{out / 'parquet' / table}.parquet' (FORMAT parquet)")
+
+
+# The fixed ratings are few: movies liked by 2 people get neighbours there (5 in a run).
+FIXED_MIN_LIKES = 2
+
+
+def fixed_also_liked() -> pd.DataFrame:
+    """The train stage's also_liked table, computed from the fixed ratings."""
+    ratings = fixed_ratings()
+    users = np.array([u for u, _, _, _, _ in ratings])
+    movies = np.array([MOVIE_IDS.index(m) for _, m, _, _, _ in ratings])
+    stars = np.array([r for _, _, r, _, _ in ratings])
+    liked = liked_matrix(users, movies, stars, int(users.max()) + 1, len(MOVIE_IDS))
+    items = covered_items(liked, min_likes=1)
+    table = also_liked(gram(liked, items), items, N_SIMILAR, FIXED_MIN_LIKES)
+    ids = np.array(MOVIE_IDS)
+    return pd.DataFrame(
+        {
+            "movie_id": ids[table["movie"].to_numpy()],
+            "rank": table["rank"],
+            "other_movie_id": ids[table["other"].to_numpy()],
+            "score": table["score"],
+        }
+    )
 
 
 def build_fixed_run(tiny_run: Path, dest: Path) -> Path:
     """``tiny_run`` (its model and run.json) with the fixed database, rendered."""
     shutil.copytree(tiny_run, dest)
     write_fixed_database(dest)
+    # The database and run.json hold one run (render refuses a database of another run).
+    manifest = json.loads((dest / "run.json").read_text())
+    (dest / "run.json").write_text(json.dumps({**manifest, "run_id": "20260101T000000Z-golden"}))
     site.render_site(dest, workers=1)
     return dest
 
@@ -328,8 +381,12 @@ def test_every_page_is_written(fixed_site: Path) -> None:
     assert (fixed_site / "error-over-epochs.svg").is_file()
     assert {p.stem for p in (fixed_site / "users").glob("*.html")} == {str(u) for u in USER_IDS}
     assert {p.stem for p in (fixed_site / "movies").glob("*.html")} == {str(m) for m in MOVIE_IDS}
-    assert (fixed_site / "static" / "site.css").is_file()
-    assert (fixed_site / "static" / "search.js").is_file()
+    assert (fixed_site / "taste.html").is_file()
+    for static in ("site.css", "search.js", "taste.js", "vendor/minisearch.min.js"):
+        assert (fixed_site / "static" / static).is_file(), static
+    assert (fixed_site / "static" / "vendor" / "minisearch-LICENSE.txt").is_file()
+    assert (fixed_site / "search" / "titles.js").is_file()
+    assert (fixed_site / "taste" / "nb-0.js").is_file()
     assert not list(fixed_site.parent.glob(".site.*")), "temporary folder left behind"
 
 
@@ -371,9 +428,17 @@ def test_user_page_reads_like_the_article(fixed_site: Path) -> None:
     assert top_rated[0] == ["Rating", "Title", "Genres"]
     best = sorted(mine, key=lambda r: (-r[2], -r[3]))[:10]
     assert [row[1] for row in top_rated[1:]] == [_title(r[1]) for r in best]
-    assert recommended[0] == ["#", "Predicted", "Title", "Genres"]
+    assert recommended[0] == ["#", "Predicted", "Title", "Genres", "Why"]
     assert len(recommended) - 1 == 5
     assert not {row[2] for row in recommended[1:]} & {_title(r[1]) for r in mine}
+    # Each pick says why: the movie behind it and the stars the user gave it (odd ranks
+    # carry a reason in the fixed database).
+    because = min(r[1] for r in mine)
+    stars_given = next(r[2] for r in mine if r[1] == because)
+    why = [row[4] for row in recommended[1:]]
+    assert why[0].startswith(f"because you rated {_title(because)}")
+    assert stars(stars_given) in why[0]
+    assert why[1] == "–"
     assert "cold-start" not in page.plain
 
 
@@ -384,7 +449,8 @@ def test_cold_start_user_is_told_why(fixed_site: Path) -> None:
 
 
 def test_tables_have_header_scopes(fixed_site: Path) -> None:
-    for name in ("index.html", "popular.html", "users/1.html", "movies/30.html"):
+    with_neighbours = f"movies/{fixed_also_liked().movie_id.iloc[0]}.html"
+    for name in ("index.html", "popular.html", "users/1.html", with_neighbours):
         page = read_page(fixed_site / name)
         assert page.header_scopes, name
         assert all(scope in ("col", "row") for scope in page.header_scopes), name
@@ -408,40 +474,43 @@ def test_index_shows_dataset_model_metrics_and_chart(fixed_run: Path, fixed_site
         assert data_file in page.links
 
 
-def test_search_form_is_a_labelled_form(fixed_site: Path) -> None:
-    html = (fixed_site / "index.html").read_text()
-    form = re.search(r"<form [^>]*class=\"user-search\"[^>]*>.*?</form>", html, re.S)
+@pytest.mark.parametrize("name", ["index.html", "popular.html", "taste.html", "users/1.html"])
+def test_every_page_has_a_labelled_search_form(fixed_site: Path, name: str) -> None:
+    html = (fixed_site / name).read_text()
+    form = re.search(r"<form [^>]*class=\"site-search\"[^>]*>.*?</form>", html, re.S)
     assert form, "no search form"
-    assert re.search(r'<label for="user-search">', form.group(0))
-    assert re.search(r'<input id="user-search" name="user"', form.group(0))
+    assert re.search(r'<label for="site-search">', form.group(0))
+    assert re.search(r'<input id="site-search" name="q" type="search"', form.group(0))
+    assert 'aria-describedby="site-search-status"' in form.group(0)
     assert 'type="submit"' in form.group(0)
     assert 'data-shards="1"' in form.group(0)
+    assert 'data-root="' + ("../" if "/" in name else "") + '"' in form.group(0)
 
 
-def test_movie_page_lists_neighbours_by_embedding(fixed_run: Path, fixed_site: Path) -> None:
-    ids, vectors = load_run(fixed_run).encoding.movie_ids, movie_vectors(load_model(fixed_run))
-    assert list(ids) == MOVIE_IDS
-    # Movie 30 is well rated (>= 5 ratings); its neighbours are the closest well-rated ones.
-    counts = {m: 0 for m in MOVIE_IDS}
-    for _, m, _, _, _ in fixed_ratings():
-        counts[m] += 1
-    assert counts[30] >= 5
-    placed = np.array([counts[m] >= 5 for m in MOVIE_IDS])
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    row = MOVIE_IDS.index(30)
-    cosine = unit @ unit[row]
-    cosine[~placed] = -np.inf
-    cosine[row] = -np.inf
-    expected = [MOVIE_IDS[i] for i in np.argsort(-cosine, kind="stable")[:10] if placed[i]]
-    page = read_page(fixed_site / "movies" / "30.html")
-    assert page.h1 == _title(30)
-    neighbours = page.tables[0]
-    assert [r[1] for r in neighbours[1:]] == [_title(m) for m in expected]
+def test_movie_page_lists_who_liked_it_also_liked(fixed_site: Path) -> None:
+    # Brute force over the fixed ratings: who liked (>= 4) each movie, shrunk cosine.
+    fans: dict[int, set[int]] = {}
+    for u, m, r, _, _ in fixed_ratings():
+        if r >= 4:
+            fans.setdefault(m, set()).add(u)
+    placed = {m for m, who in fans.items() if len(who) >= FIXED_MIN_LIKES}
+    assert placed, "the fixed ratings must have a movie liked by enough people"
+    for movie in sorted(placed):
+        score = {
+            other: len(fans[movie] & fans[other])
+            / (np.sqrt(len(fans[movie]) * len(fans[other])) + COSINE_SHRINK)
+            for other in sorted(placed - {movie})
+        }
+        expected = sorted((o for o in score if score[o] > 0), key=lambda o: -score[o])
+        page = read_page(fixed_site / "movies" / f"{movie}.html")
+        assert page.h1 == _title(movie)
+        listed = [r[1] for r in page.tables[0][1:]] if expected else []
+        assert listed == [_title(m) for m in expected[:N_SIMILAR]]
 
 
 def test_movie_with_few_ratings_says_so(fixed_site: Path) -> None:
     page = read_page(fixed_site / "movies" / "800.html")  # never rated, no genres
-    assert "too few (under 5)" in page.plain
+    assert "Fewer than 5 people liked this movie" in page.plain
     assert "(no genres listed)" in page.plain
     assert not page.tables
 
@@ -667,3 +736,265 @@ def test_stars_round_to_half_stars() -> None:
     assert site.metric_label("ndcg_at_10") == "nDCG@10"
     assert site.metric_label("precision_at_10") == "Precision@10"
     assert site.metric_label("rmse") == "RMSE"
+
+
+# ---------------------------------------------------------------------------------------
+# Movie pages: links out, tags, the ratings chart
+
+
+def test_movie_page_links_out_to_imdb_and_tmdb(fixed_site: Path) -> None:
+    both = read_page(fixed_site / "movies" / "10.html")
+    assert "https://www.imdb.com/title/tt0114709/" in both.links  # zero-padded to 7 digits
+    assert "https://www.themoviedb.org/movie/862" in both.links
+    imdb_only = read_page(fixed_site / "movies" / "20.html")
+    assert "https://www.imdb.com/title/tt0211915/" in imdb_only.links
+    assert not [link for link in imdb_only.links if "themoviedb" in link]
+    for neither in ("30", "40"):  # a row of NULLs; no row at all
+        page = read_page(fixed_site / "movies" / f"{neither}.html")
+        assert not [link for link in page.links if link.startswith("https://www.")]
+        assert "no IMDb or TMDB id in the data" in page.plain
+
+
+def test_movie_page_shows_the_most_used_tags(fixed_site: Path) -> None:
+    html = (fixed_site / "movies" / "30.html").read_text()
+    tags = re.search(r'<ul class="tags"[^>]*>(.*?)</ul>', html, re.S)
+    assert tags
+    shown = [" ".join(Page(item).plain.split()) for item in re.findall(r"<li>(.*?)</li>", tags[1])]
+    # users per tag, case and spaces aside; ties alphabetically; eight at most; blanks never
+    assert shown == ["dark ×3", "funny ×2", *[f"tag {c}" for c in "abcdef"]]
+    assert "&lt;b&gt;bold&lt;/b&gt;" in (fixed_site / "movies" / "40.html").read_text()
+    assert "none yet" in read_page(fixed_site / "movies" / "50.html").plain
+
+
+def counts_of(movie: int) -> int:
+    return sum(1 for _, m, _, _, _ in fixed_ratings() if m == movie)
+
+
+def chart_of(page: Path) -> ET.Element:
+    html = page.read_text(encoding="utf-8")
+    match = re.search(r"<svg\b.*?</svg>", html[html.index('id="ratings-heading"') :], re.S)
+    assert match, f"no chart in {page}"
+    return ET.fromstring(match.group(0))
+
+
+def test_rating_chart_bars_are_the_movie_counts(fixed_site: Path) -> None:
+    ns = "{http://www.w3.org/2000/svg}"
+    values = [0.5 * i for i in range(1, 11)]
+    for movie in (10, 30, 60):
+        counts = [0] * 10
+        for _, m, r, _, _ in fixed_ratings():
+            if m == movie:
+                counts[values.index(r)] += 1
+        root = chart_of(fixed_site / "movies" / f"{movie}.html")
+        assert root.get("role") == "img" and root.get("aria-labelledby") == "ratings-title"
+        title = root.find(f"{ns}title")
+        assert title is not None and title.text is not None
+        said = ", ".join(
+            f"{star_label(v)} star{'s' if v > 1 else ''} {c}"
+            for v, c in reversed(list(zip(values, counts, strict=True)))
+            if c
+        )
+        assert title.text == f"How {sum(counts)} users rated {_title(movie)}: {said}."
+        scales = [
+            float(g.get("transform", "").split()[3])
+            for g in root.iter(f"{ns}g")
+            if g.get("transform", "").startswith("matrix(")
+        ]
+        assert scales == pytest.approx([c / max(counts) for c in counts], abs=1e-4)
+        texts = [t.text for t in root.iter(f"{ns}text")]
+        assert texts[:10] == ["½", "1", "1½", "2", "2½", "3", "3½", "4", "4½", "5"]
+        assert texts[10:] == [str(c) for c in counts]
+    assert "No ratings yet." in read_page(fixed_site / "movies" / "800.html").plain
+    few = [m for m in MOVIE_IDS if 0 < counts_of(m) < SIMILAR_MIN_RATINGS]
+    if few:  # a sentence instead of a chart
+        page = read_page(fixed_site / "movies" / f"{few[0]}.html")
+        assert f"How {counts_of(few[0])} user" in page.plain
+        assert "ratings-title" not in page.ids
+
+
+def test_rating_chart_keeps_its_bars_on_the_baseline() -> None:
+    from job.site.chart import RatingChart
+
+    chart = RatingChart.draw([1.0, 2.0, 3.0, 4.0, 5.0])
+    root = ET.fromstring(str(chart.render([0, 1, 2, 3, 4], "<Heat> & co")))
+    ns = "{http://www.w3.org/2000/svg}"
+    assert root.find(f"{ns}title").text == "<Heat> & co"  # type: ignore[union-attr]
+    for group in root.iter(f"{ns}g"):
+        if group.get("transform", "").startswith("matrix("):
+            _, _, _, h, _, shift = (float(x) for x in group.get("transform")[7:-1].split())  # type: ignore[index]
+            path = group.find(f"{ns}path")
+            assert path is not None
+            bottom = max(float(y) for y in re.findall(r"[ML] [-\d.]+ ([-\d.]+)", path.get("d", "")))
+            assert h * bottom + shift == pytest.approx(chart.baseline, abs=1e-2)
+    with pytest.raises(ValueError, match="3 counts for 5 ratings"):
+        chart.render([1, 2, 3], "x")
+
+
+# ---------------------------------------------------------------------------------------
+# The popular page: picks by genre
+
+
+def pop(rank: int, movie: int, n: int) -> site_data.Popular:
+    return site_data.Popular(rank, movie, 5.0 - rank / 100, n)
+
+
+def movie_of(movie_id: int, *genres: str) -> site_data.Movie:
+    return site_data.Movie(movie_id, f"M{movie_id}", 2000, genres, 0, None)
+
+
+def test_genre_picks_one_movie_per_genre_from_the_popular_ones() -> None:
+    movies = {
+        1: movie_of(1, "Drama", "Crime"),
+        2: movie_of(2, "Drama"),
+        3: movie_of(3, "Crime"),
+        4: movie_of(4, "Drama", "Noir"),
+        5: movie_of(5, "Drama"),  # best rated, too few ratings to count as popular
+        6: movie_of(6),  # no genres
+    }
+    ranked = [
+        pop(1, 5, 2),
+        pop(2, 1, 50),
+        pop(3, 4, 40),
+        pop(4, 2, 30),
+        pop(5, 3, 20),
+        pop(6, 6, 90),
+    ]
+    every, lists, threshold = site_data.genre_picks(movies, ranked, per_genre=2, quantile=0.2)
+    assert threshold == 20  # the 20% quantile of (2, 20, 30, 40, 50, 90)
+    assert [(g.genre, [p.movie_id for p in g.movies]) for g in lists] == [
+        ("Crime", [1, 3]),
+        ("Drama", [1, 4]),
+        ("Noir", [4]),
+    ]
+    # Noir (one candidate) chooses first and keeps movie 4; Crime then takes 1; Drama the next
+    assert sorted((g.genre, g.movie.movie_id) for g in every) == [
+        ("Crime", 1),
+        ("Drama", 2),
+        ("Noir", 4),
+    ]
+    assert [g.movie.rank for g in every] == sorted(g.movie.rank for g in every)
+    assert site_data.genre_picks(movies, []) == ([], [], 0)
+
+
+def test_popular_page_has_a_pick_from_every_genre_then_each_genre(fixed_site: Path) -> None:
+    page = read_page(fixed_site / "popular.html")
+    every = page.tables[0]
+    assert every[0] == ["Genre", "Title", "Score", "Ratings"]
+    genres = [row[0] for row in every[1:]]
+    titles = [row[1] for row in every[1:]]
+    assert len(set(genres)) == len(genres) and len(set(titles)) == len(titles)
+    assert "The best of each genre" in page.plain
+    for genre in genres:
+        anchor = "genre-" + "".join(c if c.isalnum() else "-" for c in genre.lower())
+        assert anchor in page.ids and f"#{anchor}" in page.links
+
+
+# ---------------------------------------------------------------------------------------
+# The title index
+
+
+def test_fold_and_words_match_minisearch_splitting() -> None:
+    assert search.fold("Amélie") == "amelie"
+    assert search.fold("ＡＢＣ") == "abc"  # full-width letters
+    assert search.words("Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)") == [
+        "amelie", "fabuleux", "destin", "d", "amelie", "poulain", "le", "2001",
+    ]  # fmt: skip
+    assert search.words("WALL·E (2008)") == ["wall", "e", "2008"]
+    assert search.words("Léon: The Professional") == ["leon", "the", "professional"]
+    assert search.shard_key("amelie") == "am" and search.shard_key("e") == "e"
+    assert search.shard_file("am") == "titles-am.js"
+    assert search.shard_file("é") == "titles-xc3a9.js"  # é that NFKD could not split
+    assert search.shard_file("Ab") == "titles-x4162.js"
+
+
+def test_title_shards_hold_every_title_under_each_of_its_words(fixed_run: Path) -> None:
+    data, _ = site.load_site_data(fixed_run)
+    shards = search.title_shards(data.movies.values())
+    for movie in data.movies.values():
+        name = re.sub(r" \(\d{4}\)$", "", movie.title)  # the year makes no shard
+        keys = {search.shard_key(w) for w in search.words(name)}
+        holding = {k for k, rows in shards.items() if movie.movie_id in [r[0] for r in rows]}
+        assert holding == keys, movie.title
+    assert 20 in [row[0] for row in shards["am"]]  # Amélie, folded
+    assert 20 not in [row[0] for row in shards["20"]]  # "(2001)" at the end: no shard
+    listing = (fixed_run / "site" / "search" / "titles.js").read_text()
+    sizes = json.loads(re.fullmatch(r"movielensTitleShards\((.*)\);\n", listing)[1])  # type: ignore[index]
+    assert sizes == {k: len(rows) for k, rows in shards.items()}
+    text = (fixed_run / "site" / "search" / "titles-am.js").read_text()
+    key, rows = json.loads("[" + re.fullmatch(r"movielensTitleShard\((.*)\);\n", text)[1] + "]")  # type: ignore[index]
+    assert key == "am" and rows == shards["am"]
+    assert "<script>" not in (fixed_run / "site" / "search" / "titles-sc.js").read_text()
+
+
+# ---------------------------------------------------------------------------------------
+# The taste page
+
+
+def read_taste_shards(site_dir: Path) -> tuple[dict[int, list[list[float]]], dict[int, str]]:
+    neighbours: dict[int, list[list[float]]] = {}
+    titles: dict[int, str] = {}
+    for path in sorted((site_dir / "taste").glob("nb-*.js")):
+        number = int(path.stem.split("-")[1])
+        match = re.fullmatch(rf"movielensNeighbours\({number},(.*)\);\n", path.read_text())
+        assert match, path
+        found, named = json.loads("[" + match.group(1) + "]")
+        count = len(list((site_dir / "taste").glob("nb-*.js")))
+        assert all(int(m) % count == number for m in found)
+        neighbours.update({int(m): v for m, v in found.items()})
+        titles.update({int(m): t for m, t in named.items()})
+    return neighbours, titles
+
+
+def test_taste_shards_hold_every_movie_and_its_neighbours(fixed_run: Path) -> None:
+    neighbours, titles = read_taste_shards(fixed_run / "site")
+    assert sorted(neighbours) == MOVIE_IDS
+    with duckdb.connect(str(fixed_run / "recommendations.duckdb"), read_only=True) as con:
+        table, other, score = site_data.TASTE_SOURCE
+        rows = con.execute(
+            f"SELECT movie_id, {other}, {score} FROM {table} ORDER BY movie_id, rank"
+        ).fetchall()
+    expected: dict[int, list[list[float]]] = {m: [] for m in MOVIE_IDS}
+    for m, n, sim in rows:
+        expected[m].append([n, round(sim, 4)])
+    assert neighbours == expected
+    assert titles[10] == XSS_TITLE and set(titles) == set(MOVIE_IDS)
+    html = (fixed_run / "site" / "taste.html").read_text()
+    assert "<script>alert(1)" not in html  # the fill list's titles, escaped by tojson
+
+
+def brute_force_recommend(
+    neighbours: dict[int, list[tuple[int, float]]], picks: list[int], k: int
+) -> list[int]:
+    movies = sorted({o for found in neighbours.values() for o, _ in found} - set(picks))
+    total = {m: sum(s for p in picks for o, s in neighbours.get(p, []) if o == m) for m in movies}
+    near = {o for p in picks for o, _ in neighbours.get(p, [])}
+    return sorted((m for m in movies if m in near), key=lambda m: (-total[m], m))[:k]
+
+
+@pytest.mark.parametrize("k", [1, 5, 50])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_recommend_matches_brute_force(k: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    neighbours = {
+        m: [(int(o), round(float(rng.random()), 4)) for o in rng.choice(40, 6, replace=False)]
+        for m in range(40)
+        if rng.random() < 0.8
+    }
+    picks = [int(p) for p in rng.choice(45, 3, replace=False)]  # some have no neighbours
+    found = taste.recommend(neighbours, picks, k)
+    assert [m for m, _, _ in found] == brute_force_recommend(neighbours, picks, k)
+    for movie, score, because in found:
+        parts = {p: s for p in picks for o, s in neighbours.get(p, []) if o == movie}
+        assert score == pytest.approx(sum(parts.values()))
+        assert because == max(parts, key=lambda p: (parts[p], -picks.index(p)))
+    assert not {m for m, _, _ in taste.recommend(neighbours, picks, k, exclude=range(20))} & set(
+        range(20)
+    )
+
+
+def test_taste_overlap_is_a_share(fixed_run: Path) -> None:
+    data, _ = site.load_site_data(fixed_run)
+    found = taste.taste_overlap(fixed_run, data.neighbours, k=5)
+    assert found["users"] == len(USER_IDS) - 1  # the cold-start user has no model top-k
+    for name in ("overlap_as_shown", "overlap_unrated", "popular_overlap"):
+        assert 0.0 <= found[name] <= 1.0

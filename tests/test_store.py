@@ -101,6 +101,8 @@ SCHEMA = {
         "training_seconds": "DOUBLE",
         "manifest": "JSON",
     },
+    "links": {"movie_id": "BIGINT", "imdb_id": "BIGINT", "tmdb_id": "BIGINT"},
+    "tags": {"user_id": "BIGINT", "movie_id": "BIGINT", "tag": "VARCHAR"},
 }
 
 

@@ -12,7 +12,6 @@ against moto's standalone S3 server on loopback, so it needs no cloud account.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -40,14 +39,13 @@ def make_synthetic_out(
     site = out / "site"
     for sub in ("users", "movies", "static"):
         (site / sub).mkdir(parents=True, exist_ok=True)
-    (out / "run.json").write_text(json.dumps({"run_id": run_id, "bench": True}) + "\n")
-    (out / "recommendations.duckdb").write_bytes(os.urandom(64 * 1024))
+    _write_placeholder_run(out, run_id)
     (site / "static" / "style.css").write_text("body { font-family: sans-serif; }\n")
     (site / "static" / "app.js").write_text("document.documentElement.dataset.ok = '1';\n")
     (site / "index.html").write_text(
         '<!doctype html><html><head><meta charset="utf-8"><title>bench</title>'
         '<link rel="stylesheet" href="static/style.css"></head><body>'
-        '<a href="users/1.html">user 1</a></body></html>\n'
+        f'<p>Run <code>{run_id}</code></p><a href="users/1.html">user 1</a></body></html>\n'
     )
     pages = n_objects - 5
     filler = "<li>A movie title (1999) ★★★★☆</li>\n"
@@ -61,6 +59,33 @@ def make_synthetic_out(
             encoding="utf-8",
         )
     return out
+
+
+def _write_placeholder_run(out: Path, run_id: str) -> None:
+    """run.json and recommendations.duckdb of a run that trained nothing, but that
+    ``python -m job publish`` takes for a finished run (runfolder.require)."""
+    import duckdb
+
+    from job.data import RatingScale
+    from job.runfolder import DatasetInfo, Manifest, ModelInfo, write_manifest
+
+    write_manifest(
+        out,
+        Manifest(
+            run_id=run_id,
+            created_at="2026-01-01T00:00:00+00:00",
+            dataset=DatasetInfo("bench", "0" * 64, 1, 1, 1, 1, RatingScale(0.5, 5.0, 0.5), {}),
+            config={"bench": True},
+            model=ModelInfo("bench", 0, [], 0, 0.0),
+            history=[],
+            versions={},
+            metrics={"rows": []},
+            training_seconds=0.0,
+        ),
+    )
+    with duckdb.connect(str(out / "recommendations.duckdb")) as con:
+        con.execute("CREATE TABLE runs AS SELECT ? AS run_id", [run_id])
+        con.execute("CREATE TABLE padding AS SELECT random() AS x FROM range(8192)")
 
 
 def bench_publish(n_objects: int = 10_000, *, max_concurrency: int = 32) -> dict[str, Any]:

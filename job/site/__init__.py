@@ -1,5 +1,7 @@
 """The static results site: ``data`` (reading a merged run), ``chart`` (the error-over-epochs
-plot) and ``render`` (Jinja2 pages). Never imports Keras: everything comes from DuckDB."""
+plot, each movie's ratings), ``search`` (the title index), ``taste`` (the taste page's
+neighbours and its rule) and ``render`` (Jinja2 pages). Never imports Keras: everything comes
+from DuckDB."""
 
 from job.site.chart import best_baseline, error_chart_svg
 from job.site.data import SiteData, load_site_data

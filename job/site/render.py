@@ -4,11 +4,14 @@
 and writes ``OUT/site/``::
 
     index.html              dataset, model, metrics against the baselines, the chart, search
-    popular.html            the cold-start list: what a new user is shown
+    popular.html            what a new user is shown: one pick per genre, each genre's best
+    taste.html              "start from your taste": picks in, recommendations out (in JS)
     users/<id>.html         a user's top-rated movies and top recommendations
-    movies/<id>.html        a movie and its nearest neighbours in embedding space
+    movies/<id>.html        a movie: links out, tags, its ratings' chart, its neighbours
     search/users-<n>.js     the user-id index, one shard per ``id % n_shards``
-    static/                 site.css, search.js (copied from site_templates/static)
+    search/titles*.js       the title index (``job.site.search``)
+    taste/nb-<n>.js         the taste page's movie neighbours (``job.site.taste``)
+    static/                 site.css, search.js, taste.js, vendor/ (from site_templates/static)
 
 Every link is relative, so the folder works from ``file://`` and from a bucket with no server.
 Links to the data files (``../recommendations.duckdb``, ``../parquet/...``, ``../run.json``)
@@ -26,6 +29,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -34,13 +38,23 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import jinja2
 
 from job.errors import JobError
 from job.files import atomic_path
-from job.runfolder import BASELINE_NAMES, SITE_DIR, record_stage, require
-from job.site.chart import _finite, best_baseline, error_chart_svg, inline_svg
-from job.site.data import SiteData, load_site_data
+from job.runfolder import BASELINE_NAMES, SITE_DIR, damaged_database, record_stage, require
+from job.site.chart import (
+    RatingChart,
+    _finite,
+    best_baseline,
+    error_chart_svg,
+    inline_svg,
+    ratings_description,
+)
+from job.site.data import TASTE_EXPLAINED, TASTE_SOURCE, SiteData, load_site_data
+from job.site.search import write_title_index
+from job.site.taste import n_taste_shards, write_taste_shards
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +104,10 @@ def render_site(
     """
     started = time.perf_counter()
     require(out, "render")
-    data, timings = load_site_data(out, n_top_rated=n_top_rated, n_popular=n_popular)
+    try:
+        data, timings = load_site_data(out, n_top_rated=n_top_rated, n_popular=n_popular)
+    except duckdb.Error as exc:  # damage inside a table, past require's cheap checks
+        raise damaged_database(out, exc) from None
     summary = write_site(out / SITE_DIR, data, templates=templates, workers=workers)
     seconds = time.perf_counter() - started
     timings = {**timings, **summary.timings}
@@ -180,16 +197,24 @@ def stars(rating: float, high: float = 5.0) -> str:
 _WORKER: dict[str, Any] = {}
 
 
-def _start_worker(templates: Path, data: SiteData, site: Path) -> None:
+def _start_worker(templates: Path, data: SiteData, site: Path, chart: RatingChart) -> None:
     env = make_environment(templates)
     env.globals.update(_site_globals(data))
     _WORKER.update(
         env=env,
         data=data,
         site=site,
+        chart=chart,
         user=env.get_template("user.html"),
         movie=env.get_template("movie.html"),
     )
+
+
+def _start_pool_worker(templates: Path, data: SiteData, site: Path, chart: RatingChart) -> None:
+    # Ctrl-C reaches every process of the terminal's group: the parent handles it (one
+    # line, exit 130) and stops the pool; a worker's traceback would only add noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _start_worker(templates, data, site, chart)
 
 
 def _render_chunk(kind: str, ids: Sequence[int]) -> int:
@@ -198,8 +223,11 @@ def _render_chunk(kind: str, ids: Sequence[int]) -> int:
     site: Path = _WORKER["site"]
     template: jinja2.Template = _WORKER[kind]
     folder = site / f"{kind}s"
+    chart: RatingChart = _WORKER["chart"]
     for page_id in ids:
-        context = user_context(data, page_id) if kind == "user" else movie_context(data, page_id)
+        context = (
+            user_context(data, page_id) if kind == "user" else movie_context(data, page_id, chart)
+        )
         (folder / f"{page_id}.html").write_text(template.render(context), encoding="utf-8")
     return len(ids)
 
@@ -223,12 +251,27 @@ def user_context(data: SiteData, user_id: int) -> dict[str, Any]:
     }
 
 
-def movie_context(data: SiteData, movie_id: int) -> dict[str, Any]:
+def movie_context(
+    data: SiteData, movie_id: int, chart: RatingChart | None = None
+) -> dict[str, Any]:
+    movie = data.movies[movie_id]
+    counts = data.rating_counts.get(movie_id)
+    drawing = described = None
+    if chart is not None and counts:
+        described = ratings_description(movie.title, chart.values, counts)
+        # A handful of ratings says more as a sentence than as a chart (and 6,000 fewer
+        # drawings keep the site small): the chart from as many ratings as neighbours need.
+        if sum(counts) >= data.similar_min_ratings:
+            drawing = chart.render(counts, described)
     return {
         "root": "../",
-        "movie": data.movies[movie_id],
+        "movie": movie,
         "similar": data.similar.get(movie_id),
         "similar_min_ratings": data.similar_min_ratings,
+        "links": data.links.get(movie_id),
+        "tags": data.tags.get(movie_id, ()),
+        "ratings_chart": drawing,
+        "ratings_described": described,
     }
 
 
@@ -245,7 +288,7 @@ def write_site(
         JobError: the templates are missing or a page refers to something undefined.
     """
     started = time.perf_counter()
-    n_pages = len(data.users) + len(data.movies) + 2
+    n_pages = len(data.users) + len(data.movies) + 3
     if workers is None:
         workers = (os.cpu_count() or 1) if n_pages >= PARALLEL_MIN_PAGES else 1
     workers = max(1, workers)
@@ -253,16 +296,22 @@ def write_site(
     try:
         with atomic_path(site) as tmp:
             tmp.mkdir()
-            for folder in ("users", "movies", "search"):
+            for folder in ("users", "movies", "search", "taste"):
                 (tmp / folder).mkdir()
             static = templates / "static"
             if static.is_dir():
                 shutil.copytree(static, tmp / "static")
             _write_top_pages(tmp, data, templates)
             timings["index"] = time.perf_counter() - started
+            index_started = time.perf_counter()
             _write_search_shards(tmp / "search", data)
+            write_title_index(tmp / "search", data.movies)
+            write_taste_shards(tmp / "taste", data.movies, data.neighbours)
+            timings["search"] = time.perf_counter() - index_started
             pages_started = time.perf_counter()
-            _write_entity_pages(tmp, data, templates, workers)
+            # matplotlib draws the ratings chart once; every movie page scales its bars
+            chart = RatingChart.draw(data.rating_values or (1.0, 2.0, 3.0, 4.0, 5.0))
+            _write_entity_pages(tmp, data, templates, workers, chart)
             timings["pages"] = time.perf_counter() - pages_started
             replace_started = time.perf_counter()
     except jinja2.TemplateNotFound as exc:
@@ -303,8 +352,26 @@ def _write_top_pages(site: Path, data: SiteData, templates: Path) -> None:
         n_popular=len(data.popular),
     )
     (site / "index.html").write_text(index, encoding="utf-8")
-    popular = env.get_template("popular.html").render(root="", popular=data.popular)
+    popular = env.get_template("popular.html").render(
+        root="",
+        popular=data.popular,
+        every_genre=data.every_genre,
+        by_genre=data.by_genre,
+        popular_min_ratings=data.popular_min_ratings,
+    )
     (site / "popular.html").write_text(popular, encoding="utf-8")
+    # The taste page's starting points, and what fills its list when the picks' neighbours
+    # are too few: the one-per-genre picks, then the most popular movies.
+    starters = [pick.movie.movie_id for pick in data.every_genre]
+    fill = list(dict.fromkeys([*starters, *(p.movie_id for p in data.popular[:50])]))
+    taste = env.get_template("taste.html").render(
+        root="",
+        every_genre=data.every_genre,
+        fill=[[m, data.movies[m].title] for m in fill if m in data.movies],
+        n_taste_shards=n_taste_shards(len(data.movies)),
+        neighbours_are=TASTE_EXPLAINED.get(TASTE_SOURCE[0], "each pick's nearest movies"),
+    )
+    (site / "taste.html").write_text(taste, encoding="utf-8")
 
 
 # Higher is better for ranking metrics (ndcg, precision, recall, hit rate, map, auc, ...).
@@ -342,7 +409,9 @@ def _write_search_shards(folder: Path, data: SiteData) -> None:
         )
 
 
-def _write_entity_pages(site: Path, data: SiteData, templates: Path, workers: int) -> None:
+def _write_entity_pages(
+    site: Path, data: SiteData, templates: Path, workers: int, chart: RatingChart
+) -> None:
     jobs: list[tuple[str, list[int]]] = []
     user_ids = [u.user_id for u in data.users]
     movie_ids = list(data.movies)
@@ -351,7 +420,7 @@ def _write_entity_pages(site: Path, data: SiteData, templates: Path, workers: in
         size = max(1, math.ceil(len(ids) / n_chunks))
         jobs += [(kind, ids[i : i + size]) for i in range(0, len(ids), size)]
     if workers == 1:
-        _start_worker(templates, data, site)
+        _start_worker(templates, data, site, chart)
         for kind, ids in jobs:
             _render_chunk(kind, ids)
         return
@@ -361,8 +430,8 @@ def _write_entity_pages(site: Path, data: SiteData, templates: Path, workers: in
     with ProcessPoolExecutor(
         max_workers=workers,
         mp_context=get_context("spawn"),
-        initializer=_start_worker,
-        initargs=(templates, data, site),
+        initializer=_start_pool_worker,
+        initargs=(templates, data, site, chart),
     ) as pool:
         for done in [pool.submit(_render_chunk, kind, ids) for kind, ids in jobs]:
             done.result()

@@ -1,0 +1,157 @@
+"""Build and run the job's images from the tests, with Docker or Podman.
+
+On a normal host this is `docker build` and `docker run`, and nothing more. The rest of this
+module is there for this project's own machines (Debian 12 VMs, root, Podman and no Docker
+daemon, no container registry within reach), whose quirks are each applied here and only here:
+
+- No registry: the Dockerfiles' base, python:3.11-slim-bookworm from Docker Hub, cannot be
+  pulled. An equivalent (Debian bookworm, its Python 3.11, pip, venv) is made once from Debian's
+  packages with mmdebstrap, kept as BASE_STANDIN, and passed to the Dockerfiles as
+  `--build-arg PYTHON_IMAGE=...`.
+- pip in the build reaches PyPI only with the host's CA bundle mounted over the image's: the
+  egress here goes through a TLS proxy with its own certificate authority.
+- `podman run --runtime runc` (crun fails on this kernel's hybrid cgroups) with ulimits no
+  higher than the host's own, and processes no more than pid_max (Podman asks for more by
+  default, and runc cannot raise a limit past what Podman itself got).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+# What the Dockerfiles are built from where Docker Hub is out of reach (see above).
+BASE_STANDIN = "localhost/python:3.11-slim-bookworm"
+# Debian's equivalent of python:3.11-slim-bookworm: minbase, Python with pip and venv, no
+# documentation, merged /usr without the usrmerge package (and the Perl it pulls in).
+MMDEBSTRAP = [
+    "mmdebstrap",
+    "--variant=minbase",
+    "--include=python3,python3-venv,python3-pip,ca-certificates,python-is-python3",
+    "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
+    '--aptopt=APT::Install-Recommends "false"',
+    *(
+        f"--dpkgopt=path-exclude=/usr/share/{folder}/*"
+        for folder in ("doc", "man", "info", "locale", "lintian")
+    ),
+    "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+    "bookworm",
+]
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def last_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines()
+    return lines[-1] if lines else "no output"
+
+
+def _ulimit(name: str, which: int, cap: int | None = None) -> str:
+    """`--ulimit NAME=SOFT:HARD` at the host's own limits, and at most `cap`."""
+    values = []
+    for value in resource.getrlimit(which):
+        if value == resource.RLIM_INFINITY:
+            value = -1 if cap is None else cap  # -1: unlimited
+        elif cap is not None:
+            value = min(value, cap)
+        values.append(value)
+    return f"{name}={values[0]}:{values[1]}"
+
+
+def _pid_max() -> int | None:
+    """Podman holds its own process limit to the kernel's pid_max, and runc cannot raise it."""
+    path = Path("/proc/sys/kernel/pid_max")
+    return int(path.read_text()) if path.exists() else None
+
+
+@dataclass(frozen=True)
+class Engine:
+    exe: str
+    podman: bool
+
+    def build(
+        self, dockerfile: Path, tag: str, context: Path, base: str | None, timeout: float = 3600
+    ) -> subprocess.CompletedProcess[str]:
+        args = [self.exe, "build", "-f", str(dockerfile), "-t", tag]
+        if base is not None:
+            args += ["--build-arg", f"PYTHON_IMAGE={base}"]
+        if self.podman and HOST_CA_BUNDLE.is_file():
+            args += ["-v", f"{HOST_CA_BUNDLE}:/etc/ssl/certs/ca-certificates.crt:ro"]
+        return _run([*args, str(context)], timeout)
+
+    def run(
+        self,
+        image: str,
+        *args: str,
+        volumes: dict[Path, str] | None = None,
+        entrypoint: str | None = None,
+        timeout: float = 900,
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [self.exe, "run", "--rm"]
+        if self.podman:
+            if shutil.which("runc"):
+                cmd += ["--runtime", "runc"]
+            cmd += ["--ulimit", _ulimit("nofile", resource.RLIMIT_NOFILE)]
+            cmd += ["--ulimit", _ulimit("nproc", resource.RLIMIT_NPROC, _pid_max())]
+        for host, inside in (volumes or {}).items():
+            cmd += ["-v", f"{host}:{inside}"]
+        if entrypoint is not None:
+            cmd += ["--entrypoint", entrypoint]
+        return _run([*cmd, image, *args], timeout)
+
+    def has_image(self, name: str) -> bool:
+        return _run([self.exe, "image", "inspect", name], 60).returncode == 0
+
+    def image_size(self, name: str) -> int:
+        proc = _run([self.exe, "image", "inspect", name], 60)
+        assert proc.returncode == 0, last_line(proc)
+        return int(json.loads(proc.stdout)[0]["Size"])
+
+
+def find_engine() -> Engine | str:
+    """Docker where its daemon answers, else Podman; or why there is neither."""
+    reasons = []
+    for name in ("docker", "podman"):
+        exe = shutil.which(name)
+        if exe is None:
+            reasons.append(f"{name} is not installed")
+            continue
+        probe = _run([exe, "info"], 60)
+        if probe.returncode == 0:
+            return Engine(exe, podman=name == "podman")
+        reasons.append(f"{name} does not work ({last_line(probe)})")
+    return "; ".join(reasons)
+
+
+def base_image(engine: Engine, pinned: str) -> str | None:
+    """The base to build on: None for the Dockerfiles' own `pinned` one where it is here or can
+    be pulled, else BASE_STANDIN, made once with mmdebstrap. Raises RuntimeError if neither."""
+    if engine.has_image(pinned):
+        return None
+    pull = _run([engine.exe, "pull", pinned], 900)
+    if pull.returncode == 0:
+        return None
+    if engine.has_image(BASE_STANDIN):
+        return BASE_STANDIN
+    if not (engine.podman and shutil.which("mmdebstrap")):
+        raise RuntimeError(
+            f"cannot pull {pinned} ({last_line(pull)}), and there is no mmdebstrap with "
+            f"Podman to make a stand-in for it (apt-get install podman runc mmdebstrap)"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        tarball = Path(tmp) / "base.tar"
+        made = _run([*MMDEBSTRAP, str(tarball)], 900)
+        if made.returncode != 0:
+            raise RuntimeError(f"mmdebstrap failed: {made.stderr[-2000:]}")
+        imported = _run([engine.exe, "import", str(tarball), BASE_STANDIN], 600)
+        if imported.returncode != 0:
+            raise RuntimeError(f"podman import failed: {last_line(imported)}")
+    return BASE_STANDIN
