@@ -67,7 +67,12 @@ def metrics_table(rows: list[dict[str, Any]]) -> list[str]:
         "|---" + "|---:" * len(columns) + "|",
     ]
     for row in rows:
-        cells = [_cell(row.get(column)) for column in columns]
+        cells = [
+            f"{row[c]:.1f}"
+            if c.endswith("seconds") and isinstance(row.get(c), float)
+            else _cell(row.get(c))
+            for c in columns
+        ]
         lines.append(f"| {_cell(row.get('model'))} | " + " | ".join(cells) + " |")
     return lines
 

@@ -59,7 +59,9 @@ def test_shard_plan_is_every_index_once(shards: int) -> None:
 
 @pytest.mark.parametrize("shards", [0, -1, MAX_SHARDS + 1])
 def test_shard_plan_refuses_what_a_matrix_cannot_run(shards: int) -> None:
-    with pytest.raises(ConfigError, match=rf"--shards must be between 1 and {MAX_SHARDS} \(got {shards}\)"):
+    with pytest.raises(
+        ConfigError, match=rf"--shards must be between 1 and {MAX_SHARDS} \(got {shards}\)"
+    ):
         shard_plan(shards)
 
 

@@ -374,7 +374,9 @@ class WorkflowRun:
             raise WorkflowError(f"inputs the workflow does not declare: {sorted(unknown)}")
         inputs = {}
         for name, spec in declared.items():
-            value = given.get(name, spec.get("default", "" if spec.get("type") != "boolean" else False))
+            value = given.get(
+                name, spec.get("default", "" if spec.get("type") != "boolean" else False)
+            )
             if spec.get("type") == "boolean":
                 if not isinstance(value, bool):
                     raise WorkflowError(f"input {name} is a boolean, not {value!r}")
@@ -394,7 +396,9 @@ class WorkflowRun:
         while len(done) < len(jobs):
             ready = [j for j in jobs if j not in done and set(_needs(jobs[j])) <= set(done)]
             if not ready:
-                raise WorkflowError(f"a cycle or a missing job in needs: {sorted(set(jobs) - set(done))}")
+                raise WorkflowError(
+                    f"a cycle or a missing job in needs: {sorted(set(jobs) - set(done))}"
+                )
             done.append(ready[0])
         return done
 
@@ -431,7 +435,9 @@ class WorkflowRun:
                 if matrix
                 else ""
             )
-            steps_context = self._run_steps(job_id, label, job, {**context, "matrix": matrix}, result)
+            steps_context = self._run_steps(
+                job_id, label, job, {**context, "matrix": matrix}, result
+            )
             outputs_context = {**context, "matrix": matrix, "steps": steps_context}
             # A matrix job's outputs are its last combination's, as on GitHub.
             result.outputs = {
@@ -451,7 +457,9 @@ class WorkflowRun:
             if not isinstance(values, list) or not values:
                 raise WorkflowError(f"matrix.{name} is not a non-empty list: {values!r}")
         names = list(matrix)
-        return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*matrix.values())]
+        return [
+            dict(zip(names, combo, strict=True)) for combo in itertools.product(*matrix.values())
+        ]
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -482,7 +490,11 @@ class WorkflowRun:
             if not condition(step.get("if"), step_context):
                 self.steps.append(StepRecord(label, name, "skipped"))
                 if "id" in step:
-                    steps[step["id"]] = {"outputs": {}, "outcome": "skipped", "conclusion": "skipped"}
+                    steps[step["id"]] = {
+                        "outputs": {},
+                        "outcome": "skipped",
+                        "conclusion": "skipped",
+                    }
                 continue
             step_env = {
                 k: to_string(v) for k, v in interpolate(step.get("env") or {}, step_context).items()
@@ -508,7 +520,11 @@ class WorkflowRun:
                 raise WorkflowError(f"{label}: step {name!r} has neither uses nor run")
             self.steps.append(StepRecord(label, name, "ran", time.monotonic() - started))
             if "id" in step:
-                steps[step["id"]] = {"outputs": outputs, "outcome": "success", "conclusion": "success"}
+                steps[step["id"]] = {
+                    "outputs": outputs,
+                    "outcome": "success",
+                    "conclusion": "success",
+                }
         return steps
 
     def _image(self, container: Any) -> str:
@@ -568,7 +584,9 @@ class WorkflowRun:
             **{name: str(paths["temp"] / file) for name, file in files.items()},
             **env,
         }
-        command = shlex.split(template.replace("{0}", shlex.quote(str(paths["temp"] / script.name))))
+        command = shlex.split(
+            template.replace("{0}", shlex.quote(str(paths["temp"] / script.name)))
+        )
         if image is None:
             proc = subprocess.run(
                 command,
@@ -580,7 +598,11 @@ class WorkflowRun:
                 check=False,
             )
         else:
-            options = shlex.split(to_string(container.get("options"))) if isinstance(container, dict) else []
+            options = (
+                shlex.split(to_string(container.get("options")))
+                if isinstance(container, dict)
+                else []
+            )
             for name, value in full_env.items():
                 options += ["--env", f"{name}={value}"]
             options += ["--network", self.container_network, "--workdir", str(paths["workspace"])]
@@ -621,14 +643,20 @@ class WorkflowRun:
         options = {k: v for k, v in interpolate(step.get("with") or {}, context).items()}
         return stand_in(self, options, state, exported)
 
-    def _checkout(self, options: dict[str, Any], state: _JobState, exported: dict[str, str]) -> dict[str, str]:
+    def _checkout(
+        self, options: dict[str, Any], state: _JobState, exported: dict[str, str]
+    ) -> dict[str, str]:
         state.checked_out = True
         return {}
 
-    def _nothing(self, options: dict[str, Any], state: _JobState, exported: dict[str, str]) -> dict[str, str]:
+    def _nothing(
+        self, options: dict[str, Any], state: _JobState, exported: dict[str, str]
+    ) -> dict[str, str]:
         return {}
 
-    def _build_push(self, options: dict[str, Any], state: _JobState, exported: dict[str, str]) -> dict[str, str]:
+    def _build_push(
+        self, options: dict[str, Any], state: _JobState, exported: dict[str, str]
+    ) -> dict[str, str]:
         if not state.checked_out or options.get("context") != ".":
             raise WorkflowError("build-push-action builds the checkout (context: .) only here")
         kind = re.fullmatch(r"infra/Dockerfile\.(\w+)", options.get("file", ""))
@@ -649,7 +677,9 @@ class WorkflowRun:
             self.images[f"{repository}@{digest}"] = tag
         return {"digest": digest, "imageid": digest}
 
-    def _upload(self, options: dict[str, Any], state: _JobState, exported: dict[str, str]) -> dict[str, str]:
+    def _upload(
+        self, options: dict[str, Any], state: _JobState, exported: dict[str, str]
+    ) -> dict[str, str]:
         name = options["name"]
         target = self.artifacts / name
         if target.exists():
@@ -658,7 +688,8 @@ class WorkflowRun:
         files = [
             p
             for p in (source.rglob("*") if source.is_dir() else [source])
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source.parent).parts)
+            if p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(source.parent).parts)
         ]
         if not files:
             if options.get("if-no-files-found", "warn") == "error":
@@ -671,7 +702,9 @@ class WorkflowRun:
             shutil.copy2(file, destination)
         return {"artifact-id": name}
 
-    def _download(self, options: dict[str, Any], state: _JobState, exported: dict[str, str]) -> dict[str, str]:
+    def _download(
+        self, options: dict[str, Any], state: _JobState, exported: dict[str, str]
+    ) -> dict[str, str]:
         destination = state.workspace / options.get("path", ".")
         if "name" in options:
             source = self.artifacts / options["name"]
@@ -680,7 +713,9 @@ class WorkflowRun:
             _copy_contents(source, destination)
         else:
             pattern = options.get("pattern", "*")
-            names = sorted(p.name for p in self.artifacts.iterdir() if fnmatch.fnmatchcase(p.name, pattern))
+            names = sorted(
+                p.name for p in self.artifacts.iterdir() if fnmatch.fnmatchcase(p.name, pattern)
+            )
             if not names:
                 raise WorkflowError(f"download-artifact: no artifact matches {pattern!r}")
             merge = options.get("merge-multiple") is True
@@ -689,10 +724,14 @@ class WorkflowRun:
         _give_to_runner(state.workspace)
         return {"download-path": str(destination)}
 
-    def _aws_credentials(self, options: dict[str, Any], state: _JobState, exported: dict[str, str]) -> dict[str, str]:
+    def _aws_credentials(
+        self, options: dict[str, Any], state: _JobState, exported: dict[str, str]
+    ) -> dict[str, str]:
         region = options.get("aws-region")
         if not options.get("role-to-assume") or not region:
-            raise WorkflowError("configure-aws-credentials: role-to-assume and aws-region are empty")
+            raise WorkflowError(
+                "configure-aws-credentials: role-to-assume and aws-region are empty"
+            )
         exported.update(self.aws)
         exported.update({"AWS_REGION": str(region), "AWS_DEFAULT_REGION": str(region)})
         return {"aws-account-id": "123456789012"}
