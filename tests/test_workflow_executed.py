@@ -161,6 +161,15 @@ def test_run_steps_see_env_outputs_and_fail_on_a_bad_exit(tmp_path: Path) -> Non
     with pytest.raises(WorkflowError, match="exited 1"):
         run.run()
     assert [s.status for s in run.steps] == ["ran", "ran", "skipped"]
+    temp = tmp_path / "work" / "temp"  # the job failed: its summary is read from the file
+    summaries = [f.read_text(encoding="utf-8") for f in temp.rglob("step_summary_*")]
+    assert summaries == ["hello world, 1\n"], "the step saw the output and the env of the first"
+
+
+def test_a_step_on_the_runner_that_uses_sudo_is_refused(tmp_path: Path) -> None:
+    run = _tiny_workflow(tmp_path, [{"run": "sudo rm -rf /usr/share/dotnet"}])
+    with pytest.raises(WorkflowError, match="runs sudo on this machine"):
+        run.run()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ a mounted workspace as the working directory and a writable HOME, like GitHub's 
 needs, steps, matrix, env; literals, `!`, `==`, `!=`, `&&`, `||`, fromJSON, ...), and an
 expression this evaluator does not understand fails rather than reading as empty.
 `$GITHUB_OUTPUT`, `$GITHUB_ENV` and `$GITHUB_STEP_SUMMARY` are files, read back after each step.
+A job without a container runs its steps on this machine, in its own workspace folder; a step
+there that uses sudo is refused (it would change this machine, not a runner).
 
 Actions (`uses:`) have stand-ins, and only the ones in ACTIONS: any other action fails the run,
 so no step slips through unexecuted.
@@ -355,7 +357,7 @@ class WorkflowRun:
     step_timeout: float = 1800
     jobs: dict[str, JobResult] = field(default_factory=dict)
     steps: list[StepRecord] = field(default_factory=list)
-    images: dict[str, str] = field(default_factory=dict)  # ghcr.io/REPO@DIGEST -> local tag
+    images: dict[str, str] = field(default_factory=dict)  # ghcr.io/REPO@DIGEST -> local id
     artifacts: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -588,6 +590,10 @@ class WorkflowRun:
             template.replace("{0}", shlex.quote(str(paths["temp"] / script.name)))
         )
         if image is None:
+            if re.search(r"(^|[\s;&|(])sudo\s", step["run"]):
+                # Such a step changes the runner itself (run.yml's GPU job frees disk space);
+                # here the runner is this machine.
+                raise WorkflowError(f"{label}: {_step_name(step)!r} runs sudo on this machine")
             proc = subprocess.run(
                 command,
                 cwd=state.workspace,
@@ -671,10 +677,13 @@ class WorkflowRun:
         )
         if proc.returncode != 0:
             raise WorkflowError(f"cannot inspect {tag}: {proc.stderr.strip()}")
-        digest = "sha256:" + proc.stdout.strip().removeprefix("sha256:")
+        image_id = proc.stdout.strip().removeprefix("sha256:")
+        digest = f"sha256:{image_id}"
         for pushed in str(options.get("tags", "")).split(","):
             repository = pushed.strip().rsplit(":", 1)[0]
-            self.images[f"{repository}@{digest}"] = tag
+            # By id, as GitHub runs it by digest: a later build of the same tag (another
+            # checkout's tests) cannot change what this run's jobs run.
+            self.images[f"{repository}@{digest}"] = image_id
         return {"digest": digest, "imageid": digest}
 
     def _upload(
