@@ -216,6 +216,8 @@ def test_the_workflow_runs_and_publishes(engine: Engine, tmp_path: Path) -> None
             aws={**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL_S3": endpoint},
         )
         run.run()
+        for step in run.steps:  # shown with -rP or on a failure: what each step costs
+            print(f"{step.job:<16} {step.name:<40} {step.status:<8} {step.seconds:6.1f} s")
 
         # Every job ran, the score job once per shard; only the GPU steps were skipped.
         assert {job: result.status for job, result in run.jobs.items()} == {
@@ -274,16 +276,11 @@ def test_the_workflow_runs_and_publishes(engine: Engine, tmp_path: Path) -> None
             assert f"| {row['model']} | {row['rmse']:.4f} | {row['mae']:.4f} |" in site_summary
         (published,) = run.jobs["publish"].summaries
         assert f"- Stored under `s3://{BUCKET}/{PREFIX}/runs/{run_id}/`" in published
-        links = dict(
-            line[2:].split(": ", 1) for line in published.splitlines() if line.startswith("- ")
-        )
+        links = dict(line[2:].split(": ", 1) for line in published.splitlines() if ": " in line)
         assert links["This run"] == f"{site_url}/runs/{run_id}/site/index.html"
         for name in ("This run", "Data"):  # each address is an object under the site's prefix
             key = links[name].removeprefix(site_url + "/")
             assert s3.head_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}")["ContentLength"] > 0
-
-    for step in run.steps:  # shown with -s or -rP: what each step costs
-        print(f"{step.job:<16} {step.name:<40} {step.status:<8} {step.seconds:6.1f} s")
 
 
 def _credentials() -> dict[str, str]:
