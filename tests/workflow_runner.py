@@ -774,7 +774,8 @@ def _needs(job: dict[str, Any]) -> list[str]:
 
 
 def _step_name(step: dict[str, Any]) -> str:
-    return str(step.get("name") or step.get("uses") or step.get("run", "").splitlines()[0])
+    uses = str(step.get("uses", "")).split("@", 1)[0]
+    return str(step.get("name") or uses or step.get("run", "").splitlines()[0])
 
 
 def iter_summaries(run: WorkflowRun) -> Iterator[tuple[str, str]]:
