@@ -164,6 +164,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from job.site import check_templates
+
+    check_templates()  # a broken install fails now, before Keras' import and the training
     config = _config_from(args)  # validated before the slow imports
     from job.pipeline import run_all
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from job.config import Config
 from job.publish import parse_target, publish
 from job.score import Shard, score_stage
-from job.site import render_site
+from job.site import check_templates, render_site
 from job.store import merge_stage
 from job.train import train_stage
 
@@ -28,11 +28,12 @@ def run_all(config: Config, verbose: int = 1) -> RunResult:
     """Train, score every user, merge, render, and publish if ``config.publish`` says where.
 
     Everything that can be checked before training is: the options are validated when the
-    ``Config`` is made, and the publish target is parsed here, so a typo fails in seconds,
-    not after minutes of training.
+    ``Config`` is made, and the publish target and the site templates are checked here, so a
+    typo or a broken install fails in seconds, not after minutes of training.
     """
     if config.publish:
         parse_target(config.publish.target)
+    check_templates()
     seconds: dict[str, float] = {}
 
     def timed(stage: str, started: float) -> None:

@@ -609,7 +609,7 @@ def test_missing_database_is_one_clear_line(
 def test_undefined_variable_fails_and_keeps_the_old_site(fixed_run: Path, tmp_path: Path) -> None:
     data, _ = site.load_site_data(fixed_run)
     templates = tmp_path / "templates"
-    shutil.copytree(site.TEMPLATES_DIR, templates)
+    shutil.copytree(site.installed_templates(), templates)
     good = site.write_site(tmp_path / "site", data, templates=templates)
     before = (good.site / "index.html").read_text()
     page = templates / "popular.html"
