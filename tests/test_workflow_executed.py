@@ -290,3 +290,21 @@ def _credentials() -> dict[str, str]:
         "aws_session_token": FAKE_CREDENTIALS["AWS_SESSION_TOKEN"],
         "region_name": FAKE_CREDENTIALS["AWS_DEFAULT_REGION"],
     }
+
+
+def test_a_job_whose_if_is_false_skips_the_jobs_that_need_it(tmp_path: Path) -> None:
+    run = _tiny_workflow(tmp_path, [{"id": "say", "run": 'echo "word=hi" >> "$GITHUB_OUTPUT"'}])
+    run.workflow["jobs"]["only"]["outputs"] = {"word": "${{ steps.say.outputs.word }}"}
+    run.workflow["jobs"]["publish"] = {
+        "needs": "only",
+        "if": "inputs.who == 'nobody'",
+        "steps": [{"run": "exit 1"}],
+    }
+    run.workflow["jobs"]["after"] = {"needs": ["publish"], "steps": [{"run": "exit 1"}]}
+    run.run()
+    assert {job: result.status for job, result in run.jobs.items()} == {
+        "only": "success",
+        "publish": "skipped",
+        "after": "skipped",
+    }
+    assert run.jobs["only"].outputs == {"word": "hi"}

@@ -423,8 +423,13 @@ class WorkflowRun:
 
     def _run_job(self, job_id: str, job: dict[str, Any]) -> JobResult:
         context = self._context(job_id)
+        # A job whose needs did not all succeed is skipped unless its `if` says always().
         needs_skipped = any(self.jobs[n].status != "success" for n in _needs(job))
-        if (needs_skipped and "if" not in job) or not condition(job.get("if"), context):
+        if needs_skipped and "always()" not in str(job.get("if", "")):
+            skip = True
+        else:
+            skip = not condition(job.get("if"), context)
+        if skip:
             for step in job.get("steps", []):
                 self.steps.append(StepRecord(job_id, _step_name(step), "skipped"))
             return JobResult("skipped")
