@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import boto3
 import pytest
 import yaml
 from containers import Engine, find_engine
+from publish_support import public_read_policy
 from test_container import _build
 from workflow_runner import (
     RUNNER_UID,
@@ -197,6 +199,7 @@ def test_the_workflow_runs_and_publishes(engine: Engine, tmp_path: Path) -> None
     with moto_server() as endpoint:
         s3 = boto3.client("s3", endpoint_url=endpoint, **_credentials())
         s3.create_bucket(Bucket=BUCKET)
+        s3.put_bucket_policy(Bucket=BUCKET, Policy=public_read_policy(BUCKET))
         site_url = f"{endpoint}/{BUCKET}/{PREFIX}"  # moto serves the objects over plain HTTP
         run = WorkflowRun(
             workflow_file=RUN_WORKFLOW,
@@ -278,9 +281,13 @@ def test_the_workflow_runs_and_publishes(engine: Engine, tmp_path: Path) -> None
         assert f"- Stored under `s3://{BUCKET}/{PREFIX}/runs/{run_id}/`" in published
         links = dict(line[2:].split(": ", 1) for line in published.splitlines() if ": " in line)
         assert links["This run"] == f"{site_url}/runs/{run_id}/site/index.html"
-        for name in ("This run", "Data"):  # each address is an object under the site's prefix
-            key = links[name].removeprefix(site_url + "/")
-            assert s3.head_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}")["ContentLength"] > 0
+        # Read as a visitor reads them: anonymously, over http, no proxy between us and loopback.
+        anonymous = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with anonymous.open(links["This run"], timeout=30) as page:
+            assert run_id in page.read().decode("utf-8")
+        assert links["Data"] == f"{site_url}/runs/{run_id}/recommendations.duckdb"
+        with anonymous.open(links["Data"], timeout=30) as data:
+            assert data.read() == database.read_bytes()
 
 
 def _credentials() -> dict[str, str]:
