@@ -165,7 +165,9 @@ class FaultProxy:
 
     ``fault(method, path, attempt)`` returns None to forward, or "503" (SlowDown), "500"
     (InternalError) or "drop" (close the connection without an answer). ``attempt`` counts
-    the requests seen so far for that method and path, from 1.
+    the requests seen so far for that method and path, from 1. ``log`` records each request
+    once answered, with its status (0 for a 5xx fault, -1 dropped, -2 cut off by the client
+    before its body was complete: not forwarded, as a store would not store it).
     """
 
     def __init__(self, upstream: str, fault: Callable[[str, str, int], str | None]) -> None:
@@ -185,8 +187,16 @@ class FaultProxy:
                 pass
 
             def _relay(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
                 path = urlsplit(self.path).path
+                if len(body) < length:
+                    # The client gave up mid-body. A store drops such a request; forwarding
+                    # the part as a whole object would store what no client sent.
+                    with proxy._lock:
+                        proxy.log.append((self.command, path, -2))
+                    self.close_connection = True
+                    return
                 with proxy._lock:
                     attempt = proxy._seen.get((self.command, path), 0) + 1
                     proxy._seen[(self.command, path)] = attempt
