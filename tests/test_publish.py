@@ -474,10 +474,9 @@ def test_first_failed_upload_stops_new_ones_and_lets_those_in_flight_finish(
     answered = [path for method, path, code in proxy.log if method == "PUT"]
     assert sorted(answered) == sorted(arrivals)
     assert sorted(proxy.puts()) == sorted(p for p in arrivals if p != failed)
-    leftover = [
-        t for t in set(threading.enumerate()) - threads_before if "process_request" not in t.name
-    ]
-    assert leftover == []
+    # (s3transfer's workers are concurrent.futures threads; the proxy's and tqdm's are not.)
+    leftover = set(threading.enumerate()) - threads_before
+    assert [t for t in leftover if t.name.startswith("ThreadPoolExecutor")] == []
     # What landed is whole: the 7 objects answered 200, each with its file's MD5.
     stored = list_keys(proxy.upstream.geturl(), bucket, "c/")
     assert {f"/{bucket}/{k}" for k in stored} == set(proxy.puts())

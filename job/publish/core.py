@@ -322,6 +322,8 @@ def complete_run(
     missing = [f.rel for f in files if listed.get(prefix + f.rel) != (f.etag, f.size)]
     missing += [] if prefix + MARKER in listed else [MARKER]
     if missing:
+        if not marker_listed:
+            storage.delete(prefix + MARKER)  # the marker may only ever stand for a whole run
         raise PublishError(
             f"{len(missing)} object(s) of run {ours.run_id} are not in "
             f"{storage.describe(prefix)} after the upload (first: {missing[0]}): another "
@@ -334,13 +336,21 @@ def refuse_without_room(storage: Storage, ours: RunRef, named: RunRef, keep_runs
     the run the entry points name, with ``keep_runs`` complete runs newer than it."""
     if not named > ours:
         return
-    newer = [r.run.run_id for r in stored_runs(storage) if r.complete and r.run > ours]
-    if len(newer) >= keep_runs:
-        raise PublishRefused(
-            f"refused: run {ours.run_id} (created {ours.created or 'at an unknown time'}) is "
-            f"older than run {named.run_id} that {storage.describe(LATEST_KEY)} names, and "
-            f"--keep-runs {keep_runs} keeps only newer runs; nothing was uploaded"
-        )
+    runs = stored_runs(storage)
+    newer = [r.run.run_id for r in runs if r.complete and r.run > ours]
+    if len(newer) < keep_runs:
+        return
+    # What an earlier, killed attempt of this run left can never be named now: it goes.
+    leftover = any(r.run.run_id == ours.run_id for r in runs)
+    if leftover:
+        storage.delete(f"{RUNS}{ours.run_id}/{MARKER}")
+        storage.delete(f"{RUNS}{ours.run_id}/")
+    raise PublishRefused(
+        f"refused: run {ours.run_id} (created {ours.created or 'at an unknown time'}) is "
+        f"older than run {named.run_id} that {storage.describe(LATEST_KEY)} names, and "
+        f"--keep-runs {keep_runs} keeps only newer runs; nothing was uploaded"
+        + (", and what an earlier attempt uploaded was removed" if leftover else "")
+    )
 
 
 def switch_latest(storage: Storage, ours: RunRef, document: bytes) -> tuple[RunRef, bool]:
