@@ -706,6 +706,29 @@ def test_local_keep_runs(tmp_path: Path) -> None:
     assert sorted(p.name for p in (dest / "runs").iterdir()) == [RUN_C]  # no trash left
 
 
+def test_cli_says_in_one_line_when_a_run_is_not_the_latest_or_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    """A run older than the one the site names: uploaded and kept but not the latest (exit 0,
+    one warning line even with -q), or, with no room under --keep-runs, refused (exit 1)."""
+    dest = str(tmp_path / "public")
+    assert cli(["-q", "publish", str(make_out(tmp_path, RUN_C)), dest]) == 0
+    capsys.readouterr()
+    assert cli(["-q", "publish", str(make_out(tmp_path, RUN_A)), dest]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == (tmp_path / "public" / "index.html").resolve().as_uri()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"published run {RUN_A} but not the latest: the entry points name run ")
+    assert json.loads((tmp_path / "public" / "latest.json").read_text())["run_id"] == RUN_C
+
+    args = ["-q", "publish", str(make_out(tmp_path, RUN_B)), dest, "--keep-runs", "1"]
+    assert cli(args) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1
+    assert err.startswith(f"error: refused: run {RUN_B} (created 2026-11-27T09:00:00Z) is older")
+    assert sorted(p.name for p in (tmp_path / "public" / "runs").iterdir()) == [RUN_A, RUN_C]
+
+
 def test_local_target_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     with pytest.raises(PublishError, match="is a file"):

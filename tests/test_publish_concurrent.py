@@ -394,6 +394,24 @@ def test_concurrent_publishes_leave_the_newest_complete_run_live(
     )
 
 
+def test_the_store_honours_conditional_writes(site: Site) -> None:
+    """moto's S3 server (5.2.5) checks If-None-Match: * and If-Match, as AWS S3 does; the
+    folder checks the same under its flock. (Were they ignored, every call below would
+    return True: the switch would fall back to its read-back alone.)"""
+    store = site.new_storage()
+    store.check()
+    assert store.put_if("k.json", b"1", "no-cache", None)  # created: there was none
+    assert not store.put_if("k.json", b"2", "no-cache", None)  # now there is one
+    found = store.read_versioned("k.json")
+    assert found is not None and found[0] == b"1"
+    assert not store.put_if("k.json", b"2", "no-cache", "0" * 32)  # not the ETag read
+    assert store.put_if("k.json", b"2", "no-cache", found[1])  # the ETag read: replaced
+    assert not store.put_if("k.json", b"3", "no-cache", found[1])  # that ETag is gone now
+    store.delete("k.json")
+    assert not store.put_if("k.json", b"4", "no-cache", found[1])  # and so is the object
+    assert store.read("k.json") is None
+
+
 @pytest.mark.parametrize("first", ["older", "newer"])
 def test_the_switch_is_a_compare_and_swap(first: str, site: Site, tmp_path: Path) -> None:
     """Two publishers read the same latest.json, then both write it: the second write is

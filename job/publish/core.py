@@ -340,7 +340,8 @@ def refuse_without_room(storage: Storage, ours: RunRef, named: RunRef, keep_runs
     newer = [r.run.run_id for r in runs if r.complete and r.run > ours]
     if len(newer) < keep_runs:
         return
-    # What an earlier, killed attempt of this run left can never be named now: it goes.
+    # What is stored of this run (a killed attempt's part, or a copy beyond --keep-runs) can
+    # never be named now: it goes, as pruning would take it.
     leftover = any(r.run.run_id == ours.run_id for r in runs)
     if leftover:
         storage.delete(f"{RUNS}{ours.run_id}/{MARKER}")
@@ -349,7 +350,7 @@ def refuse_without_room(storage: Storage, ours: RunRef, named: RunRef, keep_runs
         f"refused: run {ours.run_id} (created {ours.created or 'at an unknown time'}) is "
         f"older than run {named.run_id} that {storage.describe(LATEST_KEY)} names, and "
         f"--keep-runs {keep_runs} keeps only newer runs; nothing was uploaded"
-        + (", and what an earlier attempt uploaded was removed" if leftover else "")
+        + (", and the copy of it already stored was removed" if leftover else "")
     )
 
 
