@@ -320,7 +320,12 @@ def check_site(site: Site, outs: dict[str, Path], latest: str, complete: set[str
 # ------------------------------------------------------------------------------ the cases
 
 
-@pytest.mark.parametrize("killed", [False, True], ids=["all-finish", "first-killed"])
+@pytest.mark.parametrize(
+    ("site", "killed"),
+    [("s3", False), ("s3", True), ("local", False)],  # the folder's kill: test_publish_stress
+    ids=["s3-all-finish", "s3-first-killed", "local-all-finish"],
+    indirect=["site"],
+)
 @pytest.mark.parametrize("keep", [1, 2], ids=["keep1", "keep2"])
 @pytest.mark.parametrize("order", ["newest-first", "oldest-first"])
 @pytest.mark.parametrize("n", [2, 3], ids=["2-publishers", "3-publishers"])
@@ -338,8 +343,6 @@ def test_concurrent_publishes_leave_the_newest_complete_run_live(
     ``killed``, the first to start is a ``python -m job publish`` process, killed with
     SIGKILL while its uploads are in flight (after the others have started), and run again
     once the others are done."""
-    if killed and site.kind == "local":
-        pytest.skip("the local kill mid-copy is test_publish_stress's; the rules are shared")
     runs = list(RUNS[:n])
     start_order = runs[::-1] if order == "newest-first" else runs
     outs = {R0: make_out(tmp_path, R0)}
@@ -370,6 +373,7 @@ def test_concurrent_publishes_leave_the_newest_complete_run_live(
     objects = check_site(site, outs, latest, complete)
     leftover = {r for r, done in site.runs().items() if not done}
     assert leftover == ({first} if killed else set())  # a killed upload, kept while recent
+    while_killed = f"{latest[-8:]} (killed run incomplete, kept), then " if killed else ""
 
     if killed:  # the same command again, as its user would: it completes or is refused
         try:
@@ -387,8 +391,8 @@ def test_concurrent_publishes_leave_the_newest_complete_run_live(
     # Once all have finished, nothing beyond --keep-runs is left.
     assert len(complete) <= keep
     print(
-        f"\n| {n} | {order} | {keep} | {'yes' if killed else 'no'} | {latest} | "
-        f"{objects}/{objects} | {sorted(complete)} | "
+        f"\n| {n} | {order} | {keep} | {'yes' if killed else 'no'} | {while_killed}{latest[-8:]} | "
+        f"{objects}/{objects} | {', '.join(r[-8:] for r in sorted(complete))} | "
         + ", ".join(f"{r[-8:]}: {outcomes[r]}" for r in start_order)
         + f" | {site.kind}"
     )
