@@ -238,7 +238,9 @@ class S3Storage:
             raise self._translate(exc, key) from None
 
     def _refuse_after_failure(self, request: Any, **kwargs: Any) -> None:
-        if self._stop_sending.is_set():
+        # Writes only (PutObject, UploadPart: PUT; Create/CompleteMultipartUpload: POST): a
+        # failed multipart upload's clean-up, AbortMultipartUpload, is a DELETE and goes out.
+        if self._stop_sending.is_set() and request.method in ("PUT", "POST"):
             raise _UploadStopped("an earlier upload failed")
 
     def put_bytes(self, key: str, data: bytes, cache_control: str) -> None:
