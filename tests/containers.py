@@ -134,6 +134,19 @@ def find_engine() -> Engine | str:
     return "; ".join(reasons)
 
 
+def usable_engine() -> Engine:
+    """The engine to build with, for a module fixture; skips the tests where neither Docker
+    nor Podman is installed, and fails them where Podman is installed but does not work."""
+    import pytest
+
+    found = find_engine()
+    if isinstance(found, str):
+        if shutil.which("podman"):
+            pytest.fail(f"Podman is installed but cannot be used: {found}")
+        pytest.skip(f"no container engine to build the images with: {found}")
+    return found
+
+
 def base_image(engine: Engine, pinned: str) -> str | None:
     """The base to build on: None for the Dockerfiles' own `pinned` one where it is here or can
     be pulled, else BASE_STANDIN, made once with mmdebstrap. Raises RuntimeError if neither."""

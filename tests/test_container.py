@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
-from containers import Engine, base_image, find_engine
+from containers import Engine, base_image, usable_engine
 from packaging.markers import Marker
 
 pytestmark = pytest.mark.container
@@ -62,14 +61,7 @@ def normal_pin(pin: str) -> str:
     return f"{re.sub(r'[-_.]+', '-', name).lower()}=={version}"
 
 
-@pytest.fixture(scope="module")
-def engine() -> Engine:
-    found = find_engine()
-    if isinstance(found, str):
-        if shutil.which("podman"):
-            pytest.fail(f"Podman is installed but cannot be used: {found}")
-        pytest.skip(f"no container engine to build the images with: {found}")
-    return found
+engine = pytest.fixture(scope="module")(usable_engine)
 
 
 def _pinned_base(dockerfile: Path) -> str:

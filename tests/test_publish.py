@@ -28,6 +28,7 @@ from publish_support import (
     isolate_aws,
     list_keys,
     make_out,
+    public_read_policy,
     s3,
 )
 
@@ -242,20 +243,7 @@ def test_site_from_bucket_is_byte_identical_and_opens_in_chromium(
     # the browser below fetches anonymously, like a visitor.
     s3(s3_server).put_bucket_policy(
         Bucket=bucket,
-        Policy=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Sid": "PublicRead",
-                        "Effect": "Allow",
-                        "Principal": "*",
-                        "Action": "s3:GetObject",
-                        "Resource": f"arn:aws:s3:::{bucket}/*",
-                    }
-                ],
-            }
-        ),
+        Policy=public_read_policy(bucket),
     )
     publish(out, f"s3://{bucket}/web", endpoint_url=s3_server)
 

@@ -11,7 +11,6 @@ The first tests check the runner itself, in milliseconds, without an image.
 from __future__ import annotations
 
 import json
-import shutil
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import boto3
 import pytest
 import yaml
-from containers import Engine, find_engine
+from containers import Engine, usable_engine
 from publish_support import public_read_policy
 from test_container import _build
 from workflow_runner import (
@@ -178,14 +177,7 @@ def test_a_step_on_the_runner_that_uses_sudo_is_refused(tmp_path: Path) -> None:
 # The workflow
 
 
-@pytest.fixture(scope="module")
-def engine() -> Engine:
-    found = find_engine()
-    if isinstance(found, str):
-        if shutil.which("podman"):
-            pytest.fail(f"Podman is installed but cannot be used: {found}")
-        pytest.skip(f"no container engine to build the image with: {found}")
-    return found
+engine = pytest.fixture(scope="module")(usable_engine)
 
 
 def _s3_text(s3: Any, key: str) -> str:

@@ -244,35 +244,29 @@ class S3Storage:
             raise _UploadStopped("an earlier upload failed")
 
     def put_bytes(self, key: str, data: bytes, cache_control: str) -> None:
-        full = self.prefix + key
         try:
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=full,
-                Body=data,
-                ContentType=content_type(key),
-                CacheControl=cache_control,
-                Metadata={"sha256": hashlib.sha256(data).hexdigest()},
-            )
+            self._put_object(key, data, cache_control)
         except Exception as exc:
-            raise self._translate(exc, full) from None
+            raise self._translate(exc, self.prefix + key) from None
+
+    def _put_object(self, key: str, data: bytes, cache_control: str, **condition: str) -> None:
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=self.prefix + key,
+            Body=data,
+            ContentType=content_type(key),
+            CacheControl=cache_control,
+            Metadata={"sha256": hashlib.sha256(data).hexdigest()},
+            **condition,
+        )
 
     def put_if(self, key: str, data: bytes, cache_control: str, expected: str | None) -> bool:
         if not self.conditional_writes:
             self.put_bytes(key, data, cache_control)
             return True
-        full = self.prefix + key
         condition = {"IfMatch": f'"{expected}"'} if expected else {"IfNoneMatch": "*"}
         try:
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=full,
-                Body=data,
-                ContentType=content_type(key),
-                CacheControl=cache_control,
-                Metadata={"sha256": hashlib.sha256(data).hexdigest()},
-                **condition,
-            )
+            self._put_object(key, data, cache_control, **condition)
         except Exception as exc:
             code = _error_code(exc)
             # 412: the object changed (or appeared) since it was read. 409: a concurrent
@@ -291,7 +285,7 @@ class S3Storage:
                 self.conditional_writes = False
                 self.put_bytes(key, data, cache_control)
                 return True
-            raise self._translate(exc, full) from None
+            raise self._translate(exc, self.prefix + key) from None
         return True
 
     def delete(self, prefix: str) -> None:
