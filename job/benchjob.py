@@ -33,8 +33,9 @@ from typing import Any, TypeVar
 
 from job.config import Config, ScoreOptions, build_config, default_cache_dir
 from job.errors import ConfigError
+from job.layout import RUN_JSON, SITE_DIR
+from job.manifest import read_manifest, record_stage
 from job.memory import peak_rss, reset_peak_rss
-from job.runfolder import RUN_JSON, SITE_DIR, read_manifest, record_stage
 from job.score import Shard, score_stage
 from job.site import render_site
 from job.store import merge_stage

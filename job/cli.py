@@ -206,8 +206,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    from job.preflight import require
     from job.publish import publish
-    from job.runfolder import require
 
     require(args.out, "publish")
 

@@ -19,6 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from job.baselines import BASELINE_NAMES, EASE, POPULARITY
 from job.config import EASE_BASELINE_L2, RANK_SAMPLE_USERS, ModelConfig
 from job.data import RatingScale
 from job.features import IdEncoding
@@ -26,7 +27,6 @@ from job.interactions import Interactions, liked_matrix, popularity_order
 from job.itemitem import WatchAndLike, fit_ease
 from job.model import predict_classes, predict_ratings
 from job.rank import BlockScorer
-from job.runfolder import BASELINE_NAMES, EASE, POPULARITY
 
 log = logging.getLogger(__name__)
 

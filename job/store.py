@@ -27,7 +27,7 @@ from job.errors import JobError
 from job.features import movie_table
 from job.files import atomic_path, read_json
 from job.interactions import interactions_of, popular_table
-from job.runfolder import (
+from job.layout import (
     ALSO_LIKED_FILE,
     DATABASE_FILE,
     HISTORY_FILE,
@@ -35,16 +35,12 @@ from job.runfolder import (
     PART_FILE,
     PARTS_DIR,
     SIMILAR_FILE,
-    Manifest,
-    damaged_part,
     dataset_file,
-    load_run,
     part_path,
-    record_stage,
-    require,
     summary_path,
-    with_stage,
 )
+from job.manifest import Manifest, load_run, with_stage, write_manifest
+from job.preflight import damaged_part, require
 
 log = logging.getLogger(__name__)
 
@@ -495,8 +491,7 @@ def merge_stage(out: Path) -> dict[str, int]:
         JobError: no trained run; parts missing, of mixed shard counts, or from another run.
     """
     started = time.perf_counter()
-    require(out, "merge")
-    run = load_run(out)
+    run = load_run(out, require(out, "merge"))
     parts = find_parts(out / PARTS_DIR, run.manifest.run_id)
     summaries = parts.summaries
     scoring = {
@@ -533,8 +528,9 @@ def merge_stage(out: Path) -> dict[str, int]:
         counts = write_database(out, tables, parts.predictions, parts.top_k)
     except duckdb.Error as exc:  # damage inside a part that its footer did not show
         raise damaged_part(out, [*parts.predictions, *parts.top_k], exc) from None
-    record_stage(out, "score", scoring["seconds"], scoring=scoring)
-    record_stage(out, "merge", time.perf_counter() - started, merged_rows=counts)
+    write_manifest(
+        out, with_stage(manifest, "merge", time.perf_counter() - started, merged_rows=counts)
+    )
     log.info(
         "merged %d shard(s) into %s: %s predictions, %s top-k rows",
         parts.count,

@@ -36,9 +36,7 @@ from job.files import (
 )
 from job.interactions import liked_matrix
 from job.itemitem import WatchAndLike, also_liked, fit_ease
-from job.model import build_model, movie_vectors, trainable_parameters, training_targets
-from job.rank import similar_movies_table
-from job.runfolder import (
+from job.layout import (
     ALSO_LIKED_FILE,
     DATASET_DIR,
     DOWNSTREAM_OUTPUTS,
@@ -50,12 +48,11 @@ from job.runfolder import (
     RANKER_FILE,
     RUN_JSON,
     SIMILAR_FILE,
-    DatasetInfo,
-    Manifest,
-    ModelInfo,
-    require,
-    write_manifest,
 )
+from job.manifest import DatasetInfo, Manifest, ModelInfo, write_manifest
+from job.model import build_model, movie_vectors, trainable_parameters, training_targets
+from job.preflight import require_new_run
+from job.rank import similar_movies_table
 from job.split import TEST, TRAIN, VAL, split_ratings
 
 log = logging.getLogger(__name__)
@@ -254,7 +251,7 @@ def train_stage(config: Config, verbose: int = 1) -> Manifest:
 
     Nothing is written until the data has been loaded and validated.
     """
-    require(config.out, "train")  # a read-only or misnamed --out fails now, not after training
+    require_new_run(config.out)  # a read-only or misnamed --out fails now, not after training
     timings: dict[str, float] = {}
     started = time.perf_counter()
     dataset = load_dataset(config.data, config.cache_dir)

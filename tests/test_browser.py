@@ -20,7 +20,7 @@ import pytest
 from test_site import XSS_TITLE, broken_links, build_fixed_run
 
 from job import site
-from job.runfolder import BASELINE_NAMES
+from job.baselines import BASELINE_NAMES
 
 SCREENSHOTS = Path(__file__).parent / "artifacts" / "screenshots"
 ARTIFACTS = SCREENSHOTS.parent

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from job.baselines import BASELINE_NAMES
 from job.config import model_config
 from job.data import HALF_STARS
 from job.evaluate import (
@@ -22,7 +23,6 @@ from job.evaluate import (
 from job.features import IdEncoding, SideFeatures
 from job.interactions import popularity_order
 from job.model import build_model
-from job.runfolder import BASELINE_NAMES
 
 
 def brute_force(

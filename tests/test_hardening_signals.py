@@ -25,7 +25,7 @@ from hardening import CLI, ROOT, one_error_line, record, snapshot, subprocess_en
 
 from job.cli import main
 from job.errors import JobError
-from job.runfolder import require
+from job.preflight import require
 from job.site import render_site
 
 DEADLINE_S = 300  # all scenarios together; a hung child fails its test instead of the suite

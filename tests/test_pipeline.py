@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 from synth import write_movielens
 
+from job.baselines import BASELINE_NAMES
 from job.cli import main
 from job.config import build_config
+from job.manifest import Manifest, load_run, read_manifest
 from job.recommend import example_for_user, format_example
-from job.runfolder import BASELINE_NAMES, Manifest, load_run
 from job.train import train_stage
 
 
@@ -96,7 +97,7 @@ def train_cli(data: Path, out: Path, *flags: str) -> int:
 
 def test_test_fraction_zero_trains_on_everything(tiny_data: Path, tmp_path: Path) -> None:
     assert train_cli(tiny_data, tmp_path, "--test-fraction", "0") == 0
-    run = load_run(tmp_path)
+    run = load_run(tmp_path, read_manifest(tmp_path))
     assert run.manifest.dataset.split["test"] == 0
     assert run.manifest.metrics["evaluated_on"] == "validation"
     assert (run.ratings["split"] != 2).all()
@@ -108,7 +109,7 @@ def test_temporal_split_runs(tiny_data: Path, tmp_path: Path) -> None:
 
 def test_model_reloads_and_predicts_the_same(tiny_data: Path, tmp_path: Path) -> None:
     train_stage(build_config(data=str(tiny_data), preset="seed", out=tmp_path, epochs=1), verbose=0)
-    run = load_run(tmp_path)
+    run = load_run(tmp_path, read_manifest(tmp_path))
     first = example_for_user(tmp_path, user_id=3)
     again = example_for_user(tmp_path, user_id=3)
     pd.testing.assert_frame_equal(first.recommendations, again.recommendations)
@@ -133,7 +134,7 @@ def test_recommend_prints_the_articles_example(
 ) -> None:
     assert main(["recommend", "--out", str(shipped_run), "--user", "557"]) == 0
     text = capsys.readouterr().out
-    run = load_run(shipped_run)
+    run = load_run(shipped_run, read_manifest(shipped_run))
     mine = run.ratings[run.ratings.user_id == 557]["rating"]
     # The article counted 23 of this user's ratings (its training share); all 27 count here.
     assert f"User #557 has rated {len(mine)} movies (avg. rating = {mine.mean():.1f})" in text

@@ -96,13 +96,13 @@ def restore_logging() -> Iterator[None]:
 
 def cli(argv: list[str]) -> int:
     """``python -m job`` in-process. The out folders here are shaped like a finished run, not
-    made by one, so the CLI's run-folder check (runfolder.require, tested on real runs in
+    made by one, so the CLI's run-folder check (preflight.require, tested on real runs in
     test_hardening_folders.py) is skipped."""
     from unittest import mock
 
     from job.cli import main
 
-    with mock.patch("job.runfolder.require"):
+    with mock.patch("job.preflight.require"):
         return main(argv)
 
 

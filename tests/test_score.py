@@ -18,9 +18,9 @@ from job.data import HALF_STARS
 from job.errors import ConfigError, JobError
 from job.features import SideFeatures
 from job.interactions import PRIOR_COUNT, Interactions, SeenPairs, bayesian_average
+from job.manifest import load_run, read_manifest
 from job.model import build_model
 from job.rank import BlockScorer, score_blocks
-from job.runfolder import load_run
 from job.score import (
     Shard,
     check_row_budget,
@@ -242,7 +242,7 @@ def query(out: Path, sql: str) -> pd.DataFrame:
 
 
 def test_predictions_cover_every_unwatched_pair(scored_run: Path) -> None:
-    run = load_run(scored_run)
+    run = load_run(scored_run, read_manifest(scored_run))
     rated = run.ratings.groupby("user_id").size()
     n_movies = run.encoding.n_movies
     n = query(scored_run, "SELECT count(*) AS n FROM predictions")["n"][0]
@@ -287,7 +287,7 @@ def test_shards_merge_to_the_unsharded_result(
     users = [
         score_stage(out, Shard(i, 3), ScoreOptions(top_k=5, block_users=3)).users for i in range(3)
     ]
-    assert sum(users) == load_run(out).encoding.n_users and min(users) > 0
+    assert sum(users) == load_run(out, read_manifest(out)).encoding.n_users and min(users) > 0
     merge_stage(out)
     for table, order in (("predictions", "user_id, movie_id"), ("top_k", "user_id, rank")):
         sql = f"SELECT * FROM {table} ORDER BY {order}"

@@ -17,7 +17,7 @@ from job.cli import main
 from job.data import HALF_STARS
 from job.errors import JobError
 from job.files import read_json, write_json
-from job.runfolder import DatasetInfo, Manifest, ModelInfo
+from job.manifest import DatasetInfo, Manifest, ModelInfo
 from job.store import (
     PREDICTIONS_SCHEMA,
     TABLES,

@@ -17,16 +17,11 @@ from typing import Any
 
 import duckdb
 
+from job.baselines import BASELINE_NAMES
 from job.config import SIMILAR_MIN_RATINGS
 from job.errors import JobError
-from job.runfolder import (
-    BASELINE_NAMES,
-    DATABASE_FILE,
-    PARQUET_DIR,
-    RUN_JSON,
-    read_manifest,
-    remake,
-)
+from job.layout import DATABASE_FILE, PARQUET_DIR, RUN_JSON, remake
+from job.manifest import Manifest, read_manifest
 
 REQUIRED_TABLES = (
     "movies",
@@ -195,13 +190,14 @@ class SiteData:
 
 def load_site_data(
     out: Path,
+    manifest: Manifest | None = None,
     *,
     n_top_rated: int = 10,
     n_popular: int = 100,
 ) -> tuple[SiteData, dict[str, float]]:
     """Read what the pages show from a merged run; returns the data and the time of each step."""
     db = out / DATABASE_FILE
-    manifest = read_manifest(out)
+    manifest = manifest or read_manifest(out)
     timings: dict[str, float] = {}
 
     started = time.perf_counter()

@@ -41,9 +41,12 @@ from typing import Any
 import duckdb
 import jinja2
 
+from job.baselines import BASELINE_NAMES
 from job.errors import JobError
 from job.files import atomic_path
-from job.runfolder import BASELINE_NAMES, SITE_DIR, damaged_database, record_stage, require
+from job.layout import SITE_DIR
+from job.manifest import with_stage, write_manifest
+from job.preflight import damaged_database, require
 from job.site.chart import (
     RatingChart,
     _finite,
@@ -103,9 +106,9 @@ def render_site(
         JobError: the run is not merged yet, or the templates are missing.
     """
     started = time.perf_counter()
-    require(out, "render")
+    manifest = require(out, "render")
     try:
-        data, timings = load_site_data(out, n_top_rated=n_top_rated, n_popular=n_popular)
+        data, timings = load_site_data(out, manifest, n_top_rated=n_top_rated, n_popular=n_popular)
     except duckdb.Error as exc:  # damage inside a table, past require's cheap checks
         raise damaged_database(out, exc) from None
     summary = write_site(out / SITE_DIR, data, templates=templates, workers=workers)
@@ -121,7 +124,7 @@ def render_site(
         ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()),
         summary.site,
     )
-    record_stage(out, "render", seconds)
+    write_manifest(out, with_stage(manifest, "render", seconds))
     return SiteSummary(
         summary.site,
         summary.users,
