@@ -28,7 +28,7 @@ from job.data import HALF_STARS
 from job.errors import ConfigError
 from job.features import IdEncoding, side_features
 from job.interactions import ColdStart, Interactions, SeenPairs, liked_matrix
-from job.itemitem import WatchAndLike, fit_ease
+from job.itemitem import WatchAndLike, fit_watch_and_like
 from job.memory import peak_rss, reset_peak_rss
 from job.model import FactorisedModel, build_model, predict_ratings
 from job.rank import BlockScorer, score_blocks
@@ -159,10 +159,7 @@ def run_bench(
     ranker_seconds = 0.0
     if config.ranker == "ease":
         started = time.perf_counter()
-        ranker = WatchAndLike(
-            watch=fit_ease(inputs.watched, config.ease_watch_l2)[0],
-            like=fit_ease(inputs.liked, config.ease_l2)[0],
-        )
+        ranker = fit_watch_and_like(inputs.watched, inputs.liked, config).ranker
         ranker_seconds = time.perf_counter() - started
     model = build_model(
         config, size.users, size.movies, rating_mean, seed, scale=HALF_STARS, side=side

@@ -24,7 +24,7 @@ from job.config import EASE_BASELINE_L2, RANK_SAMPLE_USERS, ModelConfig
 from job.data import RatingScale
 from job.features import IdEncoding
 from job.interactions import Interactions, liked_matrix, popularity_order
-from job.itemitem import WatchAndLike, fit_ease
+from job.itemitem import fit_ease, fit_watch_and_like
 from job.model import predict_classes, predict_ratings
 from job.rank import BlockScorer
 
@@ -340,12 +340,7 @@ def evaluate_all(
     ranker = None
     if config.ranker == "ease":
         liked = liked_matrix(tr_users, tr_movies, tr_ratings, n_users, n_movies)
-        watch = (
-            ease_watched
-            if config.ease_watch_l2 == EASE_BASELINE_L2
-            else fit_ease(watched, config.ease_watch_l2)[0]
-        )
-        ranker = WatchAndLike(watch=watch, like=fit_ease(liked, config.ease_l2)[0])
+        ranker = fit_watch_and_like(watched, liked, config, reuse=ease_watched).ranker
     scorer = BlockScorer(model, history, RANK_K, with_ratings=True, ranker=ranker)
     # The user's bias shifts every movie alike, so it cannot change a user's ranking.
     scorers = [

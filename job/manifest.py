@@ -144,6 +144,19 @@ def with_stage(manifest: Manifest, stage: str, seconds: float, **facts: Any) -> 
     )
 
 
+@dataclass(frozen=True)
+class StageRecord:
+    """What a stage that writes into a run folder reports for run.json: the manifest it read
+    (with any facts of earlier stages it adds, e.g. merge's scoring) and its own facts.
+    ``job.pipeline.run_stage`` writes it, with the stage's time, once the stage is done."""
+
+    manifest: Manifest
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, out: Path, stage: str, seconds: float) -> None:
+        write_manifest(out, with_stage(self.manifest, stage, seconds, **self.facts))
+
+
 def train_command(out: Path, manifest: Manifest | None = None) -> str:
     """The command that remakes a run's train outputs: with the run's own data, preset, seed
     and epochs when its manifest says them, and any other setting that is not the default."""
@@ -185,11 +198,6 @@ class TrainedRun:
     @property
     def scale(self) -> RatingScale:
         return self.manifest.dataset.scale
-
-
-def record_stage(out: Path, stage: str, seconds: float, **facts: Any) -> None:
-    """Add a stage's timing (and any facts it reports) to run.json."""
-    write_manifest(out, with_stage(read_manifest(out), stage, seconds, **facts))
 
 
 def load_run(out: Path, manifest: Manifest) -> TrainedRun:

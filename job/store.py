@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from job.layout import (
     part_path,
     summary_path,
 )
-from job.manifest import Manifest, load_run, with_stage, write_manifest
+from job.manifest import Manifest, StageRecord, load_run, with_stage
 from job.preflight import damaged_part, require
 
 log = logging.getLogger(__name__)
@@ -484,13 +483,20 @@ def _sql_list(paths: list[Path]) -> str:
 # The merge stage
 
 
-def merge_stage(out: Path) -> dict[str, int]:
-    """Build ``recommendations.duckdb`` and ``parquet/`` from every shard's parts.
+@dataclass(frozen=True)
+class MergeOutputs:
+    counts: dict[str, int]  # rows of every table
+    record: StageRecord  # for run.json: the scoring facts and the merged row counts
+
+
+def merge_stage(out: Path) -> MergeOutputs:
+    """Build ``recommendations.duckdb`` and ``parquet/`` from every shard's parts; run.json
+    gets the scoring facts and the row counts from ``job.pipeline.run_stage`` (a failed
+    merge writes nothing).
 
     Raises:
         JobError: no trained run; parts missing, of mixed shard counts, or from another run.
     """
-    started = time.perf_counter()
     run = load_run(out, require(out, "merge"))
     parts = find_parts(out / PARTS_DIR, run.manifest.run_id)
     summaries = parts.summaries
@@ -505,7 +511,6 @@ def merge_stage(out: Path) -> dict[str, int]:
         "seconds": round(sum(s["seconds"] for s in summaries), 3),
     }
     scoring["pairs_per_second"] = round(scoring["pairs"] / max(scoring["seconds"], 1e-9))
-    # run.json gets the scoring facts once the database is written: a failed merge writes nothing.
     manifest = with_stage(run.manifest, "score", scoring["seconds"], scoring=scoring)
 
     inputs = interactions_of(run.encoding, run.ratings, run.scale)
@@ -528,9 +533,6 @@ def merge_stage(out: Path) -> dict[str, int]:
         counts = write_database(out, tables, parts.predictions, parts.top_k)
     except duckdb.Error as exc:  # damage inside a part that its footer did not show
         raise damaged_part(out, [*parts.predictions, *parts.top_k], exc) from None
-    write_manifest(
-        out, with_stage(manifest, "merge", time.perf_counter() - started, merged_rows=counts)
-    )
     log.info(
         "merged %d shard(s) into %s: %s predictions, %s top-k rows",
         parts.count,
@@ -538,4 +540,4 @@ def merge_stage(out: Path) -> dict[str, int]:
         f"{counts['predictions']:,}",
         f"{counts['top_k']:,}",
     )
-    return counts
+    return MergeOutputs(counts, StageRecord(manifest, {"merged_rows": counts}))

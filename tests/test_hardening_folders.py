@@ -32,7 +32,7 @@ from hardening import (
 
 import job.layout as rf
 from job.cli import main
-from job.site import render_site
+from job.pipeline import render
 
 Damage = Callable[[Path], None]
 
@@ -42,7 +42,7 @@ def full_run(scored_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     """``scored_run`` rendered too: every stage's outputs. Read-only; cases copy it."""
     out = tmp_path_factory.mktemp("full") / "out"
     shutil.copytree(scored_run, out)
-    render_site(out, workers=1)
+    render(out, workers=1)
     return out
 
 

@@ -30,6 +30,7 @@ from publish_support import (
     s3,
 )
 
+from job.cli import main
 from job.errors import PublishError
 from job.publish import (
     ENTRY_CACHE,
@@ -499,8 +500,9 @@ def test_keep_runs_removes_old_runs_but_never_the_latest(
     )
     assert json.loads(get(s3_server, bucket, "k/latest.json"))["run_id"] == RUN_A
     assert runs() == {RUN_A, RUN_C} and rolled.removed_runs == (RUN_B,)
-    with pytest.raises(PublishError, match="at least 1"):
-        publish(make_out(tmp_path, RUN_A), target, endpoint_url=s3_server, keep_runs=0)
+    # Validated once, with the other options (job.config), before anything is read or sent.
+    code = main(["-q", "publish", str(make_out(tmp_path, RUN_A)), target, "--keep-runs", "0"])
+    assert code == 2 and runs() == {RUN_A, RUN_C}
 
 
 def test_progress_summary_and_no_secrets_in_output(

@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import shutil
-import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -45,8 +44,9 @@ from job.baselines import BASELINE_NAMES
 from job.errors import JobError
 from job.files import atomic_path
 from job.layout import SITE_DIR
-from job.manifest import with_stage, write_manifest
+from job.manifest import StageRecord
 from job.preflight import damaged_database, require
+from job.signals import ignore_interrupts
 from job.site.chart import (
     RatingChart,
     _finite,
@@ -77,6 +77,7 @@ class SiteSummary:
     workers: int
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    record: StageRecord | None = None  # for run.json (job.pipeline.run_stage writes it)
 
 
 # ---------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def render_site(
     n_top_rated: int = 10,
     n_popular: int = 100,
 ) -> SiteSummary:
-    """Render ``OUT/site`` from a merged run and record the stage's time in run.json.
+    """Render ``OUT/site`` from a merged run (``job.pipeline.run_stage`` records its time).
 
     Args:
         out: the run's folder (``recommendations.duckdb``, ``run.json``).
@@ -124,7 +125,6 @@ def render_site(
         ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()),
         summary.site,
     )
-    write_manifest(out, with_stage(manifest, "render", seconds))
     return SiteSummary(
         summary.site,
         summary.users,
@@ -133,6 +133,7 @@ def render_site(
         summary.workers,
         seconds,
         timings,
+        StageRecord(manifest),
     )
 
 
@@ -214,9 +215,7 @@ def _start_worker(templates: Path, data: SiteData, site: Path, chart: RatingChar
 
 
 def _start_pool_worker(templates: Path, data: SiteData, site: Path, chart: RatingChart) -> None:
-    # Ctrl-C reaches every process of the terminal's group: the parent handles it (one
-    # line, exit 130) and stops the pool; a worker's traceback would only add noise.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_interrupts()
     _start_worker(templates, data, site, chart)
 
 
