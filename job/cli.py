@@ -16,6 +16,7 @@ python -m job seeds      a preset's test metrics over several seeds, mean ± std
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -110,12 +111,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    _load_keras(args)
-    from job.bench import format_report, run_bench
+    _load_keras(args)  # job.bench loads Keras
+    from job.bench import BenchOptions, format_report, run_bench
 
-    options = ("shape", "users", "movies", "ratings", "top_k", "block_users", "reference_users")
-    bench = run_bench(**{k: getattr(args, k) for k in options}, seed=args.seed, preset=args.preset)
-    print(format_report(bench))
+    names = [f.name for f in dataclasses.fields(BenchOptions)]
+    options = BenchOptions(**{name: getattr(args, name) for name in names})
+    print(format_report(run_bench(options)))
     return 0
 
 

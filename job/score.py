@@ -191,13 +191,7 @@ def score_stage(
     run_id = run.manifest.run_id
     parts = out / PARTS_DIR
     remove_stale_parts(parts, run_id, (shard.index, shard.count))
-    log.info(
-        "scoring shard %s: %s of %s users x %s movies",
-        shard,
-        f"{len(users):,}",
-        f"{encoding.n_users:,}",
-        f"{encoding.n_movies:,}",
-    )
+    log.info("scoring shard %s: %s of %s users", shard, f"{len(users):,}", _catalogue(encoding))
 
     model = load_model(out)
     ranker = WatchAndLike.load(out / RANKER_FILE)
@@ -247,6 +241,10 @@ def score_stage(
     )
     write_json(summary_path(parts, shard.index, shard.count), summary.as_dict())
     return summary
+
+
+def _catalogue(encoding: IdEncoding) -> str:
+    return f"{encoding.n_users:,} users x {encoding.n_movies:,} movies"
 
 
 def top_rows(

@@ -25,7 +25,7 @@ import pandas as pd
 from job.config import N_SIMILAR, SIMILAR_MIN_RATINGS, Config, ModelConfig
 from job.data import Dataset, RatingScale, load_dataset
 from job.errors import JobError
-from job.evaluate import evaluate_all
+from job.evaluate import HeldOut, evaluate_all
 from job.features import IdEncoding, SideFeatures, side_features
 from job.files import (
     atomic_path,
@@ -34,7 +34,7 @@ from job.files import (
     retire,
     write_json,
 )
-from job.interactions import liked_matrix
+from job.interactions import EncodedRatings
 from job.itemitem import WatchAndLike, fit_watch_and_like
 from job.layout import (
     ALSO_LIKED_FILE,
@@ -120,6 +120,12 @@ class SplitData:
     def mask(self, part: int) -> np.ndarray:
         return self.labels == part
 
+    @property
+    def rated(self) -> EncodedRatings:
+        return EncodedRatings(
+            self.pairs, self.ratings, self.encoding.n_users, self.encoding.n_movies
+        )
+
 
 def split_data(dataset: Dataset, config: Config) -> SplitData:
     """Encode ids, split ratings with the config's seed, build side features if the model needs them."""
@@ -151,15 +157,11 @@ def train_split(
     config: ModelConfig, data: SplitData, scale: RatingScale, seed: int, verbose: int = 1
 ) -> TrainingResult:
     """``train`` on a ``SplitData``'s training part, stopping early on its validation part."""
-    train_part, val_part = data.mask(TRAIN), data.mask(VAL)
+    rated = data.rated
     return train(
         config,
-        data.encoding.n_users,
-        data.encoding.n_movies,
-        data.pairs[train_part],
-        data.ratings[train_part],
-        data.pairs[val_part],
-        data.ratings[val_part],
+        rated.where(data.mask(TRAIN)),
+        rated.where(data.mask(VAL)),
         seed=seed,
         verbose=verbose,
         scale=scale,
@@ -169,12 +171,8 @@ def train_split(
 
 def train(
     config: ModelConfig,
-    n_users: int,
-    n_movies: int,
-    train_pairs: np.ndarray,
-    train_ratings: np.ndarray,
-    val_pairs: np.ndarray,
-    val_ratings: np.ndarray,
+    train_part: EncodedRatings,
+    val_part: EncodedRatings,
     seed: int,
     verbose: int = 1,
     scale: RatingScale | None = None,
@@ -187,6 +185,9 @@ def train(
     rating's class (``model.training_targets``). ``scale`` is needed by the classifier,
     ``side`` by the DLRM model.
     """
+    train_pairs, train_ratings = train_part.pairs, train_part.ratings
+    val_pairs, val_ratings = val_part.pairs, val_part.ratings
+    n_users, n_movies = train_part.n_users, train_part.n_movies
     rating_mean = float(np.mean(train_ratings))
     preset_config, config = config, training_settings(config, len(train_ratings))
     if config != preset_config:
@@ -321,12 +322,7 @@ def evaluate_split(
     metrics = evaluate_all(
         config.preset,
         result.model,
-        data.pairs,
-        data.ratings,
-        data.mask(TRAIN),
-        test if test.any() else data.mask(VAL),
-        data.encoding,
-        scale,
+        HeldOut(data.rated, data.mask(TRAIN), test if test.any() else data.mask(VAL), scale),
         config.model,
         seed=config.seed,
         training_seconds=result.seconds,
@@ -343,11 +339,10 @@ def evaluate_split(
 
 def fit_item_item(data: SplitData, config: ModelConfig) -> tuple[WatchAndLike, pd.DataFrame]:
     """The ranker on every rating, and each movie's also-liked neighbours (raw ids)."""
-    users, movies, ratings = data.pairs[:, 0], data.pairs[:, 1], data.ratings
-    n_users, n_movies = data.encoding.n_users, data.encoding.n_movies
-    watched = liked_matrix(users, movies, ratings, n_users, n_movies, -np.inf)
-    liked = liked_matrix(users, movies, ratings, n_users, n_movies)
-    fit = fit_watch_and_like(watched, liked, config, neighbours=(N_SIMILAR, SIMILAR_MIN_RATINGS))
+    rated = data.rated
+    fit = fit_watch_and_like(
+        rated.liked(-np.inf), rated.liked(), config, neighbours=(N_SIMILAR, SIMILAR_MIN_RATINGS)
+    )
     neighbours = fit.also_liked
     assert neighbours is not None
     decode = data.encoding.decode_movies

@@ -25,9 +25,11 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_train_writes_every_output_and_a_manifest(tiny_data: Path, tmp_path: Path) -> None:
-    manifest = train_stage(
+    trained = train_stage(
         build_config(data=str(tiny_data), preset="seed", out=tmp_path, epochs=2), verbose=0
     )
+    manifest = trained.manifest
+    assert trained.out == tmp_path
     for name in (
         "model.keras",
         "encoding.json",
@@ -60,11 +62,11 @@ def test_same_seed_same_run(tiny_data: Path, tmp_path: Path) -> None:
     a = train_stage(
         build_config(data=str(tiny_data), preset="seed", out=tmp_path / "a", epochs=2, seed=5),
         verbose=0,
-    )
+    ).manifest
     b = train_stage(
         build_config(data=str(tiny_data), preset="seed", out=tmp_path / "b", epochs=2, seed=5),
         verbose=0,
-    )
+    ).manifest
     assert a.history == b.history
 
     def scores(manifest: Manifest) -> list[dict]:  # training_seconds is a timing, not a result
