@@ -333,7 +333,7 @@ def test_one_title_search_loads_one_shard(shipped: Shipped, tab: Tab) -> None:
     assert names == sorted(["minisearch.min.js", "titles.js", smaller]), names
     sizes = {f.name: f.stat().st_size for f in files}
     every = sorted((shipped.site / "search").glob("titles-*.js"), key=lambda f: f.stat().st_size)
-    report = {
+    report: dict[str, Any] = {
         "query": "die hard",
         "files": sizes,
         "total_bytes": sum(sizes.values()),

@@ -637,7 +637,9 @@ def test_real_merge_output_renders(scored_run: Path, tmp_path: Path) -> None:
     assert summary.users == len(list((out / "site" / "users").glob("*.html")))
     assert list(broken_links(out / "site")) == []
     with duckdb.connect(str(out / "recommendations.duckdb"), read_only=True) as con:
-        user = con.execute("SELECT min(user_id) FROM users").fetchone()[0]
+        first = con.execute("SELECT min(user_id) FROM users").fetchone()
+        assert first is not None
+        user = first[0]
         rated = {
             r[0]
             for r in con.execute(
