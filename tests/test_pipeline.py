@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -144,3 +145,30 @@ def test_recommend_prints_the_articles_example(
     example = example_for_user(shipped_run, 557)
     assert len(example.recommendations) == 5
     assert "Spirited Away" in format_example(example)  # rated 5.0 by user 557, as in the article
+
+
+def test_one_stage_runner_measures_and_records_once(tiny_run: Path, tmp_path: Path) -> None:
+    """run_stage: the stage's value, its time, CPU and peak memory; run.json gets the record
+    a stage returns (with the stage's time) and is left alone by a stage that returns none."""
+    from dataclasses import dataclass
+
+    from job.manifest import StageRecord
+    from job.pipeline import STAGES, run_stage
+
+    assert STAGES == ("train", "score", "merge", "render", "publish")
+    shutil.copy(tiny_run / "run.json", tmp_path / "run.json")
+    before = (tmp_path / "run.json").read_bytes()
+    plain = run_stage("score", tmp_path, lambda: 42)
+    assert plain.value == 42 and plain.stage == "score"
+    assert plain.wall_s >= 0 and plain.cpu_s >= 0 and plain.peak_rss_bytes > 0
+    assert (tmp_path / "run.json").read_bytes() == before
+
+    @dataclass(frozen=True)
+    class Done:
+        record: StageRecord
+
+    read = read_manifest(tmp_path)
+    measured = run_stage("merge", tmp_path, lambda: Done(StageRecord(read, {"merged_rows": {}})))
+    after = read_manifest(tmp_path)
+    assert after.timings == {**read.timings, "merge": round(measured.wall_s, 3)}
+    assert after.extra == {**read.extra, "merged_rows": {}}
