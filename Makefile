@@ -1,26 +1,32 @@
 # Two entry points for a fresh machine: `make run` and `make test`.
-# Each creates its own virtual environment; nothing is installed system-wide.
+# Each creates its own virtual environment; nothing is installed system-wide. Every package
+# comes from the lock (uv.lock, exported with hashes to infra/requirements/), hashes required.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Linters for the infrastructure (cfn-lint, checkov, zizmor, hadolint, check-jsonschema) live
-# in their own environment: their pins must not fight the job's.
+# in their own environment: their pins (checkov's boto3) must not fight the job's.
 TOOLS := .venv-tools
+REQ := infra/requirements
 OUT ?= out
 ARGS ?=
+# The tests `make test` selects; .ci/run drops the container tests where containers cannot run.
+TEST_MARKERS ?= not gpu_image
+PIP_LOCKED := -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps
 
-.PHONY: run test lint bench tools clean
+.PHONY: run test test-gpu-image lint bench tools lock clean
 
-$(VENV)/.installed: pyproject.toml
+# The job (tensorflow-cpu) and the test tools, then the job itself, editable, built by the
+# locked setuptools (no build isolation: nothing unhashed is fetched).
+$(VENV)/.installed: $(REQ)/test.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[cpu,test]"
+	$(PY) $(PIP_LOCKED) -r $(REQ)/test.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
-$(TOOLS)/.installed: infra/tools-requirements.txt
+$(TOOLS)/.installed: $(REQ)/tools.txt
 	$(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/pip install --quiet --upgrade pip
-	$(TOOLS)/bin/pip install --quiet -r infra/tools-requirements.txt
+	$(TOOLS)/bin/python $(PIP_LOCKED) -r $(REQ)/tools.txt
 	touch $@
 
 tools: $(TOOLS)/.installed
@@ -28,14 +34,25 @@ tools: $(TOOLS)/.installed
 run: $(VENV)/.installed
 	$(PY) -m job run --out $(OUT) $(ARGS)
 
+# Everything a contributor needs, the CPU image included. The GPU image (6 GB of CUDA wheels,
+# most of ten minutes to build cold) has its own target, which .ci/run also runs.
 test: $(VENV)/.installed $(TOOLS)/.installed
 	$(PY) -m ruff check job tests
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
-	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest $(ARGS)
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest -m "$(TEST_MARKERS)" $(ARGS)
+
+test-gpu-image: $(VENV)/.installed
+	$(PY) -m pytest -m gpu_image $(ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) -m job bench $(ARGS)
+
+# After editing dependencies in pyproject.toml: resolve again and rewrite the exports.
+# tests/test_lock.py fails until this has been run and its output committed.
+lock: $(VENV)/.installed
+	UV_PREVIEW_FEATURES=package-conflicts $(VENV)/bin/uv lock
+	$(PY) tests/lock.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -48,6 +48,9 @@ def _keras_verbosity() -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from job.site import check_templates
+
+    check_templates()  # a broken install fails now, before Keras' import and the training
     config = flags.config_from(args)  # validated before the slow imports
     _load_keras(args)
     from job.pipeline import run_all

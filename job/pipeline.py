@@ -124,14 +124,17 @@ def run_all(
     """Every stage in ``STAGES`` order on one run: train, score every user, merge, render,
     and publish if ``config.publish`` says where. ``observe`` sees each stage as it ends.
 
-    Everything that can be checked before training is: the options were validated when the
-    ``Config`` was made, and the publish target is parsed here, before training, so a typo
-    fails in seconds, not after minutes of training.
+    Everything that can be checked before training is: the options are validated when the
+    ``Config`` is made, and the publish target and the site templates are checked here, so a
+    typo or a broken install fails in seconds, not after minutes of training.
     """
     if config.publish:
         from job.publish import parse_target
 
         parse_target(config.publish.target)
+    from job.site import check_templates
+
+    check_templates()
     out = config.out
     bodies: dict[str, Callable[[], Measured[Any]]] = {
         "train": lambda: train(config, verbose),

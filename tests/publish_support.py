@@ -261,3 +261,22 @@ class FaultProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def public_read_policy(bucket: str) -> str:
+    """A bucket policy letting anyone GET its objects, as a website bucket's does (infra/
+    sets one up); moto, like S3, answers anonymous GETs only under such a policy."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "PublicRead",
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": "s3:GetObject",
+                    "Resource": f"arn:aws:s3:::{bucket}/*",
+                }
+            ],
+        }
+    )

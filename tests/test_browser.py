@@ -1,4 +1,8 @@
-"""The site of a real run on the shipped ml-latest-small, opened from disk in headless Chromium.
+"""The site of a real run on the shipped ml-latest-small, in headless Chromium.
+
+Most tests run twice (``[file]``, ``[http]``): on the rendered folder opened from disk, and on
+the bucket as ``python -m job publish`` leaves it, read over http:// from moto's standalone S3
+server on loopback, anonymously, as a visitor reads a public site bucket.
 
 Debian's chromium (``/usr/bin/chromium``, installed by ``.ci/run``) is driven through
 Playwright's Python API; Playwright's own browser downloads are never used. Screenshots of
@@ -9,18 +13,26 @@ the index and a user page at desktop and phone widths go to ``tests/artifacts/sc
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 import duckdb
 import pytest
+from publish_support import public_read_policy, s3
 from test_site import XSS_TITLE, broken_links, build_fixed_run
 
+import job
 from job import site
 from job.baselines import BASELINE_NAMES
+from job.publish import content_type
+from job.publish.motoserver import FAKE_CREDENTIALS, MotoServer
 
 SCREENSHOTS = Path(__file__).parent / "artifacts" / "screenshots"
 ARTIFACTS = SCREENSHOTS.parent
@@ -52,6 +64,10 @@ class Tab:
         """A page with a query string (``taste.html?picks=1,2``), which as_uri would quote."""
         self.page.goto(site.resolve().as_uri() + "/" + relative)
 
+    def goto(self, url: str) -> Any:
+        """Open a URL; returns Playwright's Response for the page itself."""
+        return self.page.goto(url)
+
 
 @pytest.fixture
 def tab(browser: Any) -> Iterator[Tab]:
@@ -62,7 +78,9 @@ def tab(browser: Any) -> Iterator[Tab]:
     page.on(
         "console",
         lambda message: (
-            found.problems.append(f"console: {message.text}") if message.type == "error" else None
+            found.problems.append(f"console: {message.text} ({message.location.get('url')})")
+            if message.type == "error"
+            else None
         ),
     )
     page.on("pageerror", lambda error: found.problems.append(f"page error: {error}"))
@@ -101,6 +119,83 @@ def shipped(shipped_run: Path) -> Shipped:
     return Shipped(shipped_run / "site", user, users[user], frozenset(r[0] for r in rated), titles)
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where the browser reads the shipped site from."""
+
+    name: str  # "file": the rendered folder; "http": the bucket it was published to
+    site: str  # the URL of the site folder, ending in "/"
+    entry: str = ""  # the bucket's entry index.html, which sends a visitor to the run
+
+    def url(self, relative: str) -> str:
+        return self.site + relative
+
+
+@pytest.fixture(scope="session")
+def published(shipped_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin]:
+    """The shipped run published by ``python -m job publish`` to moto's S3 server on loopback,
+    once per session. The bucket is public-read by policy, and nothing below signs a request:
+    the browser reads it as any visitor would."""
+    bucket, prefix = "movielens-site", "web"
+    no_aws = tmp_path_factory.mktemp("no-aws")
+    # Only fake credentials, and none of this machine's AWS set-up or proxies; the child
+    # imports the same `job` package as this process.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("AWS_") and key.lower() not in ("http_proxy", "https_proxy")
+    }
+    env |= FAKE_CREDENTIALS | {
+        "AWS_CONFIG_FILE": str(no_aws / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(no_aws / "credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(Path(job.__file__).parents[1]), env.get("PYTHONPATH")) if p
+        ),
+    }
+    with MotoServer() as server:
+        s3(server.endpoint).create_bucket(Bucket=bucket)
+        s3(server.endpoint).put_bucket_policy(Bucket=bucket, Policy=public_read_policy(bucket))
+        target = f"s3://{bucket}/{prefix}"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "job",
+                "-q",
+                "publish",
+                str(shipped_run),
+                target,
+                "--endpoint-url",
+                server.endpoint,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+        entry = done.stdout.strip()  # publish prints the entry page's address alone
+        assert entry == f"{server.endpoint}/{bucket}/{prefix}/index.html"
+        # read anonymously, like the browser (and with no proxy between us and loopback)
+        anonymous = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with anonymous.open(urljoin(entry, "latest.json"), timeout=30) as answer:
+            latest = json.load(answer)
+        site_index = urljoin(entry, latest["site"])  # runs/<run id>/site/index.html
+        yield Origin("http", site_index.removesuffix("index.html"), entry)
+
+
+@pytest.fixture(params=["file", "http"])
+def origin(request: pytest.FixtureRequest, shipped: Shipped) -> Origin:
+    """The shipped site from its folder, then from the bucket (published on first use)."""
+    if request.param == "file":
+        return Origin("file", shipped.site.resolve().as_uri() + "/")
+    published: Origin = request.getfixturevalue("published")
+    return published
+
+
 def movie_ids_of(links: list[str]) -> list[int]:
     return [int(href.rsplit("/", 1)[1].removesuffix(".html")) for href in links]
 
@@ -116,8 +211,10 @@ def test_no_broken_links_in_the_shipped_site(shipped: Shipped) -> None:
 
 @pytest.mark.e2e
 @needs_browser
-def test_index_shows_the_chart_and_the_metrics_table(shipped: Shipped, tab: Tab) -> None:
-    tab.open(shipped.site / "index.html")
+def test_index_shows_the_chart_and_the_metrics_table(
+    shipped: Shipped, origin: Origin, tab: Tab
+) -> None:
+    tab.goto(origin.url("index.html"))
     chart = tab.page.locator("figure.chart svg[role=img]")
     assert chart.is_visible()
     assert chart.bounding_box()["width"] > 300
@@ -135,9 +232,9 @@ def test_index_shows_the_chart_and_the_metrics_table(shipped: Shipped, tab: Tab)
 @pytest.mark.e2e
 @needs_browser
 def test_searching_a_user_id_and_pressing_enter_opens_their_page(
-    shipped: Shipped, tab: Tab
+    shipped: Shipped, origin: Origin, tab: Tab
 ) -> None:
-    tab.open(shipped.site / "index.html")
+    tab.goto(origin.url("index.html"))
     field_ = tab.page.get_by_label("Movie title or user id", exact=False)
     field_.fill(str(shipped.user))
     field_.press("Enter")
@@ -148,8 +245,10 @@ def test_searching_a_user_id_and_pressing_enter_opens_their_page(
 
 @pytest.mark.e2e
 @needs_browser
-def test_searching_an_unknown_user_says_so_and_stays(shipped: Shipped, tab: Tab) -> None:
-    tab.open(shipped.site / "users" / f"{shipped.user}.html")  # the header's search box
+def test_searching_an_unknown_user_says_so_and_stays(
+    shipped: Shipped, origin: Origin, tab: Tab
+) -> None:
+    tab.goto(origin.url(f"users/{shipped.user}.html"))  # the header's search box
     field_ = tab.page.get_by_role("searchbox", name="Search movies and users")
     field_.fill("99999999")
     field_.press("Enter")
@@ -166,9 +265,9 @@ def test_searching_an_unknown_user_says_so_and_stays(shipped: Shipped, tab: Tab)
 @pytest.mark.e2e
 @needs_browser
 def test_user_page_lists_top_rated_movies_and_unrated_recommendations(
-    shipped: Shipped, tab: Tab
+    shipped: Shipped, origin: Origin, tab: Tab
 ) -> None:
-    tab.open(shipped.site / "users" / f"{shipped.user}.html")
+    tab.goto(origin.url(f"users/{shipped.user}.html"))
     text = tab.page.locator("main p.lead").inner_text()
     assert text.startswith(
         f"User #{shipped.user} has rated {shipped.n_ratings} movies (avg. rating"
@@ -200,8 +299,8 @@ def test_user_page_lists_top_rated_movies_and_unrated_recommendations(
 
 @pytest.mark.e2e
 @needs_browser
-def test_a_movie_link_opens_the_movie_page(shipped: Shipped, tab: Tab) -> None:
-    tab.open(shipped.site / "users" / f"{shipped.user}.html")
+def test_a_movie_link_opens_the_movie_page(shipped: Shipped, origin: Origin, tab: Tab) -> None:
+    tab.goto(origin.url(f"users/{shipped.user}.html"))
     link = tab.page.locator("main table").nth(1).locator("tbody a").first
     movie = movie_ids_of([link.get_attribute("href")])[0]
     link.click()
@@ -255,9 +354,11 @@ AMELIE = "Amelie (Fabuleux destin d'Amélie Poulain, Le) (2001)"
 
 @pytest.mark.e2e
 @needs_browser
-def test_title_search_opens_the_right_movie_page(shipped: Shipped, tab: Tab) -> None:
+def test_title_search_opens_the_right_movie_page(
+    shipped: Shipped, origin: Origin, tab: Tab
+) -> None:
     die_hard = shipped.movie("Die Hard (1988)")
-    tab.open(shipped.site / "index.html")
+    tab.goto(origin.url("index.html"))
     field_ = tab.page.get_by_label("Movie title or user id", exact=False)
     field_.fill("die hard")
     results = tab.page.locator("#site-search-results a")
@@ -276,8 +377,10 @@ def test_title_search_opens_the_right_movie_page(shipped: Shipped, tab: Tab) -> 
 @pytest.mark.e2e
 @needs_browser
 @pytest.mark.parametrize("query", ["amelie", "AMÉLIE", "amél"])
-def test_title_search_ignores_case_and_accents(shipped: Shipped, tab: Tab, query: str) -> None:
-    tab.open(shipped.site / "popular.html")
+def test_title_search_ignores_case_and_accents(
+    shipped: Shipped, origin: Origin, tab: Tab, query: str
+) -> None:
+    tab.goto(origin.url("popular.html"))
     tab.page.get_by_role("searchbox", name="Search movies and users").fill(query)
     tab.page.locator("#site-search-results a", has_text="Poulain").wait_for()
     titles = tab.page.locator("#site-search-results a").all_inner_texts()
@@ -287,8 +390,8 @@ def test_title_search_ignores_case_and_accents(shipped: Shipped, tab: Tab, query
 
 @pytest.mark.e2e
 @needs_browser
-def test_search_by_keyboard_alone(shipped: Shipped, tab: Tab) -> None:
-    tab.open(shipped.site / "users" / f"{shipped.user}.html")
+def test_search_by_keyboard_alone(shipped: Shipped, origin: Origin, tab: Tab) -> None:
+    tab.goto(origin.url(f"users/{shipped.user}.html"))
     keyboard = tab.page.keyboard
     for _ in range(12):  # skip link, brand, three nav links, then the search box
         keyboard.press("Tab")
@@ -389,11 +492,11 @@ def neighbours_of(out: Path) -> dict[int, list[Any]]:
 @pytest.mark.e2e
 @needs_browser
 def test_taste_page_recommends_ten_after_three_picks(
-    shipped: Shipped, shipped_run: Path, tab: Tab
+    shipped: Shipped, shipped_run: Path, origin: Origin, tab: Tab
 ) -> None:
     from job.site.taste import recommend
 
-    tab.open(shipped.site / "taste.html")
+    tab.goto(origin.url("taste.html"))
     status = tab.page.locator("#taste-status")
     assert status.inner_text() == "Pick a movie or more to see recommendations."
     for title in TASTE_PICKS:
@@ -417,9 +520,11 @@ def test_taste_page_recommends_ten_after_three_picks(
 
 @pytest.mark.e2e
 @needs_browser
-def test_taste_page_picks_from_a_movie_page_and_from_search(shipped: Shipped, tab: Tab) -> None:
+def test_taste_page_picks_from_a_movie_page_and_from_search(
+    shipped: Shipped, origin: Origin, tab: Tab
+) -> None:
     die_hard = shipped.movie("Die Hard (1988)")
-    tab.open(shipped.site / "movies" / f"{die_hard}.html")
+    tab.goto(origin.url(f"movies/{die_hard}.html"))
     tab.page.get_by_role("link", name="Liked it? Start from this movie").click()
     tab.page.wait_for_url(f"**/taste.html?picks={die_hard}")
     picks = tab.page.locator("#taste-picks li a")
@@ -471,6 +576,82 @@ def test_axe_finds_no_serious_violations(shipped: Shipped, tab: Tab, kind: str) 
         if v["impact"] in ("serious", "critical")
     ]
     assert bad == []
+
+
+# ---------------------------------------------------------------------------------------
+# Every link, from the folder and from the bucket
+
+HTML = "text/html; charset=utf-8"
+
+
+@pytest.mark.e2e
+@needs_browser
+def test_the_bucket_entry_page_opens_the_latest_run(
+    shipped_run: Path, published: Origin, tab: Tab
+) -> None:
+    """The address `publish` prints is the prefix's index.html, which sends to the run."""
+    run_id = json.loads((shipped_run / "run.json").read_text())["run_id"]
+    entry = tab.goto(published.entry)
+    assert entry.status == 200 and entry.headers["content-type"] == HTML
+    tab.page.wait_for_url(published.url("index.html"))
+    assert f"/runs/{run_id}/site/" in tab.page.url
+    assert tab.page.locator("footer code").first.inner_text() == run_id
+    assert tab.page.title().endswith("MovieLens recommendations")
+    assert tab.problems == []
+
+
+def resolves(url: str, tab: Tab) -> tuple[int, str]:
+    """(status, Content-Type) of a same-site URL: a GET without credentials over http, the
+    file on disk under file:// (no server, so no type)."""
+    if url.startswith("file:"):
+        return (200 if Path(unquote(urlsplit(url).path)).is_file() else 404), ""
+    answer = tab.page.request.get(url, max_redirects=0)
+    return answer.status, answer.headers.get("content-type", "")
+
+
+@pytest.mark.e2e
+@needs_browser
+def test_every_link_resolves_and_pages_are_html(shipped: Shipped, origin: Origin, tab: Tab) -> None:
+    """Each page, with its scripts run (search results open, taste results shown): every
+    same-site href and src answers 200 with the type the publisher gave it."""
+    three = ",".join(str(shipped.movie(t)) for t in TASTE_PICKS)
+    pages = (
+        "index.html",
+        f"users/{shipped.user}.html",
+        f"movies/{shipped.movie('Die Hard (1988)')}.html",
+        "popular.html",
+        f"taste.html?picks={three}",
+    )
+    parts = urlsplit(origin.site)
+    same_site = f"{parts.scheme}://{parts.netloc}/"  # file:/// or http://127.0.0.1:PORT/
+    links: set[str] = set()
+    for page in pages:
+        answer = tab.goto(origin.url(page))
+        if origin.name == "http":
+            assert answer.status == 200 and answer.headers["content-type"] == HTML, page
+        if page.startswith("taste.html"):
+            tab.page.locator("#taste-results li").nth(9).wait_for()
+        if page == "index.html":  # the search's result links too
+            tab.page.get_by_label("Movie title or user id", exact=False).fill("die hard")
+            tab.page.locator("#site-search-results a").first.wait_for()
+        found = tab.page.locator("[href], [src]").evaluate_all(
+            """els => els.map(e => new URL(e.getAttribute('href') ?? e.getAttribute('src'),
+                                          document.baseURI).href)"""
+        )
+        links |= {urldefrag(link).url for link in found if link.startswith(same_site)}
+    # Assets, pages reached by the scripts, and the data files beside site/ are all in.
+    for expected in ("static/site.css", "static/search.js", "../recommendations.duckdb"):
+        assert urljoin(origin.site, expected) in links, expected
+    assert any("/movies/" in link for link in links) and any("/users/" in link for link in links)
+    broken = []
+    for link in sorted(links):
+        status, kind = resolves(link, tab)
+        if status != 200:
+            broken.append(f"{link}: {status}")
+        elif origin.name == "http" and kind != content_type(urlsplit(link).path):
+            broken.append(f"{link}: served as {kind}")
+    assert broken == []
+    assert tab.problems == []
 
 
 # ---------------------------------------------------------------------------------------

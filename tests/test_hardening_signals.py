@@ -49,6 +49,7 @@ class Scenario:
     code: int | None = None
     output: list[str] = field(default_factory=list)  # stdout and stderr lines, as they come
     stderr: list[str] = field(default_factory=list)
+    pumps: list[threading.Thread] = field(default_factory=list)
 
     def fired(self) -> bool:
         kind, _, what = self.trigger.partition(":")
@@ -99,10 +100,14 @@ def _run_batch(scenarios: list[Scenario]) -> None:
             cwd=ROOT,
             start_new_session=True,  # its own process group: Ctrl-C reaches every process
         )
-        threading.Thread(target=_pump, args=(s.process.stdout, s.output), daemon=True).start()
-        threading.Thread(
-            target=_pump, args=(s.process.stderr, s.output, s.stderr), daemon=True
-        ).start()
+        s.pumps = [
+            threading.Thread(target=_pump, args=(s.process.stdout, s.output), daemon=True),
+            threading.Thread(
+                target=_pump, args=(s.process.stderr, s.output, s.stderr), daemon=True
+            ),
+        ]
+        for pump in s.pumps:
+            pump.start()
     deadline = time.monotonic() + DEADLINE_S
     waiting = list(scenarios)
     while waiting and time.monotonic() < deadline:
@@ -123,7 +128,11 @@ def _run_batch(scenarios: list[Scenario]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(s.process.pid, signal.SIGKILL)
             s.code = s.process.wait()
-        time.sleep(0.05)  # the pump threads drain the pipes
+        # Every line the process wrote is read before any test looks at it: the pipes close
+        # when the process group has exited, and each pump ends at its pipe's end.
+        for pump in s.pumps:
+            pump.join(timeout=60)
+            assert not pump.is_alive(), f"{s.name}: its output pipe is still open after 60 s"
 
 
 @pytest.fixture(scope="module")

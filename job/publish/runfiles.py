@@ -172,6 +172,9 @@ def redirect_page(run_id: str) -> str:
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta http-equiv="refresh" content="0; url={href}">\n'
         f'<link rel="canonical" href="{href}">\n'
+        # No icon, said so: otherwise a browser asks the bucket's root for /favicon.ico, out
+        # of the published prefix, and logs the 404 (or 403) as an error on every visit.
+        '<link rel="icon" href="data:,">\n'
         f"<title>{title}</title>\n</head>\n<body>\n"
         f'<p>The latest run is <a href="{href}">{html.escape(run_id)}</a>.</p>\n'
         "</body>\n</html>\n"

@@ -5,14 +5,23 @@ from DuckDB."""
 
 from job.site.chart import best_baseline, error_chart_svg
 from job.site.data import SiteData, load_site_data
-from job.site.render import TEMPLATES_DIR, SiteSummary, metric_label, render_site, stars, write_site
+from job.site.render import (
+    SiteSummary,
+    check_templates,
+    installed_templates,
+    metric_label,
+    render_site,
+    stars,
+    write_site,
+)
 
 __all__ = [
-    "TEMPLATES_DIR",
     "SiteData",
     "SiteSummary",
     "best_baseline",
+    "check_templates",
     "error_chart_svg",
+    "installed_templates",
     "load_site_data",
     "metric_label",
     "render_site",

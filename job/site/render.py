@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from importlib import resources
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,18 @@ from job.site.taste import n_taste_shards, write_taste_shards
 
 log = logging.getLogger(__name__)
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "site_templates"
+# Every page template and static file the site needs; `check_templates` looks for each before
+# any work starts (the static folder is copied whole, so these are its required part).
+PAGE_TEMPLATES = (
+    "_macros.html",
+    "base.html",
+    "index.html",
+    "movie.html",
+    "popular.html",
+    "taste.html",
+    "user.html",
+)
+STATIC_FILES = ("site.css", "search.js", "taste.js", "vendor/minisearch.min.js")
 # Below this many pages a process pool costs more to start than it saves. Measured on 2
 # cores with ml-latest-small (10,354 pages): one process writes them in about 3 s; two
 # spawned workers took longer (each re-imports numpy and Jinja2 and unpickles the data).
@@ -90,7 +102,7 @@ class SiteSummary:
 def render_site(
     out: Path,
     *,
-    templates: Path = TEMPLATES_DIR,
+    templates: Path | None = None,
     workers: int | None = None,
     n_top_rated: int = 10,
     n_popular: int = 100,
@@ -110,6 +122,7 @@ def render_site(
         JobError: the run is not merged yet, or the templates are missing.
     """
     started = time.perf_counter()
+    templates = check_templates(templates)
     manifest = require(out, "render")
     try:
         data, timings = load_site_data(out, manifest, n_top_rated=n_top_rated, n_popular=n_popular)
@@ -144,7 +157,49 @@ def render_site(
 # Writing the site
 
 
-def make_environment(templates: Path = TEMPLATES_DIR) -> jinja2.Environment:
+def installed_templates() -> Path:
+    """The templates installed with the job: the top-level ``site_templates/`` travels in the
+    wheel as the package ``job.site_templates`` (an editable install maps it to the source)."""
+    try:
+        return Path(str(resources.files("job.site_templates")))
+    except ModuleNotFoundError:
+        raise JobError(
+            "no site templates installed with the job (package job.site_templates is missing): "
+            "reinstall it (pip install movielens-job, or make run from a checkout)"
+        ) from None
+
+
+def check_templates(templates: Path | None = None) -> Path:
+    """The template folder, once every page template parses and every static file is there.
+
+    Cheap (well under a second), so ``run`` calls it before training, like the publish
+    target's check: a broken install fails at once instead of after the expensive stages.
+
+    Raises:
+        JobError: a template or static file is missing, or a template does not parse.
+    """
+    templates = templates or installed_templates()
+    env = make_environment(templates)
+    for name in PAGE_TEMPLATES:
+        try:
+            env.get_template(name)
+        except jinja2.TemplateNotFound:
+            raise JobError(
+                f"site template {name} missing in {templates}: reinstall the job"
+            ) from None
+        except jinja2.TemplateSyntaxError as exc:
+            raise JobError(
+                f"site template {templates / name} line {exc.lineno}: {exc.message}"
+            ) from None
+    for name in STATIC_FILES:
+        if not (templates / "static" / name).is_file():
+            raise JobError(
+                f"site static file {name} missing in {templates / 'static'}: reinstall the job"
+            )
+    return templates
+
+
+def make_environment(templates: Path) -> jinja2.Environment:
     """The one Jinja2 environment: autoescaping on, a missing variable is an error."""
     if not (templates / "base.html").is_file():
         raise JobError(f"no site templates in {templates} (base.html missing)")
@@ -289,7 +344,7 @@ def write_site(
     site: Path,
     data: SiteData,
     *,
-    templates: Path = TEMPLATES_DIR,
+    templates: Path | None = None,
     workers: int | None = None,
 ) -> SiteSummary:
     """Write every page, the search shards and the static files; the folder appears whole.
@@ -298,6 +353,8 @@ def write_site(
         JobError: the templates are missing or a page refers to something undefined.
     """
     started = time.perf_counter()
+    if templates is None:
+        templates = check_templates()
     n_pages = len(data.users) + len(data.movies) + 3
     if workers is None:
         workers = (os.cpu_count() or 1) if n_pages >= PARALLEL_MIN_PAGES else 1
