@@ -11,6 +11,7 @@ python -m job bench      scoring throughput against the article's approach
 python -m job bench-job  every stage of the job on a synthetic ml-10m/25m/32m-shaped dataset
 python -m job tune       grid search of model settings on the validation set (tune.json)
 python -m job seeds      a preset's test metrics over several seeds, mean ± std (seeds.json)
+python -m job shard-plan, run-summary, publish-summary   for the GitHub workflow (job/workflow.py)
 """
 
 from __future__ import annotations
@@ -246,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         for group in groups:
             group(sub)
+    from job.workflow import add_commands as add_workflow_commands
+
+    add_workflow_commands(commands)
     return parser
 
 

@@ -21,6 +21,10 @@ class PublishError(JobError):
     """Publishing to a bucket or folder failed."""
 
 
+class PublishRefused(PublishError):
+    """A run older than the one the site names, with no room left for it by --keep-runs."""
+
+
 class WriteError(JobError, OSError):
     """A write the file system refused: full, read-only, not permitted.
 

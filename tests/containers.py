@@ -22,6 +22,7 @@ import resource
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,8 +94,10 @@ class Engine:
         *args: str,
         volumes: dict[Path, str] | None = None,
         entrypoint: str | None = None,
+        options: Sequence[str] = (),
         timeout: float = 900,
     ) -> subprocess.CompletedProcess[str]:
+        """`run --rm IMAGE ARGS`; `options` go before the image (--user, --env, --network ...)."""
         cmd = [self.exe, "run", "--rm"]
         if self.podman:
             if shutil.which("runc"):
@@ -105,7 +108,7 @@ class Engine:
             cmd += ["-v", f"{host}:{inside}"]
         if entrypoint is not None:
             cmd += ["--entrypoint", entrypoint]
-        return _run([*cmd, image, *args], timeout)
+        return _run([*cmd, *options, image, *args], timeout)
 
     def has_image(self, name: str) -> bool:
         return _run([self.exe, "image", "inspect", name], 60).returncode == 0

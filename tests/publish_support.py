@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,6 +21,8 @@ import boto3
 import pytest
 
 from job.publish.motoserver import FAKE_CREDENTIALS
+
+REPO = Path(__file__).resolve().parent.parent
 
 RUN_A = "20261126T181000Z-aaaaaaaa"
 RUN_B = "20261127T090000Z-bbbbbbbb"
@@ -165,7 +172,9 @@ class FaultProxy:
 
     ``fault(method, path, attempt)`` returns None to forward, or "503" (SlowDown), "500"
     (InternalError) or "drop" (close the connection without an answer). ``attempt`` counts
-    the requests seen so far for that method and path, from 1.
+    the requests seen so far for that method and path, from 1. ``log`` records each request
+    once answered, with its status (0 for a 5xx fault, -1 dropped, -2 cut off by the client
+    before its body was complete: not forwarded, as a store would not store it).
     """
 
     def __init__(self, upstream: str, fault: Callable[[str, str, int], str | None]) -> None:
@@ -185,8 +194,16 @@ class FaultProxy:
                 pass
 
             def _relay(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
                 path = urlsplit(self.path).path
+                if len(body) < length:
+                    # The client gave up mid-body. A store drops such a request; forwarding
+                    # the part as a whole object would store what no client sent.
+                    with proxy._lock:
+                        proxy.log.append((self.command, path, -2))
+                    self.close_connection = True
+                    return
                 with proxy._lock:
                     attempt = proxy._seen.get((self.command, path), 0) + 1
                     proxy._seen[(self.command, path)] = attempt
@@ -221,9 +238,9 @@ class FaultProxy:
                     if key.lower() not in skip:
                         self.send_header(key, value)
                 if self.command == "HEAD":
-                    length = response.getheader("Content-Length")
-                    if length is not None:
-                        self.send_header("Content-Length", length)
+                    declared = response.getheader("Content-Length")
+                    if declared is not None:
+                        self.send_header("Content-Length", declared)
                 else:
                     self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -280,3 +297,56 @@ def public_read_policy(bucket: str) -> str:
             ],
         }
     )
+
+
+class Gate:
+    """A proxy fault: lets the first ``allow`` PUTs under ``marker`` through, then holds every
+    further one (the upload is in flight) until ``release``; then drops them, or forwards
+    them with ``forward=True``."""
+
+    def __init__(self, marker: str, allow: int) -> None:
+        self.marker, self.allow = marker, allow
+        self.seen = 0
+        self.forward = False
+        self._lock = threading.Lock()
+        self._released = threading.Event()
+
+    def __call__(self, method: str, path: str, attempt: int) -> str | None:
+        if method != "PUT" or self.marker not in path:
+            return None
+        with self._lock:
+            self.seen += 1
+            if self.seen <= self.allow:
+                return None
+        self._released.wait(60)
+        return None if self.forward else "drop"
+
+    def release(self, *, forward: bool = False) -> None:
+        self.forward = forward
+        self._released.set()
+
+
+def job_process(
+    args: list[str], tmp_path: Path, name: str, *, code: str | None = None
+) -> subprocess.Popen[bytes]:
+    """``python -m job ARGS`` (or ``python -c CODE ARGS``) as a child process running this
+    checkout's ``job``, with its stdout and stderr in files beside the test."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    command = [sys.executable, *(["-c", code] if code else ["-m", "job"]), *args]
+    with (tmp_path / f"{name}.out").open("wb") as out, (tmp_path / f"{name}.err").open("wb") as err:
+        return subprocess.Popen(command, env=env, cwd=REPO, stdout=out, stderr=err)
+
+
+def wait_for(
+    condition: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, timeout: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the publish exited ({proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.01)
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL

@@ -3,9 +3,9 @@
 The linters (hadolint, zizmor, check-jsonschema, cfn-lint, checkov) come from
 the lock's tools group (infra/requirements/tools.txt), which `make test` installs into .venv-tools and puts on PATH; a
 test whose tool is missing is skipped and says which. The rest reads the files themselves: the
-workflow's `python -m job ...` calls are checked against the real CLI's --help, the inline
-summary scripts are run on a sample run.json, and the templates' security-relevant settings are
-asserted one by one, so a change that a linter would accept but that loosens them still fails.
+workflow's `python -m job ...` calls are checked against the real CLI's --help (the workflow
+itself is executed in test_workflow_executed.py), and the templates' security-relevant settings
+are asserted one by one, so a change that a linter would accept but that loosens them still fails.
 """
 
 from __future__ import annotations
@@ -143,6 +143,8 @@ def workflow_calls() -> list[tuple[str, list[str]]]:
             if "run" not in step or step.get("shell", "bash") == "python":
                 continue
             script = step["run"].replace("\\\n", " ")
+            # `${VAR:+--flag "$VAR"}`: the flag is passed only when VAR is not empty.
+            script = re.sub(r"\$\{\w+:\+([^}]*)\}", r"\1", script)
             for match in JOB_CALL.finditer(script):
                 where = f"{path.name}:{job_id}:{step.get('name', step['run'][:30])}"
                 calls.append((where, _shell_words(match["args"])))
@@ -492,77 +494,33 @@ def test_ci_runs_the_container_tests_where_containers_run() -> None:
     assert not re.findall(r"\b[\w-]+==[\w.]+", script), "versions come from the lock"
 
 
-def _run_python_step(step: dict[str, Any], tmp_path: Path, **env: str) -> None:
-    assert step.get("shell") == "python"
-    full_env = {**os.environ, **env}
-    proc = subprocess.run(
-        [sys.executable, "-c", step["run"]],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, report(proc)
+def test_every_step_in_the_image_is_a_short_call_of_the_job() -> None:
+    """Logic lives in tested Python (job/workflow.py for the shard plan and the summaries), not
+    in YAML: each `run:` step of a job that runs in the image is one or two lines of bash that
+    call `python -m job`."""
+    jobs = workflow(RUN_WORKFLOW)["jobs"]
+    for job_id, job in jobs.items():
+        if "container" not in job:
+            continue
+        for step in job["steps"]:
+            if "run" not in step:
+                continue
+            where = f"run.yml:{job_id}:{step.get('name')}"
+            assert step.get("shell", "bash") == "bash", f"{where}: not a bash step"
+            lines = step["run"].strip().splitlines()
+            assert 1 <= len(lines) <= 2, f"{where}: {len(lines)} lines"
+            assert JOB_CALL.match(lines[0]), f"{where}: does not call python -m job"
 
 
-@pytest.mark.parametrize("shards", ["1", "4"])
-def test_shard_plan_step(tmp_path: Path, shards: str) -> None:
-    output = tmp_path / "github_output"
-    step = step_named(RUN_WORKFLOW, "train", "Plan the shards")
-    _run_python_step(step, tmp_path, SHARDS=shards, GITHUB_OUTPUT=str(output))
-    key, value = output.read_text(encoding="utf-8").strip().split("=", 1)
-    assert key == "shards"
-    assert json.loads(value) == list(range(int(shards)))
-
-
-@pytest.mark.parametrize(
-    "metrics",
-    [
-        {"model": {"rmse": 0.8712, "mae": 0.6684}, "global_mean": {"rmse": 1.04, "mae": 0.83}},
-        {"test_rmse": 0.8712, "test_mae": 0.6684, "epochs": 7},
-    ],
-    ids=["nested", "flat"],
-)
-def test_summary_step_writes_the_metrics_table(tmp_path: Path, metrics: dict[str, Any]) -> None:
-    run_json = tmp_path / "run.json"
-    run_json.write_text(json.dumps({"run_id": "20250101T000000Z-abc", "metrics": metrics}))
-    summary = tmp_path / "summary.md"
-    step = step_named(RUN_WORKFLOW, "site", "Job summary")
-    _run_python_step(
-        step,
-        tmp_path,
-        RUN_JSON=str(run_json),
-        GITHUB_STEP_SUMMARY=str(summary),
-        DATASET="ml-latest-small",
-        PRESET="seed",
-        RUNNER_KIND="cpu",
-        SHARDS="2",
-    )
-    text = summary.read_text(encoding="utf-8")
-    assert "20250101T000000Z-abc" in text
-    assert "0.8712" in text and "0.6684" in text
-    assert re.search(r"^\|.*rmse.*\|$", text, re.MULTILINE), text
-
-
-def test_publish_summary_gives_the_site_address(tmp_path: Path) -> None:
-    run_json = tmp_path / "run.json"
-    run_json.write_text(json.dumps({"run_id": "20250101T000000Z-abc", "metrics": {}}))
-    summary = tmp_path / "summary.md"
-    step = step_named(RUN_WORKFLOW, "publish", "Job summary")
-    _run_python_step(
-        step,
-        tmp_path,
-        RUN_JSON=str(run_json),
-        GITHUB_STEP_SUMMARY=str(summary),
-        SITE_URL="https://d111111abcdef8.cloudfront.net/",
-        BUCKET="bucket",
-        PREFIX="movielens",
-    )
-    text = summary.read_text(encoding="utf-8")
-    assert "https://d111111abcdef8.cloudfront.net/ " in text
-    # The layout job/publish.py writes: PREFIX/runs/RUN_ID/site/index.html.
-    assert "https://d111111abcdef8.cloudfront.net/runs/20250101T000000Z-abc/site/index.html" in text
+def test_publish_runs_one_at_a_time_per_target() -> None:
+    """Two publishes to one prefix queue rather than race (issue 22); never cancelled halfway."""
+    concurrency = workflow(RUN_WORKFLOW)["jobs"]["publish"]["concurrency"]
+    assert concurrency == {
+        "group": "publish-${{ vars.JOB_BUCKET }}/${{ vars.JOB_PREFIX }}",
+        "cancel-in-progress": False,
+    }
+    publish = step_named(RUN_WORKFLOW, "publish", "Publish to S3")
+    assert '"s3://$BUCKET/$PREFIX"' in publish["run"], "the group names the target published to"
 
 
 # ---------------------------------------------------------------------------------------------

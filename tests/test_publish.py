@@ -7,10 +7,11 @@ and records the order in which objects were written.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
-import time
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from publish_support import (
 )
 
 from job.cli import main
-from job.errors import PublishError
+from job.errors import PublishError, PublishRefused
 from job.publish import (
     ENTRY_CACHE,
     IMMUTABLE_CACHE,
@@ -41,6 +42,7 @@ from job.publish import (
     redirect_page,
 )
 from job.publish.bench import bench_publish, make_synthetic_out
+from job.publish.core import MARKER
 from job.publish.motoserver import moto_server
 
 # ------------------------------------------------------------------------------- fixtures
@@ -180,7 +182,14 @@ def test_publish_layout_content_types_and_order(
 
     run = f"movielens/runs/{RUN_A}/"
     keys = list_keys(endpoint, bucket)
-    expected = {run + rel for rel in PUBLISHED} | {"movielens/index.html", "movielens/latest.json"}
+    expected = (
+        {run + rel for rel in PUBLISHED}
+        | {run + MARKER}
+        | {
+            "movielens/index.html",
+            "movielens/latest.json",
+        }
+    )
     assert set(keys) == expected  # nothing unpublished (model.keras, parts/ ...) went up
     assert (summary.objects, summary.uploaded, summary.skipped) == (len(PUBLISHED),) * 2 + (0,)
     assert summary.entry_points_written
@@ -203,16 +212,26 @@ def test_publish_layout_content_types_and_order(
     assert latest["run_id"] == RUN_A
     assert latest["site"] == f"runs/{RUN_A}/site/index.html"
     assert latest["published_at"].endswith("Z")
+    assert latest["created_at"] == "2026-11-26T18:10:00Z"  # from the run id: run.json has none
     assert get(endpoint, bucket, "movielens/index.html").decode() == redirect_page(RUN_A)
+    marker = json.loads(get(endpoint, bucket, run + MARKER))
+    assert {k: v for k, v in marker.items() if k != "published_at"} == {
+        k: v for k, v in latest.items() if k != "published_at"
+    }
 
-    # Order as the server saw it: every run object, then index.html, then latest.json.
+    # Order as the server saw it: every run object, then the run's completion marker, then
+    # latest.json (the switch), then index.html (which follows it).
     puts = [p for p in proxy.puts() if not p.endswith(f"/{bucket}")]
-    assert puts[-1] == f"/{bucket}/movielens/latest.json"
-    assert puts[-2] == f"/{bucket}/movielens/index.html"
-    assert {p.removeprefix(f"/{bucket}/") for p in puts[:-2]} == {run + r for r in PUBLISHED}
+    assert puts[-3:] == [
+        f"/{bucket}/{run}{MARKER}",
+        f"/{bucket}/movielens/latest.json",
+        f"/{bucket}/movielens/index.html",
+    ]
+    assert {p.removeprefix(f"/{bucket}/") for p in puts[:-3]} == {run + r for r in PUBLISHED}
     # ... and as the store's own clock says it.
     newest_run_object = max(o["LastModified"] for k, o in keys.items() if k.startswith(run))
     assert keys["movielens/latest.json"]["LastModified"] >= newest_run_object
+    assert keys[run + MARKER]["LastModified"] == newest_run_object
 
 
 @pytest.mark.browser
@@ -338,12 +357,12 @@ def test_transient_failures_are_retried(
     # Every run object's first PUT fails; the retry goes through.
     proxy = make_proxy(lambda m, p, a: kind if m == "PUT" and "/runs/" in p and a == 1 else None)
     summary = publish(out, f"s3://{bucket}/r", endpoint_url=proxy.endpoint, max_concurrency=16)
-    assert proxy.faults == len(PUBLISHED)
+    assert proxy.faults == len(PUBLISHED) + 1  # every object's first PUT, and the marker's
     assert summary.uploaded == len(PUBLISHED)
     keys = list_keys(proxy.endpoint, bucket)
     assert {f"r/runs/{RUN_A}/{rel}" for rel in PUBLISHED} <= set(keys)
     assert json.loads(get(proxy.endpoint, bucket, "r/latest.json"))["run_id"] == RUN_A
-    assert proxy.puts()[-1] == f"/{bucket}/r/latest.json"
+    assert proxy.puts()[-2:] == [f"/{bucket}/r/latest.json", f"/{bucket}/r/index.html"]
 
 
 def test_hard_failure_leaves_previous_run_serving_and_rerun_resumes(
@@ -382,31 +401,91 @@ def test_hard_failure_leaves_previous_run_serving_and_rerun_resumes(
     assert json.loads(get(healthy.endpoint, bucket, "site/latest.json"))["run_id"] == RUN_B
 
 
-def test_first_failed_upload_cancels_the_rest(
+def test_first_failed_upload_stops_new_ones_and_lets_those_in_flight_finish(
     bucket: str,
     make_proxy: Callable[..., FaultProxy],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Many uploads queued and in flight when one fails for good: the rest are cancelled (not
-    a TypeError from s3transfer's shutdown), and no request is sent after the error."""
+    """Uploads in flight when one fails for good: they finish whole, no new one starts, and
+    only then is the failure reported, so no request reaches the store after it.
+
+    The order is fixed by events, not by timing: the fifth PUT fails, answered only once
+    the other three workers each hold a request at the proxy; those go through only once
+    the publisher has logged that it saw the failure. So exactly 4 + 1 + 3 PUTs reach the
+    proxy, whatever the threads' interleaving.
+    """
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    workers, before_failure = 4, 4
     out = make_synthetic_out(tmp_path, 300)
-    arrived: list[str] = []
+    seen = threading.Event()  # the publisher logged the failure
+    others_held = threading.Event()
+    lock = threading.Lock()
+    arrivals: list[str] = []  # PUT paths, in the order the proxy read them
+    held: list[str] = []
+    stuck: list[str] = []
+
+    class SeenFailure(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "first failed upload seen" in record.getMessage():
+                seen.set()
+
+    s3_logger = logging.getLogger("job.publish.s3")
+    handler, level = SeenFailure(), s3_logger.level
+    s3_logger.addHandler(handler)
+    s3_logger.setLevel(logging.DEBUG)
 
     def fault(method: str, path: str, attempt: int) -> str | None:
-        arrived.append(path)
-        return "503" if method == "PUT" and path.endswith("/recommendations.duckdb") else None
+        if method != "PUT":
+            return None
+        with lock:
+            arrivals.append(path)
+            n = len(arrivals)
+            if n > before_failure + 1:
+                held.append(path)
+                if len(held) == workers - 1:
+                    others_held.set()
+        if n <= before_failure:
+            return None
+        if n == before_failure + 1:  # the failing one: answer when the others are in flight
+            if not others_held.wait(60):
+                stuck.append("the other workers never sent a request")
+            return "503"
+        if not seen.wait(60):
+            stuck.append("the publisher never logged the failure")
+        return None
 
     proxy = make_proxy(fault)
-    with pytest.raises(PublishError, match=r"recommendations\.duckdb: SlowDown") as info:
-        publish(out, f"s3://{bucket}/c", endpoint_url=proxy.endpoint, max_concurrency=4)
-    assert "\n" not in str(info.value)
-    sent = len(arrived)
-    assert sent < 100  # most of the 300 never started
-    time.sleep(0.3)
-    assert len(arrived) == sent  # no thread still sending in the background
-    assert not list_keys(proxy.endpoint, bucket, "c/latest.json")
+    threads_before = set(threading.enumerate())
+    try:
+        with pytest.raises(PublishError) as info:
+            publish(out, f"s3://{bucket}/c", endpoint_url=proxy.endpoint, max_concurrency=workers)
+    finally:
+        s3_logger.removeHandler(handler)
+        s3_logger.setLevel(level)
+    assert stuck == []
+    failed = arrivals[before_failure]
+    message = str(info.value)
+    assert "\n" not in message and f"{failed.removeprefix('/' + bucket + '/')}: SlowDown" in message
+    # Four before, the failure, the three in flight: no new upload started after it.
+    assert len(arrivals) == before_failure + 1 + workers - 1 == 8
+    assert held == arrivals[before_failure + 1 :]
+    # Every request that reached the proxy was answered before publish() returned (nothing
+    # was cut off or is still being sent), and no thread of the publisher is left running.
+    answered = [path for method, path, code in proxy.log if method == "PUT"]
+    assert sorted(answered) == sorted(arrivals)
+    assert sorted(proxy.puts()) == sorted(p for p in arrivals if p != failed)
+    # (s3transfer's workers are concurrent.futures threads; the proxy's and tqdm's are not.)
+    leftover = set(threading.enumerate()) - threads_before
+    assert [t for t in leftover if t.name.startswith("ThreadPoolExecutor")] == []
+    # What landed is whole: the 7 objects answered 200, each with its file's MD5.
+    stored = list_keys(proxy.upstream.geturl(), bucket, "c/")
+    assert {f"/{bucket}/{k}" for k in stored} == set(proxy.puts())
+    local = {p.relative_to(out).as_posix(): p for p in out.rglob("*") if p.is_file()}
+    for key, obj in stored.items():
+        rel = key.split("/", 3)[3]
+        expected = hashlib.md5(local[rel].read_bytes(), usedforsecurity=False).hexdigest()
+        assert obj["ETag"].strip('"') == expected
 
 
 def test_server_stopped_before_upload_is_one_line_error(
@@ -494,15 +573,26 @@ def test_keep_runs_removes_old_runs_but_never_the_latest(
         return {k.split("/")[2] for k in list_keys(s3_server, bucket, "k/runs/")}
 
     assert runs() == {RUN_B, RUN_C}
-    # Roll back to the oldest run: it becomes latest and is kept although it is beyond N.
-    rolled = publish(
-        make_out(tmp_path, RUN_A, variant="again"), target, endpoint_url=s3_server, keep_runs=1
+    # An older run never replaces a newer one on the site. With no room for it under
+    # --keep-runs it is refused before anything is uploaded ...
+    latest_c = get(s3_server, bucket, "k/latest.json")
+    with pytest.raises(PublishRefused, match=rf"^refused: run {RUN_A} .* older than run {RUN_C}"):
+        publish(make_out(tmp_path, RUN_A), target, endpoint_url=s3_server, keep_runs=2)
+    assert runs() == {RUN_B, RUN_C} and get(s3_server, bucket, "k/latest.json") == latest_c
+    # ... and with room, it is uploaded and kept, but not made the latest (exit 0 in the CLI).
+    kept = publish(make_out(tmp_path, RUN_A), target, endpoint_url=s3_server)
+    assert (kept.is_latest, kept.latest_run, kept.entry_points_written) == (False, RUN_C, False)
+    assert f"published run {RUN_A} but not the latest: the entry points name run {RUN_C}" in (
+        kept.describe()
     )
-    assert json.loads(get(s3_server, bucket, "k/latest.json"))["run_id"] == RUN_A
-    assert runs() == {RUN_A, RUN_C} and rolled.removed_runs == (RUN_B,)
-    # Validated once, with the other options (job.config), before anything is read or sent.
+    assert runs() == {RUN_A, RUN_B, RUN_C} and get(s3_server, bucket, "k/latest.json") == latest_c
+    # The next pruning publish removes the complete runs beyond N, oldest first.
+    again = publish(make_out(tmp_path, RUN_C), target, endpoint_url=s3_server, keep_runs=1)
+    assert again.removed_runs == (RUN_A, RUN_B) and runs() == {RUN_C}
+    # --keep-runs is validated once, with the other options (job.config), before anything
+    # is read or sent.
     code = main(["-q", "publish", str(make_out(tmp_path, RUN_A)), target, "--keep-runs", "0"])
-    assert code == 2 and runs() == {RUN_A, RUN_C}
+    assert code == 2 and runs() == {RUN_C}
 
 
 def test_progress_summary_and_no_secrets_in_output(
@@ -557,7 +647,7 @@ def test_local_publish_same_layout_and_idempotent(tmp_path: Path) -> None:
     summary = publish(out, dest.as_uri())
     run = dest / "runs" / RUN_A
     published = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
-    assert published == set(PUBLISHED)
+    assert published == set(PUBLISHED) | {MARKER}
     for rel in PUBLISHED:
         assert (run / rel).read_bytes() == (out / rel).read_bytes()
     assert (dest / "index.html").read_text() == redirect_page(RUN_A)
@@ -619,6 +709,29 @@ def test_local_keep_runs(tmp_path: Path) -> None:
     assert sorted(p.name for p in (dest / "runs").iterdir()) == [RUN_C]  # no trash left
 
 
+def test_cli_says_in_one_line_when_a_run_is_not_the_latest_or_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    """A run older than the one the site names: uploaded and kept but not the latest (exit 0,
+    one warning line even with -q), or, with no room under --keep-runs, refused (exit 1)."""
+    dest = str(tmp_path / "public")
+    assert cli(["-q", "publish", str(make_out(tmp_path, RUN_C)), dest]) == 0
+    capsys.readouterr()
+    assert cli(["-q", "publish", str(make_out(tmp_path, RUN_A)), dest]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == (tmp_path / "public" / "index.html").resolve().as_uri()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"published run {RUN_A} but not the latest: the entry points name run ")
+    assert json.loads((tmp_path / "public" / "latest.json").read_text())["run_id"] == RUN_C
+
+    args = ["-q", "publish", str(make_out(tmp_path, RUN_B)), dest, "--keep-runs", "1"]
+    assert cli(args) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1
+    assert err.startswith(f"error: refused: run {RUN_B} (created 2026-11-27T09:00:00Z) is older")
+    assert sorted(p.name for p in (tmp_path / "public" / "runs").iterdir()) == [RUN_A, RUN_C]
+
+
 def test_local_target_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     with pytest.raises(PublishError, match="is a file"):
@@ -635,7 +748,8 @@ def test_bench_publish_runs_at_a_small_size(
     assert len([p for p in make_synthetic_out(tmp_path, 25).rglob("*") if p.is_file()]) == 25
     result = bench_publish(30)
     assert (result["objects"], result["first_uploaded"], result["rerun_uploaded"]) == (30, 30, 0)
-    # The first sends every object and the two entry points; the unchanged re-run sends nothing.
-    assert (result["first_puts"], result["rerun_puts"]) == (32, 0)
+    # The first sends every object, the run's completion marker and the two entry points; the
+    # unchanged re-run sends nothing.
+    assert (result["first_puts"], result["rerun_puts"]) == (33, 0)
     table = capsys.readouterr().out
     assert "first" in table and "re-run" in table and "objects/s" in table and "PUTs" in table

@@ -9,25 +9,32 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from publish_support import PUBLISHED, RUN_A, RUN_B, FaultProxy, get, isolate_aws, list_keys
+from publish_support import (
+    PUBLISHED,
+    RUN_A,
+    RUN_B,
+    FaultProxy,
+    Gate,
+    get,
+    isolate_aws,
+    job_process,
+    kill,
+    list_keys,
+    wait_for,
+)
 from publish_support import make_out as make_small_out
 from publish_support import s3 as s3_client
 
 from job.publish import publish, redirect_page
 from job.publish.bench import make_synthetic_out
+from job.publish.core import MARKER
 from job.publish.motoserver import moto_server
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -57,32 +64,6 @@ def make_proxy(s3_server: str) -> Iterator[Callable[..., FaultProxy]]:
         proxy.close()
 
 
-def job_process(
-    args: list[str], tmp_path: Path, name: str, *, code: str | None = None
-) -> subprocess.Popen[bytes]:
-    """``python -m job ARGS`` (or ``python -c CODE ARGS``) as a child process running this
-    checkout's ``job``, with its stdout and stderr in files beside the test."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    command = [sys.executable, *(["-c", code] if code else ["-m", "job"]), *args]
-    with (tmp_path / f"{name}.out").open("wb") as out, (tmp_path / f"{name}.err").open("wb") as err:
-        return subprocess.Popen(command, env=env, cwd=REPO, stdout=out, stderr=err)
-
-
-def wait_for(
-    condition: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, timeout: float = 60
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the publish exited ({proc.returncode}) before {what}"
-        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
-        time.sleep(0.01)
-
-
-def kill(proc: subprocess.Popen[bytes]) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL
-
-
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
 
@@ -94,33 +75,6 @@ def run_files(out: Path) -> dict[str, Path]:
         for p in out.rglob("*")
         if p.is_file() and p.relative_to(out).parts[0] in ("site", "parquet")
     } | {name: out / name for name in ("run.json", "recommendations.duckdb")}
-
-
-class Gate:
-    """A proxy fault: lets the first ``allow`` PUTs under ``marker`` through, then holds every
-    further one (the upload is in flight) until ``release``; then drops them, or forwards
-    them with ``forward=True``."""
-
-    def __init__(self, marker: str, allow: int) -> None:
-        self.marker, self.allow = marker, allow
-        self.seen = 0
-        self.forward = False
-        self._lock = threading.Lock()
-        self._released = threading.Event()
-
-    def __call__(self, method: str, path: str, attempt: int) -> str | None:
-        if method != "PUT" or self.marker not in path:
-            return None
-        with self._lock:
-            self.seen += 1
-            if self.seen <= self.allow:
-                return None
-        self._released.wait(60)
-        return None if self.forward else "drop"
-
-    def release(self, *, forward: bool = False) -> None:
-        self.forward = forward
-        self._released.set()
 
 
 def test_s3_publish_killed_mid_upload_keeps_previous_site_and_rerun_sends_only_the_rest(
@@ -176,8 +130,9 @@ def test_s3_publish_killed_mid_upload_keeps_previous_site_and_rerun_sends_only_t
     puts = [p.removeprefix(f"/{bucket}/") for p in recorder.puts()]
     missing = {run_b_prefix + rel for rel in local_b} - set(landed)
     assert len(missing) == n_objects - allow
-    assert len(puts) == len(set(puts)) == len(missing) + 2  # no object sent twice
-    assert set(puts[:-2]) == missing and puts[-2:] == ["site/index.html", "site/latest.json"]
+    assert len(puts) == len(set(puts)) == len(missing) + 3  # no object sent twice
+    assert set(puts[:-3]) == missing
+    assert puts[-3:] == [run_b_prefix + MARKER, "site/latest.json", "site/index.html"]
     assert (
         f"({n_objects - allow} uploaded, {allow} unchanged" in (tmp_path / "rerun.err").read_text()
     )
@@ -185,11 +140,11 @@ def test_s3_publish_killed_mid_upload_keeps_previous_site_and_rerun_sends_only_t
     final = list_keys(s3_server, bucket, run_b_prefix)
     assert {k.removeprefix(run_b_prefix): o["ETag"].strip('"') for k, o in final.items()} == {
         rel: md5(path) for rel, path in local_b.items()
-    }
+    } | {MARKER: final[run_b_prefix + MARKER]["ETag"].strip('"')}
     print(
         f"\nS3 kill: 2 publish processes + 1 server; {n_objects} objects; killed after "
         f"{killed_seconds:.1f} s with {allow} stored and {gate.seen - allow} in flight; re-run "
-        f"{rerun_seconds:.1f} s, {len(puts)} PUTs ({len(missing)} objects + 2 entry points)"
+        f"{rerun_seconds:.1f} s, {len(puts)} PUTs ({len(missing)} objects, marker, 2 entry points)"
     )
 
 
@@ -294,12 +249,13 @@ def test_local_publish_killed_mid_copy_keeps_previous_folder_and_rerun_completes
     published = {
         p.relative_to(run_b).as_posix(): p.read_bytes() for p in run_b.rglob("*") if p.is_file()
     }
+    assert published.pop(MARKER)  # written last, after every file of the run
     assert published == {rel: p.read_bytes() for rel, p in run_files(out_b).items()}
     assert not list(dest.rglob(".*"))  # nothing stale: the temporary is gone
     print(
         f"\nlocal kill: 2 publish processes; {n_objects} objects; killed after "
         f"{killed_seconds:.1f} s mid-copy of object {allow + 1}; re-run {rerun_seconds:.1f} s, "
-        f"{n_objects - allow} files + 2 entry points written"
+        f"{n_objects - allow} files, the marker and 2 entry points written"
     )
 
 
@@ -339,17 +295,18 @@ def test_twenty_publishes_keep_three_runs_and_leave_no_orphans(
         kept = run_ids[max(0, i + 1 - keep) : i + 1]
         assert summary.removed_runs == ((run_ids[i - keep],) if i >= keep else ())
         # Exactly the newest runs, each complete, and the two entry points; nothing else.
-        assert stored() == {f"runs/{r}/{rel}" for r in kept for rel in PUBLISHED} | {
+        assert stored() == {f"runs/{r}/{rel}" for r in kept for rel in [*PUBLISHED, MARKER]} | {
             "index.html",
             "latest.json",
         }
         assert json.loads(latest())["run_id"] == run_id
     seconds = time.monotonic() - started
-    assert puts == n_runs * (len(PUBLISHED) + 2)
+    assert puts == n_runs * (len(PUBLISHED) + 3)  # objects, marker, entry points
     if kind == "s3":
         assert len(recorder.puts()) == puts  # what the server received, counted outside
         deletes = [m for m, p, code in recorder.log if m == "POST" and code == 200]
-        assert len(deletes) == n_runs - keep  # one DeleteObjects request per removed run
+        # Two DeleteObjects requests per removed run: its marker first, then its objects.
+        assert len(deletes) == 2 * (n_runs - keep)
     print(
         f"\n{kind}: {n_runs} publishes in 1 process, {seconds:.1f} s; {n_runs * len(PUBLISHED)} "
         f"objects and {puts} PUTs in all; {keep} runs x {len(PUBLISHED)} objects + 2 kept"

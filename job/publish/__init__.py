@@ -6,13 +6,17 @@ Layout under the target (``s3://BUCKET/PREFIX`` or a folder)::
     PREFIX/runs/RUN_ID/recommendations.duckdb      the site links to ../recommendations.duckdb
     PREFIX/runs/RUN_ID/parquet/*.parquet
     PREFIX/runs/RUN_ID/run.json
+    PREFIX/runs/RUN_ID/published.json              completion marker, written last
+    PREFIX/latest.json                             {"run_id", "created_at", "site", ...}
     PREFIX/index.html                              redirect to runs/RUN_ID/site/index.html
-    PREFIX/latest.json                             {"run_id", "published_at", "site", ...}
 
 Why this shape: everything of a run goes under its own immutable prefix first (long cache);
-only when every object is in place are the two small entry points written, ``latest.json``
-last. A reader therefore sees either the previous run or the new one, never half of one, and
-a failed or killed upload leaves the previous site serving. Re-publishing the same run
+only when every object and the marker are listed are the two small entry points switched,
+``latest.json`` by compare-and-swap, ``index.html`` after it. A reader therefore sees either
+the previous run or the new one, never half of one, and a failed or killed upload leaves the
+previous site serving. Publishers racing to one target keep to the rules in ``core``: the
+entry points only move to newer complete runs, and pruning never takes the named run, a newer
+one, or one being uploaded. Re-publishing the same run
 compares checksums and uploads only what is missing or changed, so a retry resumes cheaply
 and a repeat is a no-op.
 

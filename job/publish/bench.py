@@ -23,6 +23,7 @@ from typing import Any
 from job.errors import PublishError
 from job.publish.core import PublishSummary, publish
 from job.publish.motoserver import MotoServer, fake_credentials
+from job.publish.runfiles import run_created
 
 
 def make_synthetic_out(
@@ -73,7 +74,8 @@ def _write_placeholder_run(out: Path, run_id: str) -> None:
         out,
         Manifest(
             run_id=run_id,
-            created_at="2026-01-01T00:00:00+00:00",
+            # The time the run id starts with, as train names runs: publishing orders by it.
+            created_at=run_created(run_id, None) or "2026-01-01T00:00:00Z",
             dataset=DatasetInfo("bench", "0" * 64, 1, 1, 1, 1, RatingScale(0.5, 5.0, 0.5), {}),
             config={"bench": True},
             model=ModelInfo("bench", 0, [], 0, 0.0),

@@ -2,10 +2,38 @@
 
 1. Collect the run's files with their checksums.
 2. Upload those missing or changed under ``runs/RUN_ID/`` (immutable, long cache): a re-run
-   compares a listing's ETags and sizes and sends only the difference.
-3. Write ``index.html``, then ``latest.json`` (no-cache), only when every run object is in
-   place: a reader sees the previous run or the new one, never half of one.
-4. With ``keep_runs``, delete the oldest runs, never the one ``latest.json`` names.
+   compares a listing's ETags and sizes and sends only the difference. Then write the run's
+   completion marker ``runs/RUN_ID/published.json`` last and list the run again: a run is
+   complete when every object and the marker are listed.
+3. Switch ``latest.json`` to the run by compare-and-swap, then make ``index.html`` follow it.
+4. With ``keep_runs``, delete complete runs beyond the newest N, never the one ``latest.json``
+   names nor any created after it.
+
+Publishers racing to one target (two workflow runs, a re-run of an old one) keep the site
+whole by four rules:
+
+- The entry points only move forward: to a complete run created later (run.json's
+  ``created_at``) than the one they name. ``latest.json`` is replaced by a conditional write
+  on the ETag just read (S3 ``If-Match``, or ``If-None-Match: *`` when there is none; on a
+  folder, the compare and the rename under an flock), so of two publishers that read the
+  same latest.json one wins and the other reads again and decides again.
+- Every switch is read back. That is the whole protection on a store that ignores the
+  conditions (or answers them 501): a publisher that finds an older run named writes again,
+  one that finds a newer run stops. It narrows the race to the moment between a read and a
+  write but cannot close it; publish to such a store one at a time (the workflow's
+  concurrency group does).
+- ``index.html`` follows ``latest.json``: every publisher, winner or not, ends by writing
+  the redirect to whatever latest.json names and reading latest.json again until it stays.
+- Pruning removes only complete runs beyond ``keep_runs`` that are older than the run
+  latest.json names (it never moves back to them), and runs without a marker that are older
+  and untouched for ``STALE_AFTER`` (a killed publisher's leftovers). A run without its
+  marker written to recently is another publisher's upload and stays. A complete run is
+  removed marker first, so a half-removed run is never taken for a complete one.
+
+A publisher whose run is not the newest says so in one line: its run is uploaded and kept
+but not the latest (a warning; ``publish`` returns normally, exit 0), or it is refused
+(``PublishRefused``, exit 1) when ``keep_runs`` leaves no room for it: before the upload when
+that is already clear, or after it, removing the run again.
 """
 
 from __future__ import annotations
@@ -14,20 +42,21 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from job.errors import PublishError
+from job.errors import PublishError, PublishRefused
 from job.progress import progress
 from job.publish.runfiles import (
     LocalFile,
     collect_files,
     latest_document,
-    read_run_id,
+    read_run,
     redirect_page,
+    run_created,
 )
 from job.publish.storage import Storage
 from job.publish.target import parse_target, resolve_endpoint_url
@@ -41,6 +70,37 @@ ENTRY_CACHE = "no-cache"
 INDEX_KEY = "index.html"
 LATEST_KEY = "latest.json"
 RUNS = "runs/"
+# Written under runs/RUN_ID/ after every other object of the run is stored.
+MARKER = "published.json"
+# A run without its marker, written to within this long, may be another publisher's upload.
+# (An hour: far longer than a stall between two objects of an upload, and any clock skew.)
+STALE_AFTER = 3600.0
+# Rounds of read-compare-write before a switch gives up: each lost round means another
+# publisher moved latest.json in between, so this is only reached by a storm of them.
+SWITCH_ATTEMPTS = 20
+
+
+@dataclass(frozen=True, order=True)
+class RunRef:
+    """A run where the entry points' order needs it: by creation time, then id."""
+
+    created: str  # YYYY-MM-DDTHH:MM:SSZ (UTC), "" when unknown (before any known time)
+    run_id: str
+
+    @classmethod
+    def of(cls, document: dict[str, Any]) -> RunRef:
+        """The run a latest.json or a completion marker names."""
+        return cls(run_created(document["run_id"], document.get("created_at")), document["run_id"])
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A folder under runs/: complete (its marker is there) or not; for an incomplete one,
+    when its newest object was written."""
+
+    run: RunRef
+    complete: bool
+    last_modified: float | None = None
 
 
 @dataclass(frozen=True)
@@ -59,13 +119,24 @@ class PublishSummary:
     entry_points_written: bool  # False on a re-run that found them already pointing here
     removed_runs: tuple[str, ...] = ()
     puts: int = 0  # write requests, entry points and retries included (what a store bills)
+    latest_run: str = ""  # the run the entry points name now: run_id, unless a newer run won
+
+    @property
+    def is_latest(self) -> bool:
+        return self.latest_run == self.run_id
 
     def describe(self) -> str:
-        """One line: objects, bytes, seconds, URL."""
+        """One line: objects, bytes, seconds, URL; and whether the run is the latest."""
         removed = f", removed {len(self.removed_runs)} old run(s)" if self.removed_runs else ""
         entry = "entry points updated" if self.entry_points_written else "entry points unchanged"
+        lost = (
+            ""
+            if self.is_latest
+            else f" but not the latest: the entry points name run {self.latest_run}, created "
+            f"later; run {self.run_id} is kept under runs/{self.run_id}/"
+        )
         return (
-            f"published run {self.run_id}: {self.objects} objects "
+            f"published run {self.run_id}{lost}: {self.objects} objects "
             f"({self.uploaded} uploaded, {self.skipped} unchanged, {entry}), "
             f"{_human_bytes(self.bytes_uploaded)} of {_human_bytes(self.bytes_total)} sent "
             f"in {self.seconds:.1f} s, {self.puts} PUTs{removed} -> {self.url}"
@@ -88,17 +159,20 @@ def publish(
         target: ``s3://BUCKET/PREFIX``, ``file:///path`` or a folder path.
         endpoint_url: an S3-compatible endpoint (MinIO, R2, Ceph ...); defaults to
             ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, else AWS S3.
-        keep_runs: keep only the newest N runs under ``runs/`` (never the one
-            ``latest.json`` points to); None keeps every run. At least 1: validated once,
-            by ``job.config.PublishOptions``, as the CLI passes it.
+        keep_runs: keep only the newest N complete runs under ``runs/`` (never the one
+            ``latest.json`` names, nor runs created after it); None keeps every run. At
+            least 1: validated once, by ``job.config.PublishOptions``, as the CLI passes it.
         max_concurrency: parallel uploads.
         max_attempts: attempts per request, retries included; defaults to
             ``AWS_MAX_ATTEMPTS`` or 10.
 
     Returns:
-        A PublishSummary (objects, bytes, PUTs, seconds, URL).
+        A PublishSummary (objects, bytes, PUTs, seconds, URL, and the run the entry points
+        name: another, newer run when this one lost a race; it is then logged as a warning).
 
     Raises:
+        PublishRefused: the run is older than the one the site names and ``keep_runs``
+            leaves no room for it.
         PublishError: bad out folder or target, or the store refused or failed; when it
             fails, the entry points were not touched and the previous run still serves.
     """
@@ -106,7 +180,7 @@ def publish(
         raise PublishError(f"max_concurrency must be at least 1 (got {max_concurrency})")
     parsed = parse_target(target)
     started = time.monotonic()
-    run_id = read_run_id(Path(out_dir))
+    run_id, created = read_run(Path(out_dir))
     files = collect_files(Path(out_dir))
     storage: Storage
     if parsed.kind == "s3":
@@ -123,8 +197,10 @@ def publish(
 
         assert parsed.path is not None
         storage = LocalStorage(parsed.path)
-    summary = publish_run(storage, run_id, files, keep_runs=keep_runs, started=started)
-    logger.info("%s", summary.describe())
+    summary = publish_run(
+        storage, run_id, files, created=created, keep_runs=keep_runs, started=started
+    )
+    logger.log(logging.INFO if summary.is_latest else logging.WARNING, "%s", summary.describe())
     return summary
 
 
@@ -133,29 +209,42 @@ def publish_run(
     run_id: str,
     files: list[LocalFile],
     *,
+    created: str = "",
     keep_runs: int | None = None,
     started: float | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> PublishSummary:
-    """Steps 2-4 of the module docstring on any storage."""
+    """Steps 2-4 of the module docstring on any storage.
+
+    ``created`` is the run's creation time (``runfiles.run_created``; by default read from
+    the run id); ``clock`` tells pruning how old an incomplete run's last write is.
+    """
     started = time.monotonic() if started is None else started
+    ours = RunRef(created or run_created(run_id, None), run_id)
     storage.check()
     previous = read_latest(storage)
     if previous:
         logger.info(
             "publish: %s points to run %s", storage.describe(LATEST_KEY), previous["run_id"]
         )
-    uploaded, sent = upload_run(storage, run_id, files)
+        if keep_runs is not None:
+            refuse_without_room(storage, ours, RunRef.of(previous), keep_runs)
+    uploaded, sent, marker_listed = upload_run(storage, run_id, files)
+    complete_run(storage, ours, files, uploaded=uploaded > 0, marker_listed=marker_listed)
 
-    # Entry points last, latest.json very last: only now is every run object in place.
-    page = redirect_page(run_id).encode("utf-8")
-    same_run = previous is not None and previous["run_id"] == run_id
-    entry_written = not (same_run and storage.read(INDEX_KEY) == page)
-    if entry_written:
-        latest = json.dumps(latest_document(run_id, files, _now_iso()), indent=2) + "\n"
-        storage.put_bytes(INDEX_KEY, page, ENTRY_CACHE)
-        storage.put_bytes(LATEST_KEY, latest.encode("utf-8"), ENTRY_CACHE)
+    latest = latest_document(run_id, files, _now_iso(), ours.created)
+    named, latest_written = switch_latest(
+        storage, ours, (json.dumps(latest, indent=2) + "\n").encode("utf-8")
+    )
+    index_written = sync_index(storage)
 
-    removed = prune_runs(storage, run_id, keep_runs) if keep_runs is not None else []
+    removed = prune_runs(storage, keep_runs, clock()) if keep_runs is not None else []
+    if run_id in removed:
+        raise PublishRefused(
+            f"refused: run {run_id} was uploaded, but run {named.run_id} that "
+            f"{storage.describe(LATEST_KEY)} names was created later and --keep-runs "
+            f"{keep_runs} has no room for an older run, so it was removed again"
+        )
     return PublishSummary(
         run_id=run_id,
         target=storage.describe(),
@@ -166,14 +255,16 @@ def publish_run(
         bytes_total=sum(f.size for f in files),
         bytes_uploaded=sent,
         seconds=time.monotonic() - started,
-        entry_points_written=entry_written,
+        entry_points_written=latest_written or index_written,
         removed_runs=tuple(removed),
         puts=storage.puts,
+        latest_run=named.run_id,
     )
 
 
-def upload_run(storage: Storage, run_id: str, files: list[LocalFile]) -> tuple[int, int]:
-    """Upload what is missing or changed; return (objects uploaded, bytes uploaded)."""
+def upload_run(storage: Storage, run_id: str, files: list[LocalFile]) -> tuple[int, int, bool]:
+    """Upload what is missing or changed; return (objects uploaded, bytes uploaded, whether
+    the run's completion marker was already listed)."""
     run_prefix = f"{RUNS}{run_id}/"
     existing = storage.list_objects(run_prefix)
     todo = [
@@ -181,6 +272,7 @@ def upload_run(storage: Storage, run_id: str, files: list[LocalFile]) -> tuple[i
         for f in files
         if existing.get(run_prefix + f.rel) != (f.etag, f.size)
     ]
+    marker_listed = run_prefix + MARKER in existing
     logger.info(
         "publish: %d of %d objects to upload to %s (%d unchanged)",
         len(todo),
@@ -189,7 +281,7 @@ def upload_run(storage: Storage, run_id: str, files: list[LocalFile]) -> tuple[i
         len(files) - len(todo),
     )
     if not todo:
-        return 0, 0
+        return 0, 0, marker_listed
     total = sum(f.size for _, f in todo)
     lock = threading.Lock()  # the transfer manager reports from its worker threads
     with progress(total, "publish", unit="B", unit_scale=True) as bar:
@@ -204,14 +296,118 @@ def upload_run(storage: Storage, run_id: str, files: list[LocalFile]) -> tuple[i
             raise PublishError(
                 f"{exc}; the previous site is still served, re-run the same command to resume"
             ) from None
-    return len(todo), total
+    return len(todo), total, marker_listed
+
+
+def complete_run(
+    storage: Storage,
+    ours: RunRef,
+    files: Sequence[LocalFile],
+    *,
+    uploaded: bool,
+    marker_listed: bool,
+) -> None:
+    """Write the run's completion marker last, then list the run: every object and the marker
+    must be there before the entry points may name it."""
+    prefix = f"{RUNS}{ours.run_id}/"
+    if marker_listed and not uploaded:
+        return  # the listing before the upload found every object and the marker
+    if not marker_listed:
+        marker = latest_document(ours.run_id, list(files), _now_iso(), ours.created)
+        storage.put_bytes(
+            prefix + MARKER, (json.dumps(marker, indent=2) + "\n").encode("utf-8"), ENTRY_CACHE
+        )
+    listed = storage.list_objects(prefix)
+    missing = [f.rel for f in files if listed.get(prefix + f.rel) != (f.etag, f.size)]
+    missing += [] if prefix + MARKER in listed else [MARKER]
+    if missing:
+        if not marker_listed:
+            storage.delete(prefix + MARKER)  # the marker may only ever stand for a whole run
+        raise PublishError(
+            f"{len(missing)} object(s) of run {ours.run_id} are not in "
+            f"{storage.describe(prefix)} after the upload (first: {missing[0]}): another "
+            "publisher removed them? The entry points were not touched; re-run the same command"
+        )
+
+
+def refuse_without_room(storage: Storage, ours: RunRef, named: RunRef, keep_runs: int) -> None:
+    """Refuse, before uploading anything, a run that pruning would remove at once: older than
+    the run the entry points name, with ``keep_runs`` complete runs newer than it."""
+    if not named > ours:
+        return
+    runs = stored_runs(storage)
+    newer = [r.run.run_id for r in runs if r.complete and r.run > ours]
+    if len(newer) < keep_runs:
+        return
+    # What is stored of this run (a killed attempt's part, or a copy beyond --keep-runs) can
+    # never be named now: it goes, as pruning would take it.
+    leftover = any(r.run.run_id == ours.run_id for r in runs)
+    if leftover:
+        storage.delete(f"{RUNS}{ours.run_id}/{MARKER}")
+        storage.delete(f"{RUNS}{ours.run_id}/")
+    raise PublishRefused(
+        f"refused: run {ours.run_id} (created {ours.created or 'at an unknown time'}) is "
+        f"older than run {named.run_id} that {storage.describe(LATEST_KEY)} names, and "
+        f"--keep-runs {keep_runs} keeps only newer runs; nothing was uploaded"
+        + (", and the copy of it already stored was removed" if leftover else "")
+    )
+
+
+def switch_latest(storage: Storage, ours: RunRef, document: bytes) -> tuple[RunRef, bool]:
+    """Make latest.json name our run unless it names a newer one; return the run it names
+    and whether we wrote it.
+
+    Read, compare, write on the condition that nothing changed since the read, and read
+    back: a lost condition, or a store that ignored it, sends us round again.
+    """
+    wrote = False
+    for _ in range(SWITCH_ATTEMPTS):
+        found = storage.read_versioned(LATEST_KEY)
+        current = _latest_from(storage, found[0]) if found else None
+        if current is not None:
+            named = RunRef.of(current)
+            if named.run_id == ours.run_id:
+                return ours, wrote
+            if named > ours:
+                logger.info("publish: %s names newer run %s", LATEST_KEY, named.run_id)
+                return named, wrote
+        if storage.put_if(LATEST_KEY, document, ENTRY_CACHE, found[1] if found else None):
+            wrote = True
+        else:
+            logger.info("publish: %s changed since it was read; reading again", LATEST_KEY)
+    raise PublishError(
+        f"{storage.describe(LATEST_KEY)} changed {SWITCH_ATTEMPTS} times while this publish "
+        f"tried to switch it; run {ours.run_id} is uploaded and complete: re-run the same "
+        "command to switch"
+    )
+
+
+def sync_index(storage: Storage) -> bool:
+    """Make index.html redirect to the run latest.json names, until a read of latest.json
+    after the write finds it unchanged; return whether we wrote it."""
+    wrote = False
+    for _ in range(SWITCH_ATTEMPTS):
+        current = read_latest(storage)
+        if current is None:
+            return wrote
+        page = redirect_page(current["run_id"]).encode("utf-8")
+        if storage.read(INDEX_KEY) == page:
+            return wrote
+        storage.put_bytes(INDEX_KEY, page, ENTRY_CACHE)
+        wrote = True
+    raise PublishError(
+        f"{storage.describe(LATEST_KEY)} changed {SWITCH_ATTEMPTS} times while this publish "
+        "wrote index.html after it; re-run the same command"
+    )
 
 
 def read_latest(storage: Storage) -> dict[str, Any] | None:
     """The current latest.json, or None when there is none (or it is not ours)."""
     body = storage.read(LATEST_KEY)
-    if body is None:
-        return None
+    return None if body is None else _latest_from(storage, body)
+
+
+def _latest_from(storage: Storage, body: bytes) -> dict[str, Any] | None:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -222,25 +418,58 @@ def read_latest(storage: Storage) -> dict[str, Any] | None:
     return data
 
 
-def prune_runs(storage: Storage, run_id: str, keep_runs: int) -> list[str]:
-    """Delete runs beyond the newest ``keep_runs``; return the ids removed."""
-    # Re-read: another publisher may have moved latest.json since; never delete whatever it
-    # names, nor the run just published.
-    pointer = read_latest(storage)
-    protected = {run_id} | ({pointer["run_id"]} if pointer else set())
-    removed = runs_to_remove(storage.list_folders(RUNS), keep_runs, protected)
+def stored_runs(storage: Storage) -> list[StoredRun]:
+    """Every folder under runs/, complete or not (one read of its marker each)."""
+    runs = []
+    for run_id in storage.list_folders(RUNS):
+        prefix = f"{RUNS}{run_id}/"
+        body = storage.read(prefix + MARKER)
+        marker = None if body is None else _latest_from(storage, body)
+        if marker is not None and marker["run_id"] == run_id:
+            runs.append(StoredRun(RunRef.of(marker), complete=True))
+        else:
+            ref = RunRef(run_created(run_id, None), run_id)
+            runs.append(StoredRun(ref, complete=False, last_modified=storage.last_modified(prefix)))
+    return runs
+
+
+def prune_runs(storage: Storage, keep_runs: int, now: float) -> list[str]:
+    """Delete what ``runs_to_remove`` says; return the ids removed."""
+    # Read latest.json now, not before the upload: it only ever moves to newer runs, so
+    # whatever is older than the run it names now can never be named again.
+    current = read_latest(storage)
+    if current is None:
+        return []
+    removed = runs_to_remove(stored_runs(storage), keep_runs, RunRef.of(current), now)
     for old in removed:
-        storage.delete(f"{RUNS}{old}/")
-        logger.info("publish: removed old run %s", storage.describe(f"{RUNS}{old}/"))
+        prefix = f"{RUNS}{old}/"
+        storage.delete(prefix + MARKER)  # first: half removed, the run is incomplete
+        storage.delete(prefix)
+        logger.info("publish: removed old run %s", storage.describe(prefix))
     return removed
 
 
-def runs_to_remove(run_ids: Iterable[str], keep_runs: int, protected: set[str]) -> list[str]:
-    """Runs beyond the newest ``keep_runs``; run ids start with a UTC timestamp, so name order
-    is age order. Protected runs (the one just published, the one latest.json names) stay."""
-    ordered = sorted(set(run_ids))
-    keep = set(ordered[-keep_runs:]) | protected
-    return [r for r in ordered if r not in keep]
+def runs_to_remove(
+    runs: Sequence[StoredRun],
+    keep_runs: int,
+    named: RunRef,
+    now: float,
+    stale_after: float = STALE_AFTER,
+) -> list[str]:
+    """The runs pruning removes, oldest first: complete runs beyond the newest ``keep_runs``
+    complete ones, and incomplete runs untouched for ``stale_after`` seconds; in both cases
+    only runs created before ``named``, the run latest.json names."""
+    newest_complete = sorted((r.run for r in runs if r.complete), reverse=True)[:keep_runs]
+    removed = []
+    for stored in sorted(runs, key=lambda r: r.run):
+        if stored.run >= named:
+            continue  # the named run, and runs that may yet become latest
+        if stored.complete:
+            if stored.run not in newest_complete:
+                removed.append(stored.run.run_id)
+        elif stored.last_modified is not None and now - stored.last_modified > stale_after:
+            removed.append(stored.run.run_id)
+    return removed
 
 
 def _now_iso() -> str:

@@ -8,10 +8,13 @@ holds; listing a run removes those, so the re-run that completes it leaves nothi
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from job.errors import PublishError
@@ -79,6 +82,19 @@ class LocalStorage:
         except OSError as exc:
             raise _error(f"read {self.root / key}", exc) from None
 
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        data = self.read(key)
+        return None if data is None else (data, _etag(data))
+
+    def last_modified(self, prefix: str) -> float | None:
+        newest: float | None = None
+        for folder, _, names in os.walk(self.root / prefix):
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):  # removed while we walk
+                    when = (Path(folder) / name).stat().st_mtime
+                    newest = when if newest is None else max(newest, when)
+        return newest
+
     def put_files(
         self,
         files: Sequence[tuple[str, LocalFile]],
@@ -102,6 +118,17 @@ class LocalStorage:
             raise _error(f"write {self.root / key}", exc) from None
         self.puts += 1
 
+    def put_if(self, key: str, data: bytes, cache_control: str, expected: str | None) -> bool:
+        """The compare and the write under an exclusive lock on the folder (flock), which
+        every publisher to this folder takes for it; readers need no lock, since the write
+        is an atomic rename."""
+        with _locked(self.root):
+            current = self.read(key)
+            if (None if current is None else _etag(current)) != expected:
+                return False
+            self.put_bytes(key, data, cache_control)
+        return True
+
     def delete(self, prefix: str) -> None:
         """Rename out of sight first, so a reader never finds half a deleted run."""
         path = self.root / prefix.rstrip("/")
@@ -112,9 +139,30 @@ class LocalStorage:
             return
         except OSError as exc:
             raise _error(f"remove {path}", exc) from None
+        if not trash.is_dir():  # one object, e.g. a run's completion marker
+            trash.unlink(missing_ok=True)
+            return
         # This one, and any a killed publisher left half deleted.
         for old in path.parent.glob(f"{_TRASH}*"):
             shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive flock on the folder itself: no lock file to leave behind or to race on."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise _error(f"open {folder}", exc) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _etag(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def _error(what: str, exc: OSError) -> PublishError:

@@ -8,6 +8,7 @@ import html
 import mimetypes
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,12 @@ class LocalFile:
 
 def read_run_id(out_dir: Path) -> str:
     """The run id from OUT/run.json, checked to be safe as one path segment."""
+    return read_run(out_dir)[0]
+
+
+def read_run(out_dir: Path) -> tuple[str, str]:
+    """The run id from OUT/run.json (checked to be safe as one path segment) and its creation
+    time (``run_created``)."""
     if not out_dir.is_dir():
         raise PublishError(f"out folder {out_dir} does not exist: run the job first")
     run_json = out_dir / RUN_JSON
@@ -98,7 +105,33 @@ def read_run_id(out_dir: Path) -> str:
             f'{run_json} has no valid "run_id" (got {run_id!r}): it must be letters, digits, '
             "'.', '_' or '-', e.g. 20261126T181000Z-1a2b3c4d"
         )
-    return run_id
+    assert isinstance(manifest, dict)
+    return run_id, run_created(run_id, manifest.get("created_at"))
+
+
+_ID_TIME_RE = re.compile(r"^(\d{8}T\d{6}Z)")
+
+
+def run_created(run_id: str, created_at: object) -> str:
+    """When a run was created, as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC), the order in which runs
+    replace each other on the site: run.json's ``created_at``, else the timestamp a run id
+    starts with (train names runs so), else "" (unknown: older than any known time)."""
+    if isinstance(created_at, str) and created_at:
+        try:
+            when = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            if when.tzinfo is None:  # the job writes aware times; a naive one is taken as UTC
+                when = when.replace(tzinfo=UTC)
+            return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if match := _ID_TIME_RE.match(run_id):
+        try:
+            when = datetime.strptime(match[1], "%Y%m%dT%H%M%SZ")
+        except ValueError:
+            return ""
+        return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ""
 
 
 def collect_files(out_dir: Path) -> list[LocalFile]:
@@ -147,11 +180,17 @@ def checksums(path: Path) -> tuple[int, str, str]:
     return size, sha.hexdigest(), f"{combined}-{len(digests)}"
 
 
-def latest_document(run_id: str, files: list[LocalFile], published_at: str) -> dict[str, Any]:
-    """The content of latest.json: where the newest run's site and data are, relative."""
+def latest_document(
+    run_id: str, files: list[LocalFile], published_at: str, created_at: str = ""
+) -> dict[str, Any]:
+    """The content of latest.json: where the newest run's site and data are, relative.
+
+    The run's completion marker (``runs/RUN_ID/published.json``) holds the same document,
+    ``published_at`` being when the run's last object was stored."""
     run = f"runs/{run_id}/"
     return {
         "run_id": run_id,
+        "created_at": created_at,
         "published_at": published_at,
         "site": f"{run}{SITE_INDEX}",
         "run": run,

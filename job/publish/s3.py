@@ -9,10 +9,13 @@ the edge.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from job.errors import PublishError
@@ -20,6 +23,8 @@ from job.publish import runfiles
 from job.publish.runfiles import LocalFile, content_type
 from job.publish.storage import Stored
 from job.publish.target import PublishTarget
+
+logger = logging.getLogger(__name__)
 
 # botocore's default is 3 attempts; a 10,000-object upload meets the odd 503 and SlowDown.
 # Standard mode backs off exponentially with jitter per request, which with 32 parallel
@@ -58,8 +63,14 @@ class S3Storage:
         self.puts = 0
         self._puts_lock = threading.Lock()
         self.session, self.client = _make_client(endpoint_url, max_concurrency, max_attempts)
+        # Set by put_files at its first failed upload: from then on no request is sent
+        # (this handler raises before the counting one runs).
+        self._stop_sending = threading.Event()
+        self.client.meta.events.register("before-send.s3", self._refuse_after_failure)
         # Count what a store bills: every HTTP PUT sent, retries and multipart parts included.
         self.client.meta.events.register("before-send.s3", self._count_put)
+        # Cleared if the store answers a conditional write with 501 Not Implemented.
+        self.conditional_writes = True
 
     def _count_put(self, request: Any, **kwargs: Any) -> None:
         if request.method == "PUT":
@@ -122,13 +133,32 @@ class S3Storage:
             raise self._translate(exc) from None
 
     def read(self, key: str) -> bytes | None:
+        found = self.read_versioned(key)
+        return None if found is None else found[0]
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
         full = self.prefix + key
         try:
-            return bytes(self.client.get_object(Bucket=self.bucket, Key=full)["Body"].read())
+            response = self.client.get_object(Bucket=self.bucket, Key=full)
+            return bytes(response["Body"].read()), str(response.get("ETag", "")).strip('"')
         except Exception as exc:
-            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if _error_code(exc) in ("NoSuchKey", "404"):
                 return None
             raise self._translate(exc, full) from None
+
+    def last_modified(self, prefix: str) -> float | None:
+        newest: float | None = None
+        for page in self._pages(prefix):
+            for obj in page.get("Contents", []):
+                # Unparsed ISO text (see _make_client), e.g. 2026-12-03T09:40:00.000Z.
+                stamp = obj.get("LastModified")
+                when = (
+                    datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+                    if isinstance(stamp, str)
+                    else stamp.timestamp()
+                )
+                newest = when if newest is None else max(newest, when)
+        return newest
 
     def put_files(
         self,
@@ -139,9 +169,31 @@ class S3Storage:
         from s3transfer.manager import TransferConfig, TransferManager
         from s3transfer.subscribers import BaseSubscriber
 
+        failures: list[tuple[str, BaseException]] = []
+        failures_lock = threading.Lock()
+        stop = self._stop_sending
+
         class Progress(BaseSubscriber):
             def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
                 on_bytes(bytes_transferred)
+
+            def on_done(self, future: Any, **kwargs: Any) -> None:
+                # Called in the worker thread as each transfer ends. The first real failure
+                # stops new requests at once (before-send, _refuse_after_failure), not when
+                # the loop below would reach it in list order.
+                try:
+                    future.result()
+                except _UploadStopped:
+                    pass
+                except Exception as exc:
+                    with failures_lock:
+                        failures.append((future.meta.call_args.key, exc))
+                    if not stop.is_set():
+                        stop.set()
+                        logger.debug(
+                            "publish: first failed upload seen (%s); no new upload starts",
+                            future.meta.call_args.key,
+                        )
 
         config = TransferConfig(
             multipart_threshold=runfiles.MULTIPART_THRESHOLD,
@@ -152,14 +204,17 @@ class S3Storage:
             max_submission_concurrency=max(4, self.max_concurrency // 4),
         )
         subscribers = [Progress()]
-        # The context manager, not shutdown(cancel=True), which passes its arguments wrongly
-        # (boto/s3transfer#143): leaving the block by an exception (the first failed upload,
-        # Ctrl-C) cancels what has not started and waits for requests in flight, so no thread
-        # writes to the bucket after this has returned or raised.
-        with TransferManager(self.client, config) as manager:
-            futures = [
-                (
-                    key,
+        stop.clear()
+        # On a failure the block is left normally: requests already sent finish whole (an S3
+        # PUT is all or nothing), every later one is refused before it is sent, and the
+        # manager's shutdown waits for its threads. Only then is the failure reported, so no
+        # request leaves after it. (Leaving the block by an exception would cancel the
+        # transfers, which cuts bodies in flight; that stays the way out for Ctrl-C. And the
+        # context manager, not shutdown(cancel=True), which passes its arguments wrongly:
+        # boto/s3transfer#143.)
+        try:
+            with TransferManager(self.client, config) as manager:
+                futures = [
                     manager.upload(
                         str(f.path),
                         self.bucket,
@@ -170,15 +225,23 @@ class S3Storage:
                             "Metadata": {"sha256": f.sha256},
                         },
                         subscribers=subscribers,
-                    ),
-                )
-                for key, f in files
-            ]
-            for key, future in futures:
-                try:
-                    future.result()
-                except Exception as exc:  # the first failure: stop the rest, report this one
-                    raise self._translate(exc, self.prefix + key) from None
+                    )
+                    for key, f in files
+                ]
+                for future in futures:
+                    with contextlib.suppress(Exception):  # on_done has recorded it
+                        future.result()
+        finally:
+            stop.clear()
+        if failures:
+            key, exc = failures[0]
+            raise self._translate(exc, key) from None
+
+    def _refuse_after_failure(self, request: Any, **kwargs: Any) -> None:
+        # Writes only (PutObject, UploadPart: PUT; Create/CompleteMultipartUpload: POST): a
+        # failed multipart upload's clean-up, AbortMultipartUpload, is a DELETE and goes out.
+        if self._stop_sending.is_set() and request.method in ("PUT", "POST"):
+            raise _UploadStopped("an earlier upload failed")
 
     def put_bytes(self, key: str, data: bytes, cache_control: str) -> None:
         full = self.prefix + key
@@ -193,6 +256,43 @@ class S3Storage:
             )
         except Exception as exc:
             raise self._translate(exc, full) from None
+
+    def put_if(self, key: str, data: bytes, cache_control: str, expected: str | None) -> bool:
+        if not self.conditional_writes:
+            self.put_bytes(key, data, cache_control)
+            return True
+        full = self.prefix + key
+        condition = {"IfMatch": f'"{expected}"'} if expected else {"IfNoneMatch": "*"}
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=full,
+                Body=data,
+                ContentType=content_type(key),
+                CacheControl=cache_control,
+                Metadata={"sha256": hashlib.sha256(data).hexdigest()},
+                **condition,
+            )
+        except Exception as exc:
+            code = _error_code(exc)
+            # 412: the object changed (or appeared) since it was read. 409: a concurrent
+            # conditional write to the same key; S3 asks to read again and retry. 404: an
+            # If-Match on an object deleted since it was read.
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            if code in ("NoSuchKey", "404") and expected:
+                return False
+            if code in ("NotImplemented", "501"):
+                # A store without conditional writes: write, and let the caller read back.
+                logger.warning(
+                    "%s does not support conditional writes: switching by write and read-back",
+                    self.endpoint_url or "the store",
+                )
+                self.conditional_writes = False
+                self.put_bytes(key, data, cache_control)
+                return True
+            raise self._translate(exc, full) from None
+        return True
 
     def delete(self, prefix: str) -> None:
         keys = [{"Key": self.prefix + key} for key in self.list_objects(prefix)]
@@ -275,6 +375,9 @@ class S3Storage:
         return PublishError(f"S3 request for {url} failed: {_one_line(exc) or type(exc).__name__}")
 
 
+_shared_loader: Any = None
+
+
 def _make_client(
     endpoint_url: str | None, max_concurrency: int, max_attempts: int | None
 ) -> tuple[Any, Any]:
@@ -304,8 +407,15 @@ def _make_client(
         # virtual-hosted ones need DNS for BUCKET.HOST that they rarely have.
         s3={"addressing_style": "path"} if endpoint_url else None,
     )
+    global _shared_loader
     try:
         core = botocore.session.get_session()
+        # botocore's loader parses the S3 service model (JSON, most of a client's 0.5 s set-up)
+        # and then only reads it: one per process serves every publish's clients.
+        if _shared_loader is None:
+            _shared_loader = core.get_component("data_loader")
+        else:
+            core.register_component("data_loader", _shared_loader)
         # Listings return a timestamp per object, which publishing never reads; parsing them
         # with dateutil is most of the CPU of listing a 10,000-object run. (botocore's
         # credential providers accept the unparsed ISO text for STS expirations.)
@@ -314,6 +424,15 @@ def _make_client(
         return session, session.client("s3", endpoint_url=endpoint_url, config=config)
     except Exception as exc:  # profile not found, bad region, bad config file ...
         raise PublishError(f"cannot set up an S3 client: {_one_line(exc)}") from None
+
+
+class _UploadStopped(Exception):
+    """Raised before sending a request once an earlier upload of the same batch failed."""
+
+
+def _error_code(exc: BaseException) -> str | None:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    return None if code is None else str(code)
 
 
 def _one_line(text: object) -> str:

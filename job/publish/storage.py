@@ -45,6 +45,15 @@ class Storage(Protocol):
         """The object's bytes, or None when there is no such object."""
         ...
 
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and ETag (what ``put_if`` compares), or None when absent."""
+        ...
+
+    def last_modified(self, prefix: str) -> float | None:
+        """When the newest object under ``prefix`` was written (seconds since the epoch, the
+        store's clock), or None when there is none."""
+        ...
+
     def put_files(
         self,
         files: Sequence[tuple[str, LocalFile]],
@@ -61,6 +70,15 @@ class Storage(Protocol):
         """Store one small object, atomically replacing what was there."""
         ...
 
+    def put_if(self, key: str, data: bytes, cache_control: str, expected: str | None) -> bool:
+        """Store one small object only if it is unchanged: its ETag is still ``expected``, or,
+        with ``expected=None``, there is still no such object (a compare-and-swap).
+
+        Returns False, writing nothing, when another writer got there first. A store that
+        cannot check the condition writes anyway and returns True; the caller reads back.
+        """
+        ...
+
     def delete(self, prefix: str) -> None:
-        """Remove every object under ``prefix``."""
+        """Remove every object under ``prefix`` (a folder, or one object's key)."""
         ...
