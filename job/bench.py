@@ -23,12 +23,12 @@ from importlib import metadata
 import keras
 import numpy as np
 
-from job.config import DEFAULT_PRESET, model_config
+from job.config import DEFAULT_PRESET, ModelConfig, ScoreOptions, model_config
 from job.data import HALF_STARS
 from job.errors import ConfigError
-from job.features import IdEncoding, side_features
+from job.features import IdEncoding, SideFeatures, side_features
 from job.interactions import ColdStart, Interactions, SeenPairs, liked_matrix
-from job.itemitem import WatchAndLike, fit_ease
+from job.itemitem import WatchAndLike, fit_watch_and_like
 from job.memory import peak_rss, reset_peak_rss
 from job.model import FactorisedModel, build_model, predict_ratings
 from job.rank import BlockScorer, score_blocks
@@ -94,32 +94,39 @@ class BenchResult:
         return self.fast.pairs_per_second / max(self.batched.pairs_per_second, 1e-9)
 
 
-def run_bench(
-    shape: str | None = None,
-    users: int | None = None,
-    movies: int | None = None,
-    ratings: int | None = None,
-    top_k: int = 10,
-    block_users: int | None = None,
-    reference_users: int = 5,
-    seed: int = 0,
-    preset: str = DEFAULT_PRESET,
-) -> BenchResult:
-    """Generate the data, score every user to top-K on the fast path, time the reference on a
-    sample of ``reference_users`` users, and check that both agree on that sample.
+@dataclass(frozen=True)
+class BenchOptions:
+    """``python -m job bench``: the synthetic data (a shape; users, movies and ratings
+    override it) and how it is scored. Validated when made."""
 
-    ``preset``'s architecture is built with random weights; where the preset ranks by EASE
-    (the default), the WatchAndLike ranker is fit on the synthetic ratings first (not timed),
-    and both paths produce the same thing: the predicted rating of every unwatched movie and
-    the top K by the ranker's score.
-    """
-    if reference_users < 1:
-        raise ConfigError(f"--reference-users must be at least 1 (got {reference_users})")
-    if top_k < 1:
-        raise ConfigError(f"--top-k must be at least 1 (got {top_k})")
-    config = model_config(preset)
-    load_before = os.getloadavg()
-    size = resolve_shape(shape, users, movies, ratings)
+    shape: str | None = None
+    users: int | None = None
+    movies: int | None = None
+    ratings: int | None = None
+    top_k: int = 10
+    block_users: int | None = None
+    reference_users: int = 5  # users timed on the article's path
+    seed: int = 0  # of the synthetic data and the random weights
+    preset: str = DEFAULT_PRESET
+
+    def __post_init__(self) -> None:
+        if self.reference_users < 1:
+            raise ConfigError(f"--reference-users must be at least 1 (got {self.reference_users})")
+        ScoreOptions(top_k=self.top_k, block_users=self.block_users)  # the scoring flags' rules
+        model_config(self.preset)  # a known preset
+
+
+@dataclass(frozen=True)
+class _Synthetic:
+    inputs: Interactions
+    side: SideFeatures | None
+    n_ratings: int
+    rating_mean: float
+    seconds: float
+
+
+def _synthetic_inputs(size: Shape, seed: int, config: ModelConfig) -> _Synthetic:
+    """The shape's synthetic ratings as the scorers' inputs (and side features for DLRM)."""
     log.info(
         "generating %s users x %s movies, %s ratings",
         f"{size.users:,}",
@@ -155,15 +162,36 @@ def run_bench(
     del user_index, movie_index, stars, data
     generate_seconds = time.perf_counter() - started
 
-    ranker = None
-    ranker_seconds = 0.0
-    if config.ranker == "ease":
-        started = time.perf_counter()
-        ranker = WatchAndLike(
-            watch=fit_ease(inputs.watched, config.ease_watch_l2)[0],
-            like=fit_ease(inputs.liked, config.ease_l2)[0],
-        )
-        ranker_seconds = time.perf_counter() - started
+    return _Synthetic(inputs, side, n_ratings, rating_mean, generate_seconds)
+
+
+def _fit_ranker(inputs: Interactions, config: ModelConfig) -> tuple[WatchAndLike | None, float]:
+    """The preset's ranker on the synthetic ratings (none for "rating"), and its seconds."""
+    if config.ranker != "ease":
+        return None, 0.0
+    started = time.perf_counter()
+    ranker = fit_watch_and_like(inputs.watched, inputs.liked, config).ranker
+    return ranker, time.perf_counter() - started
+
+
+def run_bench(options: BenchOptions) -> BenchResult:
+    """Generate the data, score every user to top-K on the fast path, time the reference on a
+    sample of ``reference_users`` users, and check that both agree on that sample.
+
+    ``preset``'s architecture is built with random weights; where the preset ranks by EASE
+    (the default), the WatchAndLike ranker is fit on the synthetic ratings first (not timed),
+    and both paths produce the same thing: the predicted rating of every unwatched movie and
+    the top K by the ranker's score.
+    """
+    config = model_config(options.preset)
+    seed, top_k, block_users = options.seed, options.top_k, options.block_users
+    reference_users, preset = options.reference_users, options.preset
+    load_before = os.getloadavg()
+    size = resolve_shape(options.shape, options.users, options.movies, options.ratings)
+    synthetic = _synthetic_inputs(size, seed, config)
+    inputs, side, n_ratings = synthetic.inputs, synthetic.side, synthetic.n_ratings
+    rating_mean, generate_seconds = synthetic.rating_mean, synthetic.seconds
+    ranker, ranker_seconds = _fit_ranker(inputs, config)
     model = build_model(
         config, size.users, size.movies, rating_mean, seed, scale=HALF_STARS, side=side
     )

@@ -25,29 +25,24 @@ import os
 import platform
 import resource
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from job.config import Config, ScoreOptions, build_config, default_cache_dir
+from job.config import Config, PublishOptions, default_cache_dir
 from job.errors import ConfigError
-from job.memory import peak_rss, reset_peak_rss
-from job.runfolder import RUN_JSON, SITE_DIR, read_manifest, record_stage
-from job.score import Shard, score_stage
-from job.site import render_site
-from job.store import merge_stage
-from job.synthetic import Shape, resolve_shape, write_movielens_folder
-from job.train import train_stage
+from job.layout import RUN_JSON
+from job.manifest import StageRecord, read_manifest
+from job.pipeline import Measured, publish, run_all, run_stage
+from job.synthetic import Shape, write_movielens_folder
+from job.train import TrainOutputs
 
 log = logging.getLogger(__name__)
 
 # What the issue budgets a large run with: 100 predictions per user (ml-10m and larger
 # exceed the default row budget in full; the workflow's keep_top input sets it there).
 DEFAULT_KEEP_TOP = 100
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -97,79 +92,35 @@ class BenchJobResult:
         }
 
 
-def _cpu_now() -> float:
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
-
-
-def measured(stage: str, fn: Callable[[], T]) -> tuple[T, float, float, int]:
-    """Run ``fn``; return its result, wall seconds, CPU seconds and this process' peak RSS."""
-    reset_peak_rss()
-    cpu, started = _cpu_now(), time.perf_counter()
-    log.info("bench-job: %s ...", stage)
-    result = fn()
-    wall = time.perf_counter() - started
-    cpu = _cpu_now() - cpu
-    rss = peak_rss()
-    log.info("bench-job: %s took %.1f s (%.1f CPU s, peak RSS %s)", stage, wall, cpu, _gb(rss))
-    return result, wall, cpu, rss
+def synthetic_folder(size: Shape, seed: int) -> Path:
+    """Where a shape's synthetic MovieLens folder is kept (and reused): the dataset cache."""
+    name = f"{size.name}-{size.users}x{size.movies}-{size.ratings}-seed{seed}"
+    return default_cache_dir() / "synthetic" / name
 
 
 def run_bench_job(
-    shape: str | None = None,
-    users: int | None = None,
-    movies: int | None = None,
-    ratings: int | None = None,
-    *,
-    out: Path = Path("bench-job-out"),
-    data_dir: Path | None = None,
-    preset: str | None = None,
-    epochs: int | None = None,
-    seed: int = 42,
-    keep_top: int | None = DEFAULT_KEEP_TOP,
-    top_k: int = 10,
-    publish: bool = True,
-    verbose: int = 0,
+    config: Config, size: Shape, publish: bool = True, verbose: int = 0
 ) -> BenchJobResult:
-    """Generate the shape's data, run every stage of the job on it, measure each."""
-    size = resolve_shape(shape, users, movies, ratings)
-    if keep_top is not None and keep_top < 1:
-        raise ConfigError(f"--keep-top must be at least 1 (got {keep_top}); omit it to keep all")
-    folder = data_dir or default_cache_dir() / "synthetic" / _folder_name(size, seed)
-    config_args: dict[str, Any] = {"preset": preset} if preset else {}
-    config = build_config(
-        data=str(folder),
-        out=out,
-        epochs=epochs,
-        seed=seed,
-        score=ScoreOptions(top_k=top_k, keep_top=keep_top),
-        **config_args,
-    )
-    result = BenchJobResult(size, out, folder, config.preset, keep_top)
+    """Write the shape's data into ``config.data`` (or reuse it), run every stage of the job
+    on it through ``job.pipeline.run_all``, and publish to a local S3 server twice; measure
+    each stage (``job.pipeline.run_stage``) and store the table in run.json."""
+    folder = Path(config.data)
+    result = BenchJobResult(size, config.out, folder, config.preset, config.score.keep_top)
     load_before = os.getloadavg()
     started_all = time.perf_counter()
-
-    written, wall, cpu, rss = measured(
-        "generate", lambda: write_movielens_folder(folder, size, seed)
+    generated = run_stage(
+        "generate", config.out, lambda: write_movielens_folder(folder, size, config.seed)
     )
+    written = generated.value
     reused = written.seconds == 0
-    result.rows.append(
-        StageRow(
-            "generate",
-            wall,
-            cpu,
-            rss,
-            None if reused else written.n_ratings,
-            "ratings",
-            note=f"reused an earlier folder of {written.n_ratings:,} ratings" if reused else "",
+    _add_row(result, generated, None if reused else written.n_ratings, "ratings")
+    if reused:
+        result.rows[-1] = replace(
+            result.rows[-1], note=f"reused an earlier folder of {written.n_ratings:,} ratings"
         )
-    )
-
-    _train(config, result, verbose)
-    _score_merge_render(config, result)
+    run_all(config, verbose, observe=lambda measured: _observe(result, measured))
     if publish:
-        _publish(out, result)
+        _publish(config.out, result)
 
     total = time.perf_counter() - started_all
     measured_rows = [r for r in result.rows if r.cpu_s is not None and r.stage != "generate"]
@@ -183,33 +134,89 @@ def run_bench_job(
             "",
         )
     )
+    result.facts.update(_machine_facts(load_before), wall_seconds_total=round(total, 3))
     result.facts.update(
-        cpus=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        machine=platform.machine(),
-        load_average_before=round(load_before[0], 2),
-        load_average_after=round(os.getloadavg()[0], 2),
-        wall_seconds_total=round(total, 3),
-        keras=_version("keras"),
-        tensorflow=_version("tensorflow") or _version("tensorflow-cpu"),
-        keras_backend=os.environ.get("KERAS_BACKEND", "tensorflow"),
         # The largest stage peak: resetting VmHWM per stage also resets getrusage's maxrss.
         process_peak_rss_bytes=max((r.peak_rss_bytes or 0) for r in result.rows),
         children_peak_rss_bytes=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
     )
-    record_stage(out, "bench_job", total, bench=result.as_dict())
+    StageRecord(read_manifest(config.out), {"bench": result.as_dict()}).write(
+        config.out, "bench_job", total
+    )
     return result
 
 
-def _folder_name(size: Shape, seed: int) -> str:
-    return f"{size.name}-{size.users}x{size.movies}-{size.ratings}-seed{seed}"
+def _machine_facts(load_before: tuple[float, float, float]) -> dict[str, Any]:
+    return {
+        "cpus": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "machine": platform.machine(),
+        "load_average_before": round(load_before[0], 2),
+        "load_average_after": round(os.getloadavg()[0], 2),
+        "keras": _version("keras"),
+        "tensorflow": _version("tensorflow") or _version("tensorflow-cpu"),
+        "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
+    }
 
 
-def _train(config: Config, result: BenchJobResult, verbose: int) -> None:
-    manifest, wall, cpu, rss = measured("train", lambda: train_stage(config, verbose=verbose))
-    split = manifest.dataset.split
-    result.rows.append(
-        StageRow("train (whole stage)", wall, cpu, rss, manifest.dataset.n_ratings, "ratings")
+def _add_row(
+    result: BenchJobResult,
+    measured: Measured[Any],
+    count: int | None,
+    unit: str,
+    label: str | None = None,
+    **more: Any,
+) -> None:
+    """A stage's row from what ``job.pipeline.run_stage`` measured."""
+    row = StageRow(
+        label or measured.stage,
+        measured.wall_s,
+        measured.cpu_s,
+        measured.peak_rss_bytes,
+        count,
+        unit,
+        **more,
     )
+    result.rows.append(row)
+    log.info(
+        "bench-job: %s took %.1f s (%.1f CPU s, peak RSS %s)",
+        row.stage,
+        row.wall_s,
+        row.cpu_s or 0.0,
+        _gb(row.peak_rss_bytes),
+    )
+
+
+def _observe(result: BenchJobResult, measured: Measured[Any]) -> None:
+    """Each stage of ``run_all`` as it ends: its row(s) and facts."""
+    value, wall = measured.value, measured.wall_s
+    if measured.stage == "train":
+        _train_rows(result, measured)
+    elif measured.stage == "score":
+        _add_row(
+            result,
+            measured,
+            value.prediction_rows + value.top_k_rows,
+            "rows",
+            rate_unit="pairs/s",
+            rate=value.pairs / max(wall, 1e-9),
+            note=f"{value.pairs:,} unwatched pairs scored, blocks of {value.block_users} users",
+        )
+    elif measured.stage == "merge":
+        _add_row(result, measured, sum(value.counts.values()), "rows")
+    elif measured.stage == "render":
+        files = [p for p in value.site.rglob("*") if p.is_file()]
+        site_bytes = sum(p.stat().st_size for p in files)
+        note = f"{value.pages:,} pages, {site_bytes / 1e6:,.0f} MB, {value.workers} worker(s)"
+        _add_row(result, measured, len(files), "files", note=note)
+        result.facts.update(site_files=len(files), site_bytes=site_bytes, site_pages=value.pages)
+
+
+def _train_rows(result: BenchJobResult, measured: Measured[TrainOutputs]) -> None:
+    manifest = measured.value.manifest
+    split = manifest.dataset.split
+    _add_row(result, measured, manifest.dataset.n_ratings, "ratings", "train (whole stage)")
     timings = manifest.timings
     epochs = manifest.model.epochs_run
     settings = manifest.extra.get("training") or {}
@@ -249,73 +256,29 @@ def _train(config: Config, result: BenchJobResult, verbose: int) -> None:
     )
 
 
-def _score_merge_render(config: Config, result: BenchJobResult) -> None:
-    out = config.out
-    summary, wall, cpu, rss = measured("score", lambda: score_stage(out, Shard(), config.score))
-    result.rows.append(
-        StageRow(
-            "score",
-            wall,
-            cpu,
-            rss,
-            summary.prediction_rows + summary.top_k_rows,
-            "rows",
-            "pairs/s",
-            summary.pairs / max(wall, 1e-9),
-            note=f"{summary.pairs:,} unwatched pairs scored, blocks of {summary.block_users} users",
-        )
-    )
-    counts, wall, cpu, rss = measured("merge", lambda: merge_stage(out))
-    result.rows.append(StageRow("merge", wall, cpu, rss, sum(counts.values()), "rows"))
-    site, wall, cpu, rss = measured("render", lambda: render_site(out))
-    files = [p for p in (out / SITE_DIR).rglob("*") if p.is_file()]
-    site_bytes = sum(p.stat().st_size for p in files)
-    result.rows.append(
-        StageRow(
-            "render",
-            wall,
-            cpu,
-            rss,
-            len(files),
-            "files",
-            note=f"{site.pages:,} pages, {site_bytes / 1e6:,.0f} MB, {site.workers} worker(s)",
-        )
-    )
-    result.facts.update(site_files=len(files), site_bytes=site_bytes, site_pages=site.pages)
-
-
 def _publish(out: Path, result: BenchJobResult) -> None:
     import boto3
 
-    from job.publish import publish
     from job.publish.motoserver import MotoServer, fake_credentials
 
     with fake_credentials(), MotoServer() as server:
         boto3.client("s3", endpoint_url=server.endpoint).create_bucket(Bucket="bench-job")
+        options = PublishOptions("s3://bench-job/site", endpoint_url=server.endpoint)
         for label in ("publish", "publish again (re-run)"):
             server_cpu = server.cpu_seconds()
-            summary, wall, cpu, rss = measured(
-                label,
-                lambda: publish(out, "s3://bench-job/site", endpoint_url=server.endpoint),
-            )
+            measured = publish(out, options)
+            summary = measured.value
             after = server.cpu_seconds()
             server_note = (
                 f"; moto server {after - server_cpu:.0f} CPU s"
                 if after is not None and server_cpu is not None
                 else ""
             )
-            result.rows.append(
-                StageRow(
-                    label,
-                    wall,
-                    cpu,
-                    rss,
-                    summary.objects,
-                    "objects",
-                    note=f"{summary.uploaded:,} uploaded, {summary.puts:,} PUTs, "
-                    f"{summary.bytes_uploaded / 1e6:,.0f} MB{server_note}",
-                )
+            note = (
+                f"{summary.uploaded:,} uploaded, {summary.puts:,} PUTs, "
+                f"{summary.bytes_uploaded / 1e6:,.0f} MB{server_note}"
             )
+            _add_row(result, measured, summary.objects, "objects", label, note=note)
             result.facts[f"{label.split()[0]}_{'rerun' if 're-run' in label else 'first'}_puts"] = (
                 summary.puts
             )

@@ -250,34 +250,25 @@ def model_config(preset: str, **overrides: Any) -> ModelConfig:
     return dataclasses.replace(PRESETS[preset], **overrides)
 
 
-def build_config(
-    *,
-    data: str = "ml-latest-small",
-    out: str | Path = "out",
-    preset: str = DEFAULT_PRESET,
-    epochs: int | None = None,
-    seed: int = 42,
-    test_fraction: float = 0.1,
-    val_fraction: float = 0.1,
-    split: str = "random",
-    cache_dir: str | Path | None = None,
-    score: ScoreOptions | None = None,
-    publish: PublishOptions | None = None,
-    **model_overrides: Any,
-) -> Config:
-    """The one place a ``Config`` is made from flags; validates everything."""
-    if epochs is not None:
-        model_overrides["epochs"] = epochs
-    return Config(
-        data=data,
-        out=Path(out),
-        preset=preset,
-        model=model_config(preset, **model_overrides),
-        seed=seed,
-        test_fraction=test_fraction,
-        val_fraction=val_fraction,
-        split=split,  # type: ignore[arg-type]  # validated in __post_init__
-        cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
-        score=score or ScoreOptions(),
-        publish=publish,
-    )
+def build_config(**flags: Any) -> Config:
+    """The one place a ``Config`` is made from flags; validates everything.
+
+    A flag that is None or left out takes ``Config``'s default. Flags that are ``Config``'s
+    fields set them; ``epochs`` and any other ``ModelConfig`` field replace the preset's.
+    """
+    given = {name: value for name, value in flags.items() if value is not None}
+    own = {f.name for f in dataclasses.fields(Config)} - {"model"}
+    settings = {name: given.pop(name) for name in list(given) if name in own}
+    for name in ("out", "cache_dir"):
+        if name in settings:
+            settings[name] = Path(settings[name])
+    return Config(**settings, model=model_config(settings.get("preset", DEFAULT_PRESET), **given))
+
+
+def default_of(cls: type, name: str) -> Any:
+    """A dataclass field's default (``Config``'s, ``ScoreOptions'``): the CLI's flags show
+    and use these, so each default is written once."""
+    for item in dataclasses.fields(cls):
+        if item.name == name:
+            return item.default
+    raise KeyError(name)

@@ -18,15 +18,15 @@ from typing import Any
 
 import keras
 import numpy as np
+from scipy import sparse
 
+from job.baselines import BASELINE_NAMES, EASE, POPULARITY
 from job.config import EASE_BASELINE_L2, RANK_SAMPLE_USERS, ModelConfig
 from job.data import RatingScale
-from job.features import IdEncoding
-from job.interactions import Interactions, liked_matrix, popularity_order
-from job.itemitem import WatchAndLike, fit_ease
+from job.interactions import EncodedRatings, Interactions, popularity_order
+from job.itemitem import Ease, fit_ease, fit_watch_and_like
 from job.model import predict_classes, predict_ratings
 from job.rank import BlockScorer
-from job.runfolder import BASELINE_NAMES, EASE, POPULARITY
 
 log = logging.getLogger(__name__)
 
@@ -252,15 +252,54 @@ def constant_scorer(per_movie: np.ndarray) -> ScoreFunction:
     return lambda users: np.broadcast_to(per_movie, (len(users), len(per_movie)))
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """What evaluation reads: every rating, which of them trained the model (and fit the
+    baselines), and which are held out to judge them."""
+
+    rated: EncodedRatings
+    train: np.ndarray  # bool mask over rated
+    held_out: np.ndarray  # bool mask over rated
+    scale: RatingScale
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """The baselines fit on the training ratings, and each fit's seconds."""
+
+    global_mean: np.ndarray  # per movie
+    movie_mean: np.ndarray
+    biases: BiasModel
+    counts: np.ndarray  # training ratings per movie (popularity)
+    watched: sparse.csr_matrix  # training users x movies they rated
+    ease_watched: Ease  # EASE over every training rating
+    seconds: dict[str, float]
+
+
+def fit_baselines(trained: EncodedRatings) -> Baselines:
+    fitting: dict[str, float] = {}
+
+    def timed(baseline: str, fit: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        fitted = fit()
+        fitting[baseline] = round(time.perf_counter() - started, 3)
+        return fitted
+
+    users, movies, ratings = trained.users, trained.movies, trained.ratings
+    n_users, n_movies = trained.n_users, trained.n_movies
+    global_mean = timed(BASELINE_NAMES[0], lambda: global_mean_baseline(ratings, n_movies))
+    movie_mean = timed(BASELINE_NAMES[1], lambda: movie_mean_baseline(movies, ratings, n_movies))
+    biases = timed(BASELINE_NAMES[2], lambda: fit_biases(users, movies, ratings, n_users, n_movies))
+    counts = timed(POPULARITY, lambda: np.bincount(movies, minlength=n_movies).astype(float))
+    watched = trained.liked(-np.inf)
+    ease_watched, _ = timed(EASE, lambda: fit_ease(watched, EASE_BASELINE_L2))
+    return Baselines(global_mean, movie_mean, biases, counts, watched, ease_watched, fitting)
+
+
 def evaluate_all(
     name: str,
     model: keras.Model,
-    pairs: np.ndarray,
-    ratings: np.ndarray,
-    train_mask: np.ndarray,
-    held_out: np.ndarray,
-    encoding: IdEncoding,
-    scale: RatingScale,
+    split: HeldOut,
     config: ModelConfig,
     seed: int = 0,
     training_seconds: float | None = None,
@@ -278,37 +317,37 @@ def evaluate_all(
     ``ranked_users``. The ranking baselines, popularity and EASE over every rating, have no
     rating error. ``training_seconds`` is the model's; the baselines' are their own fits.
     """
-    tr_users, tr_movies = pairs[train_mask, 0], pairs[train_mask, 1]
-    ho_users, ho_movies = pairs[held_out, 0], pairs[held_out, 1]
-    actual = ratings[held_out]
-    tr_ratings = ratings[train_mask]
-    n_users, n_movies = encoding.n_users, encoding.n_movies
-    fitting: dict[str, float] = {}
+    trained, held = split.rated.where(split.train), split.rated.where(split.held_out)
+    fitted = fit_baselines(trained)
+    log.info("Average rating in training set is %.2f stars", float(np.mean(trained.ratings)))
+    rows = _error_rows(name, model, held, split.scale, fitted, training_seconds)
+    scorers = _ranking_scorers(model, split, trained, config, fitted)
+    order = popularity_order(trained.movies, split.rated.n_movies)
+    known = split.rated.where(~split.held_out)
+    seen = (known.users, known.movies)
+    judged = sample(np.unique(held.users), sample_users, seed)
+    in_sample = np.isin(held.users, judged)
+    sampled = (held.users[in_sample], held.movies[in_sample], held.ratings[in_sample])
+    return [
+        row.with_ranking(ranking_metrics(score, split.rated.n_movies, seen, sampled, order))
+        for row, score in zip(rows, scorers, strict=True)
+    ]
 
-    def timed(baseline: str, fit: Callable[[], Any]) -> Any:
-        started = time.perf_counter()
-        fitted = fit()
-        fitting[baseline] = round(time.perf_counter() - started, 3)
-        return fitted
 
-    global_mean = timed(BASELINE_NAMES[0], lambda: global_mean_baseline(tr_ratings, n_movies))
-    movie_mean = timed(
-        BASELINE_NAMES[1], lambda: movie_mean_baseline(tr_movies, tr_ratings, n_movies)
-    )
-    biases = timed(
-        BASELINE_NAMES[2], lambda: fit_biases(tr_users, tr_movies, tr_ratings, n_users, n_movies)
-    )
-    counts = timed(POPULARITY, lambda: np.bincount(tr_movies, minlength=n_movies).astype(float))
-    watched = liked_matrix(tr_users, tr_movies, tr_ratings, n_users, n_movies, -np.inf)
-    ease_watched, _ = timed(EASE, lambda: fit_ease(watched, EASE_BASELINE_L2))
-    log.info("Average rating in training set is %.2f stars", float(np.mean(tr_ratings)))
-
-    model_row = error_metrics(
-        name, clip(predict_ratings(model, ho_users, ho_movies), scale), actual
-    )
+def _error_rows(
+    name: str,
+    model: keras.Model,
+    held: EncodedRatings,
+    scale: RatingScale,
+    fitted: Baselines,
+    training_seconds: float | None,
+) -> list[Metrics]:
+    """The rows in BASELINE_NAMES' order after the model's, with their rating errors."""
+    users, movies, actual = held.users, held.movies, held.ratings
+    model_row = error_metrics(name, clip(predict_ratings(model, users, movies), scale), actual)
     if getattr(model, "classes", False):
         model_row = replace(
-            model_row, accuracy=accuracy(predict_classes(model, ho_users, ho_movies), actual)
+            model_row, accuracy=accuracy(predict_classes(model, users, movies), actual)
         )
     no_error = Metrics(POPULARITY, None, None, len(actual))
     rows = [
@@ -316,54 +355,52 @@ def evaluate_all(
             model_row,
             training_seconds=None if training_seconds is None else round(training_seconds, 3),
         ),
-        error_metrics(BASELINE_NAMES[0], global_mean[ho_movies], actual),
-        error_metrics(BASELINE_NAMES[1], movie_mean[ho_movies], actual),
-        error_metrics(BASELINE_NAMES[2], clip(biases.predict(ho_users, ho_movies), scale), actual),
+        error_metrics(BASELINE_NAMES[0], fitted.global_mean[movies], actual),
+        error_metrics(BASELINE_NAMES[1], fitted.movie_mean[movies], actual),
+        error_metrics(BASELINE_NAMES[2], clip(fitted.biases.predict(users, movies), scale), actual),
         no_error,
         replace(no_error, model=EASE),
     ]
-    rows[1:] = [replace(row, training_seconds=fitting[row.model]) for row in rows[1:]]
+    rows[1:] = [replace(row, training_seconds=fitted.seconds[row.model]) for row in rows[1:]]
+    return rows
 
-    # The model's ranking, through the production scorer. Everything is fit on the train
-    # split; a user's history (the scorer's input, as at scoring time) is every rating
-    # outside the held-out set, the same ratings that are never candidates.
-    known = ~held_out
+
+def _ranking_scorers(
+    model: keras.Model,
+    split: HeldOut,
+    trained: EncodedRatings,
+    config: ModelConfig,
+    fitted: Baselines,
+) -> list[ScoreFunction]:
+    """The model's ranking, through the production scorer, and each baseline's.
+
+    Everything is fit on the train split; a user's history (the scorer's input, as at
+    scoring time) is every rating outside the held-out set, the same ratings that are never
+    candidates."""
+    known = ~split.held_out
     history = Interactions.from_ratings(
-        pairs[known, 0],
-        pairs[known, 1],
-        ratings[known],
-        train_mask[known],
-        n_users,
-        n_movies,
-        scale,
+        split.rated.users[known],
+        split.rated.movies[known],
+        split.rated.ratings[known],
+        split.train[known],
+        split.rated.n_users,
+        split.rated.n_movies,
+        split.scale,
     )
     ranker = None
     if config.ranker == "ease":
-        liked = liked_matrix(tr_users, tr_movies, tr_ratings, n_users, n_movies)
-        watch = (
-            ease_watched
-            if config.ease_watch_l2 == EASE_BASELINE_L2
-            else fit_ease(watched, config.ease_watch_l2)[0]
-        )
-        ranker = WatchAndLike(watch=watch, like=fit_ease(liked, config.ease_l2)[0])
+        watched, liked = fitted.watched, trained.liked()
+        ranker = fit_watch_and_like(watched, liked, config, reuse=fitted.ease_watched).ranker
     scorer = BlockScorer(model, history, RANK_K, with_ratings=True, ranker=ranker)
+    ease_watched, biases = fitted.ease_watched, fitted.biases
     # The user's bias shifts every movie alike, so it cannot change a user's ranking.
-    scorers = [
-        scorer.score_matrix,
-        constant_scorer(global_mean),
-        constant_scorer(movie_mean),
-        constant_scorer(biases.mean + biases.movie_bias),
-        constant_scorer(counts),
-        lambda users: ease_watched.scores(history.watched[users]),
-    ]
-    order = popularity_order(tr_movies, n_movies)
-    seen = (pairs[~held_out, 0], pairs[~held_out, 1])
-    judged = sample(np.unique(ho_users), sample_users, seed)
-    in_sample = np.isin(ho_users, judged)
-    held = (ho_users[in_sample], ho_movies[in_sample], actual[in_sample])
     return [
-        row.with_ranking(ranking_metrics(score, n_movies, seen, held, order))
-        for row, score in zip(rows, scorers, strict=True)
+        scorer.score_matrix,
+        constant_scorer(fitted.global_mean),
+        constant_scorer(fitted.movie_mean),
+        constant_scorer(biases.mean + biases.movie_bias),
+        constant_scorer(fitted.counts),
+        lambda users: ease_watched.scores(history.watched[users]),
     ]
 
 

@@ -22,14 +22,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from job.errors import JobError, WriteError
+from job.signals import SignalsDeferred
 
 # ---------------------------------------------------------------------------------------
 # Temporaries and their owners
@@ -248,39 +247,6 @@ def remove_path(path: Path | None) -> None:
     """Delete a file or a folder tree, if there."""
     if path is not None:
         _remove(path)
-
-
-class SignalsDeferred:
-    """Hold SIGINT and SIGTERM from ``hold()`` until the end of the ``with`` block, then
-    deliver them: for the few renames that make a stage's outputs appear together.
-
-    Only the main thread can change signal handlers; elsewhere this does nothing.
-    """
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[int, FrameType | None]] = []
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> SignalsDeferred:
-        return self
-
-    def hold(self) -> None:
-        for number in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):
-                self.previous[number] = signal.signal(number, self._note)
-
-    def _note(self, number: int, frame: FrameType | None) -> None:
-        self.pending.append((number, frame))
-
-    def __exit__(self, *exc: object) -> None:
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-        for number, frame in self.pending:
-            handler = self.previous.get(number)
-            if callable(handler):
-                handler(number, frame)  # Python's or the CLI's handler: KeyboardInterrupt
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), number)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -135,6 +135,35 @@ def popular_table(cold: ColdStart, encoding: IdEncoding) -> pd.DataFrame:
 
 
 @dataclass(frozen=True)
+class EncodedRatings:
+    """Ratings by encoded index (``IdEncoding``) with the catalogue's sizes: what models,
+    baselines and the item-item fits take, instead of loose arrays and counts."""
+
+    pairs: np.ndarray  # (n, 2) encoded (user, movie), one row per rating
+    ratings: np.ndarray  # (n,) stars
+    n_users: int
+    n_movies: int
+
+    @property
+    def users(self) -> np.ndarray:
+        return self.pairs[:, 0]
+
+    @property
+    def movies(self) -> np.ndarray:
+        return self.pairs[:, 1]
+
+    def where(self, mask: np.ndarray) -> EncodedRatings:
+        """The ratings ``mask`` selects, of the same catalogue."""
+        return EncodedRatings(self.pairs[mask], self.ratings[mask], self.n_users, self.n_movies)
+
+    def liked(self, like_rating: float = LIKE_RATING) -> sparse.csr_matrix:
+        """``liked_matrix`` of these ratings; ``-np.inf``: every rating (what was watched)."""
+        return liked_matrix(
+            self.users, self.movies, self.ratings, self.n_users, self.n_movies, like_rating
+        )
+
+
+@dataclass(frozen=True)
 class Interactions:
     """Everything the scorers need besides the model, in encoded indexes."""
 

@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import sparse
 from scipy.linalg import lapack
 
+from job.config import ModelConfig
 from job.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -226,3 +227,35 @@ def also_liked(
             )
         )
     return pd.concat([empty, *rows], ignore_index=True)
+
+
+@dataclass(frozen=True)
+class RankerFit:
+    ranker: WatchAndLike
+    also_liked: pd.DataFrame | None  # encoded movie, rank, other, score (when asked for)
+
+
+def fit_watch_and_like(
+    watched: sparse.csr_matrix,
+    liked: sparse.csr_matrix,
+    config: ModelConfig,
+    *,
+    reuse: Ease | None = None,
+    neighbours: tuple[int, int] | None = None,
+) -> RankerFit:
+    """The ``ease`` ranker, as train, evaluate and bench fit it: EASE on what users liked
+    (``config.ease_l2``) plus EASE on everything they rated (``config.ease_watch_l2``).
+
+    ``reuse``: an EASE already fit on ``watched`` (evaluate's baseline), taken as the watched
+    part when its L2 is the one asked for. ``neighbours`` (k, min_likes): also each movie's
+    also-liked neighbours, from the liked part's co-like counts while they are at hand (they
+    are items^2 floats, freed before the watched part is fit).
+    """
+    like, g = fit_ease(liked, config.ease_l2)
+    table = also_liked(g, like.items, *neighbours) if neighbours else None
+    del g
+    if reuse is not None and reuse.l2 == config.ease_watch_l2:
+        watch = reuse
+    else:
+        watch = fit_ease(watched, config.ease_watch_l2)[0]
+    return RankerFit(WatchAndLike(watch=watch, like=like), table)

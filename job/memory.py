@@ -1,4 +1,4 @@
-"""Peak resident set size of this process, per phase: what ``bench`` and ``bench-job`` report.
+"""Peak resident set size and CPU time of this process, per phase: what ``bench`` and ``bench-job`` report.
 
 Linux keeps a high-water mark (``VmHWM``) that ``/proc/self/clear_refs`` resets, so each
 phase (scoring, one stage) gets its own peak, not the process' peak so far. Elsewhere the
@@ -31,3 +31,11 @@ def _status_bytes(field: str) -> int | None:
             if line.startswith(field):
                 return int(line.split()[1]) * 1024
     return None
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of the child processes it waited for (render's
+    workers), user and system."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime

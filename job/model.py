@@ -37,7 +37,7 @@ from keras import layers, ops
 from job.config import ModelConfig
 from job.data import RatingScale
 from job.features import SideFeatures
-from job.runfolder import MODEL_FILE
+from job.layout import MODEL_FILE
 
 # The DLRM model's movie-side vectors, in the order they enter the interaction (the user's
 # embedding comes first, then these).
@@ -571,7 +571,7 @@ def predict_classes(
 
 
 def load_model(out: Path) -> FactorisedModel:
-    """The trained model of a run folder (``OUT/model.keras``); ``runfolder.require`` has
+    """The trained model of a run folder (``OUT/model.keras``); ``preflight.require`` has
     checked it is there and whole."""
     return keras.saving.load_model(out / MODEL_FILE, compile=False)
 

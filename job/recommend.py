@@ -11,9 +11,11 @@ import pandas as pd
 from job.errors import JobError
 from job.interactions import interactions_of
 from job.itemitem import WatchAndLike
+from job.layout import RANKER_FILE
+from job.manifest import load_run
 from job.model import load_model
+from job.preflight import require
 from job.rank import BlockScorer
-from job.runfolder import RANKER_FILE, load_run, require
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,7 @@ def example_for_user(
     out: Path, user_id: int, n_top_rated: int = 10, n_recommend: int = 5
 ) -> UserExample:
     """A user's favourite movies and the model's top picks among the movies they haven't rated."""
-    require(out, "recommend")
-    run = load_run(out)
+    run = load_run(out, require(out, "recommend"))
     if user_id not in set(run.encoding.user_ids.tolist()):
         raise JobError(
             f"user {user_id} is not in this run's data; pick one of {run.encoding.user_ids[0]}..{run.encoding.user_ids[-1]}"
@@ -52,7 +53,7 @@ def example_for_user(
         inputs,
         n_recommend,
         block_users=1,
-        ranker=ranker if run.manifest.config["model"]["ranker"] == "ease" else None,
+        ranker=ranker if run.manifest.ranker == "ease" else None,
     )
     user = run.encoding.encode_users([user_id])
     block = scorer(user)

@@ -23,9 +23,11 @@ from job.features import IdEncoding
 from job.files import write_json
 from job.interactions import Interactions, SeenPairs, interactions_of
 from job.itemitem import WatchAndLike
+from job.layout import PARTS_DIR, RANKER_FILE
+from job.manifest import load_run
 from job.model import load_model
+from job.preflight import require
 from job.rank import BlockScorer, ScoredBlock, score_blocks
-from job.runfolder import PARTS_DIR, RANKER_FILE, load_run, require
 from job.store import (
     PREDICTIONS_SCHEMA,
     TOP_K_SCHEMA,
@@ -178,8 +180,7 @@ def score_stage(
     options = options or ScoreOptions()
     top_k, keep_top, max_rows = options.top_k, options.keep_top, options.max_rows
     started = time.perf_counter()
-    require(out, "score")
-    run = load_run(out)
+    run = load_run(out, require(out, "score"))
     encoding = run.encoding
     inputs = interactions_of(encoding, run.ratings, run.scale)
     everyone = np.arange(encoding.n_users, dtype="int32")
@@ -190,13 +191,7 @@ def score_stage(
     run_id = run.manifest.run_id
     parts = out / PARTS_DIR
     remove_stale_parts(parts, run_id, (shard.index, shard.count))
-    log.info(
-        "scoring shard %s: %s of %s users x %s movies",
-        shard,
-        f"{len(users):,}",
-        f"{encoding.n_users:,}",
-        f"{encoding.n_movies:,}",
-    )
+    log.info("scoring shard %s: %s of %s users", shard, f"{len(users):,}", _catalogue(encoding))
 
     model = load_model(out)
     ranker = WatchAndLike.load(out / RANKER_FILE)
@@ -216,7 +211,7 @@ def score_stage(
             options.block_users,
             with_ratings=full,
             n_users=len(users),
-            ranker=ranker if run.manifest.config["model"]["ranker"] == "ease" else None,
+            ranker=ranker if run.manifest.ranker == "ease" else None,
         )
         for block in score_blocks(scorer, users):
             pairs += int(block.seen.size - block.seen.sum())
@@ -246,6 +241,10 @@ def score_stage(
     )
     write_json(summary_path(parts, shard.index, shard.count), summary.as_dict())
     return summary
+
+
+def _catalogue(encoding: IdEncoding) -> str:
+    return f"{encoding.n_users:,} users x {encoding.n_movies:,} movies"
 
 
 def top_rows(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from job.errors import JobError
 from job.features import movie_table
 from job.files import atomic_path, read_json
 from job.interactions import interactions_of, popular_table
-from job.runfolder import (
+from job.layout import (
     ALSO_LIKED_FILE,
     DATABASE_FILE,
     HISTORY_FILE,
@@ -35,16 +34,12 @@ from job.runfolder import (
     PART_FILE,
     PARTS_DIR,
     SIMILAR_FILE,
-    Manifest,
-    damaged_part,
     dataset_file,
-    load_run,
     part_path,
-    record_stage,
-    require,
     summary_path,
-    with_stage,
 )
+from job.manifest import Manifest, StageRecord, load_run, with_stage
+from job.preflight import damaged_part, require
 
 log = logging.getLogger(__name__)
 
@@ -251,18 +246,9 @@ TABLES = (
 SPLIT_NAMES = {0: "train", 1: "validation", 2: "test"}  # job.split's codes
 
 
-def output_tables(
-    manifest: Manifest,
-    movies: pd.DataFrame,
-    ratings: pd.DataFrame,
-    history: pd.DataFrame,
-    popular: pd.DataFrame,
-    similar: pd.DataFrame,
-    also_liked: pd.DataFrame,
-    links: pd.DataFrame | None = None,
-    tags: pd.DataFrame | None = None,
-) -> dict[str, pa.Table]:
-    """Every table but predictions and top_k (which come from the parts), typed as documented.
+@dataclass(frozen=True)
+class MergeInputs:
+    """What merge reads besides the scored parts.
 
     ``movies``/``ratings`` are a trained run's frames (raw ids; split as codes or names),
     ``history`` is history.csv, ``popular`` is ``job.interactions.popular_table``, ``similar``
@@ -270,6 +256,36 @@ def output_tables(
     its co-liked ones (``job.itemitem.also_liked``), ``links`` and ``tags`` the dataset's
     links.csv and tags.csv (empty tables when absent).
     """
+
+    manifest: Manifest
+    movies: pd.DataFrame
+    ratings: pd.DataFrame
+    history: pd.DataFrame
+    popular: pd.DataFrame
+    similar: pd.DataFrame
+    also_liked: pd.DataFrame
+    links: pd.DataFrame | None = None
+    tags: pd.DataFrame | None = None
+
+
+def output_tables(inputs: MergeInputs) -> dict[str, pa.Table]:
+    """Every table but predictions and top_k (which come from the parts), typed as documented."""
+    metrics = pd.DataFrame(inputs.manifest.metrics.get("rows", []))
+    metrics["evaluated_on"] = inputs.manifest.metrics.get("evaluated_on")
+    return {
+        **_rating_tables(inputs.movies, inputs.ratings),
+        "popular": _typed(inputs.popular, POPULAR_SCHEMA),
+        "similar_movies": _typed(inputs.similar, SIMILAR_SCHEMA),
+        "also_liked": _typed(inputs.also_liked, ALSO_LIKED_SCHEMA),
+        "history": _history_table(inputs.history),
+        "metrics": _metrics_table(metrics),
+        **_links_and_tags(inputs.links, inputs.tags),
+        "runs": _runs_table(inputs.manifest),
+    }
+
+
+def _rating_tables(movies: pd.DataFrame, ratings: pd.DataFrame) -> dict[str, pa.Table]:
+    """movies (with their rating counts and means), users and ratings."""
     user_ids = ratings["user_id"].to_numpy("int64")
     movie_ids = ratings["movie_id"].to_numpy("int64")
     stars = ratings["rating"].to_numpy("float64")
@@ -283,12 +299,6 @@ def output_tables(
     split = ratings["split"]
     if pd.api.types.is_numeric_dtype(split):
         split = split.map(SPLIT_NAMES)
-
-    metrics = pd.DataFrame(manifest.metrics.get("rows", []))
-    metrics["evaluated_on"] = manifest.metrics.get("evaluated_on")
-    created = pd.Timestamp(manifest.created_at)
-    created = created.tz_convert("UTC").tz_localize(None) if created.tzinfo else created
-
     return {
         "movies": pa.table(
             {
@@ -318,26 +328,25 @@ def output_tables(
                 "split": pa.array(split.astype(str).to_numpy(), pa.string()),
             }
         ),
-        "popular": _typed(popular, POPULAR_SCHEMA),
-        "similar_movies": _typed(similar, SIMILAR_SCHEMA),
-        "also_liked": _typed(also_liked, ALSO_LIKED_SCHEMA),
-        "history": _history_table(history),
-        "metrics": _metrics_table(metrics),
-        **_links_and_tags(links, tags),
-        "runs": pa.table(
-            {
-                "run_id": pa.array([manifest.run_id], pa.string()),
-                "created_at": pa.array([created.to_pydatetime()], pa.timestamp("us")),
-                "dataset": pa.array([manifest.dataset.name], pa.string()),
-                "dataset_sha256": pa.array([manifest.dataset.sha256], pa.string()),
-                "preset": pa.array([manifest.model.preset], pa.string()),
-                "epochs_run": pa.array([manifest.model.epochs_run], pa.int32()),
-                "parameters": pa.array([manifest.model.parameters], pa.int64()),
-                "training_seconds": pa.array([manifest.training_seconds], pa.float64()),
-                "manifest": pa.array([json.dumps(manifest.to_dict(), default=str)], pa.string()),
-            }
-        ),
     }
+
+
+def _runs_table(manifest: Manifest) -> pa.Table:
+    created = pd.Timestamp(manifest.created_at)
+    created = created.tz_convert("UTC").tz_localize(None) if created.tzinfo else created
+    return pa.table(
+        {
+            "run_id": pa.array([manifest.run_id], pa.string()),
+            "created_at": pa.array([created.to_pydatetime()], pa.timestamp("us")),
+            "dataset": pa.array([manifest.dataset.name], pa.string()),
+            "dataset_sha256": pa.array([manifest.dataset.sha256], pa.string()),
+            "preset": pa.array([manifest.model.preset], pa.string()),
+            "epochs_run": pa.array([manifest.model.epochs_run], pa.int32()),
+            "parameters": pa.array([manifest.model.parameters], pa.int64()),
+            "training_seconds": pa.array([manifest.training_seconds], pa.float64()),
+            "manifest": pa.array([json.dumps(manifest.to_dict(), default=str)], pa.string()),
+        }
+    )
 
 
 POPULAR_SCHEMA = pa.schema(
@@ -488,15 +497,21 @@ def _sql_list(paths: list[Path]) -> str:
 # The merge stage
 
 
-def merge_stage(out: Path) -> dict[str, int]:
-    """Build ``recommendations.duckdb`` and ``parquet/`` from every shard's parts.
+@dataclass(frozen=True)
+class MergeOutputs:
+    counts: dict[str, int]  # rows of every table
+    record: StageRecord  # for run.json: the scoring facts and the merged row counts
+
+
+def merge_stage(out: Path) -> MergeOutputs:
+    """Build ``recommendations.duckdb`` and ``parquet/`` from every shard's parts; run.json
+    gets the scoring facts and the row counts from ``job.pipeline.run_stage`` (a failed
+    merge writes nothing).
 
     Raises:
         JobError: no trained run; parts missing, of mixed shard counts, or from another run.
     """
-    started = time.perf_counter()
-    require(out, "merge")
-    run = load_run(out)
+    run = load_run(out, require(out, "merge"))
     parts = find_parts(out / PARTS_DIR, run.manifest.run_id)
     summaries = parts.summaries
     scoring = {
@@ -510,7 +525,6 @@ def merge_stage(out: Path) -> dict[str, int]:
         "seconds": round(sum(s["seconds"] for s in summaries), 3),
     }
     scoring["pairs_per_second"] = round(scoring["pairs"] / max(scoring["seconds"], 1e-9))
-    # run.json gets the scoring facts once the database is written: a failed merge writes nothing.
     manifest = with_stage(run.manifest, "score", scoring["seconds"], scoring=scoring)
 
     inputs = interactions_of(run.encoding, run.ratings, run.scale)
@@ -519,22 +533,22 @@ def merge_stage(out: Path) -> dict[str, int]:
     # A run trained before links.parquet existed merges with an empty links table.
     links_file = dataset_file(out, "links")
     tables = output_tables(
-        manifest=manifest,
-        movies=run.movies,
-        ratings=run.ratings,
-        history=history,
-        popular=popular_table(inputs.cold, run.encoding),
-        similar=pd.read_parquet(out / SIMILAR_FILE),
-        also_liked=pd.read_parquet(out / ALSO_LIKED_FILE),
-        links=pd.read_parquet(links_file) if links_file.exists() else None,
-        tags=run.tags,
+        MergeInputs(
+            manifest=manifest,
+            movies=run.movies,
+            ratings=run.ratings,
+            history=history,
+            popular=popular_table(inputs.cold, run.encoding),
+            similar=pd.read_parquet(out / SIMILAR_FILE),
+            also_liked=pd.read_parquet(out / ALSO_LIKED_FILE),
+            links=pd.read_parquet(links_file) if links_file.exists() else None,
+            tags=run.tags,
+        )
     )
     try:
         counts = write_database(out, tables, parts.predictions, parts.top_k)
     except duckdb.Error as exc:  # damage inside a part that its footer did not show
         raise damaged_part(out, [*parts.predictions, *parts.top_k], exc) from None
-    record_stage(out, "score", scoring["seconds"], scoring=scoring)
-    record_stage(out, "merge", time.perf_counter() - started, merged_rows=counts)
     log.info(
         "merged %d shard(s) into %s: %s predictions, %s top-k rows",
         parts.count,
@@ -542,4 +556,4 @@ def merge_stage(out: Path) -> dict[str, int]:
         f"{counts['predictions']:,}",
         f"{counts['top_k']:,}",
     )
-    return counts
+    return MergeOutputs(counts, StageRecord(manifest, {"merged_rows": counts}))

@@ -11,6 +11,7 @@ import logging
 import math
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -24,21 +25,18 @@ import pandas as pd
 from job.config import N_SIMILAR, SIMILAR_MIN_RATINGS, Config, ModelConfig
 from job.data import Dataset, RatingScale, load_dataset
 from job.errors import JobError
-from job.evaluate import evaluate_all
+from job.evaluate import HeldOut, evaluate_all
 from job.features import IdEncoding, SideFeatures, side_features
 from job.files import (
-    SignalsDeferred,
     atomic_path,
     remove_dead_temporaries,
     remove_path,
     retire,
     write_json,
 )
-from job.interactions import liked_matrix
-from job.itemitem import WatchAndLike, also_liked, fit_ease
-from job.model import build_model, movie_vectors, trainable_parameters, training_targets
-from job.rank import similar_movies_table
-from job.runfolder import (
+from job.interactions import EncodedRatings
+from job.itemitem import WatchAndLike, fit_watch_and_like
+from job.layout import (
     ALSO_LIKED_FILE,
     DATASET_DIR,
     DOWNSTREAM_OUTPUTS,
@@ -50,12 +48,12 @@ from job.runfolder import (
     RANKER_FILE,
     RUN_JSON,
     SIMILAR_FILE,
-    DatasetInfo,
-    Manifest,
-    ModelInfo,
-    require,
-    write_manifest,
 )
+from job.manifest import DatasetInfo, Manifest, ModelInfo, write_manifest
+from job.model import build_model, movie_vectors, trainable_parameters, training_targets
+from job.preflight import require_new_run
+from job.rank import similar_movies_table
+from job.signals import SignalsDeferred
 from job.split import TEST, TRAIN, VAL, split_ratings
 
 log = logging.getLogger(__name__)
@@ -122,6 +120,12 @@ class SplitData:
     def mask(self, part: int) -> np.ndarray:
         return self.labels == part
 
+    @property
+    def rated(self) -> EncodedRatings:
+        return EncodedRatings(
+            self.pairs, self.ratings, self.encoding.n_users, self.encoding.n_movies
+        )
+
 
 def split_data(dataset: Dataset, config: Config) -> SplitData:
     """Encode ids, split ratings with the config's seed, build side features if the model needs them."""
@@ -153,15 +157,11 @@ def train_split(
     config: ModelConfig, data: SplitData, scale: RatingScale, seed: int, verbose: int = 1
 ) -> TrainingResult:
     """``train`` on a ``SplitData``'s training part, stopping early on its validation part."""
-    train_part, val_part = data.mask(TRAIN), data.mask(VAL)
+    rated = data.rated
     return train(
         config,
-        data.encoding.n_users,
-        data.encoding.n_movies,
-        data.pairs[train_part],
-        data.ratings[train_part],
-        data.pairs[val_part],
-        data.ratings[val_part],
+        rated.where(data.mask(TRAIN)),
+        rated.where(data.mask(VAL)),
         seed=seed,
         verbose=verbose,
         scale=scale,
@@ -171,12 +171,8 @@ def train_split(
 
 def train(
     config: ModelConfig,
-    n_users: int,
-    n_movies: int,
-    train_pairs: np.ndarray,
-    train_ratings: np.ndarray,
-    val_pairs: np.ndarray,
-    val_ratings: np.ndarray,
+    train_part: EncodedRatings,
+    val_part: EncodedRatings,
     seed: int,
     verbose: int = 1,
     scale: RatingScale | None = None,
@@ -189,6 +185,9 @@ def train(
     rating's class (``model.training_targets``). ``scale`` is needed by the classifier,
     ``side`` by the DLRM model.
     """
+    train_pairs, train_ratings = train_part.pairs, train_part.ratings
+    val_pairs, val_ratings = val_part.pairs, val_part.ratings
+    n_users, n_movies = train_part.n_users, train_part.n_movies
     rating_mean = float(np.mean(train_ratings))
     preset_config, config = config, training_settings(config, len(train_ratings))
     if config != preset_config:
@@ -249,16 +248,60 @@ def train(
 # The stage
 
 
-def train_stage(config: Config, verbose: int = 1) -> Manifest:
-    """Load, split, train, evaluate; write the model and the manifest into ``config.out``.
+@dataclass(frozen=True)
+class TrainOutputs:
+    """What the train stage made: the run's manifest (run.json, written last) and its folder."""
+
+    out: Path
+    manifest: Manifest
+
+
+@dataclass(frozen=True)
+class TrainedArtifacts:
+    """Everything the train stage writes into the run folder (``write_train_outputs``)."""
+
+    manifest: Manifest
+    dataset: Dataset
+    data: SplitData
+    result: TrainingResult
+    ranker: WatchAndLike
+    also_liked: pd.DataFrame  # movie_id, rank, other_movie_id, score (raw ids)
+
+
+def train_stage(config: Config, verbose: int = 1) -> TrainOutputs:
+    """Load, split, train, evaluate, fit the ranker; write the run folder's train outputs.
 
     Nothing is written until the data has been loaded and validated.
     """
-    require(config.out, "train")  # a read-only or misnamed --out fails now, not after training
+    require_new_run(config.out)  # a read-only or misnamed --out fails now, not after training
     timings: dict[str, float] = {}
+    with _timed(timings, "load"):
+        dataset = load_dataset(config.data, config.cache_dir)
+    _log_dataset(dataset)
+    data = split_data(dataset, config)
+    with _timed(timings, "train"):
+        result = train_split(config.model, data, dataset.scale, seed=config.seed, verbose=verbose)
+    with _timed(timings, "evaluate"):
+        metrics = evaluate_split(config, data, dataset.scale, result)
+    # The item-item model the score stage ranks (or explains) by, on every rating: at
+    # scoring time each user's whole history is the input, so nothing is held back.
+    with _timed(timings, "item_item"):
+        ranker, neighbours = fit_item_item(data, config.model)
+    manifest = build_manifest(config, dataset, data.encoding, result, data.labels, metrics, timings)
+    write_train_outputs(
+        config.out, TrainedArtifacts(manifest, dataset, data, result, ranker, neighbours)
+    )
+    return TrainOutputs(config.out, manifest)
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
     started = time.perf_counter()
-    dataset = load_dataset(config.data, config.cache_dir)
-    timings["load"] = time.perf_counter() - started
+    yield
+    timings[step] = time.perf_counter() - started
+
+
+def _log_dataset(dataset: Dataset) -> None:
     log.info(
         "%s: %s users rated %s movies (ratings = %s, catalogue = %s movies)",
         dataset.name,
@@ -268,31 +311,22 @@ def train_stage(config: Config, verbose: int = 1) -> Manifest:
         f"{len(dataset.movies):,}",
     )
 
-    data = split_data(dataset, config)
-    encoding, pairs, ratings, labels = data.encoding, data.pairs, data.ratings, data.labels
-    part = {name: labels == code for name, code in (("train", TRAIN), ("val", VAL), ("test", TEST))}
 
-    started = time.perf_counter()
-    result = train_split(config.model, data, dataset.scale, seed=config.seed, verbose=verbose)
-    timings["train"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    evaluated_on = "test" if part["test"].any() else "validation"
-    held_out = part["test"] if part["test"].any() else part["val"]
+def evaluate_split(
+    config: Config, data: SplitData, scale: RatingScale, result: TrainingResult
+) -> dict[str, Any]:
+    """run.json's metrics: the model and the baselines on the test set (the validation set
+    when there is none)."""
+    test = data.mask(TEST)
+    evaluated_on = "test" if test.any() else "validation"
     metrics = evaluate_all(
         config.preset,
         result.model,
-        pairs,
-        ratings,
-        part["train"],
-        held_out,
-        encoding,
-        dataset.scale,
+        HeldOut(data.rated, data.mask(TRAIN), test if test.any() else data.mask(VAL), scale),
         config.model,
         seed=config.seed,
         training_seconds=result.seconds,
     )
-    timings["evaluate"] = time.perf_counter() - started
     for row in metrics:
         log.info(
             "%-16s %s RMSE=%s MAE=%s nDCG@10=%s",
@@ -300,43 +334,22 @@ def train_stage(config: Config, verbose: int = 1) -> Manifest:
             evaluated_on,
             *(("n/a" if x is None else f"{x:.4f}") for x in (row.rmse, row.mae, row.ndcg_at_10)),
         )
+    return {"evaluated_on": evaluated_on, "rows": [m.as_dict() for m in metrics]}
 
-    # The item-item model the score stage ranks (or explains) by, on every rating: at
-    # scoring time each user's whole history is the input, so nothing is held back.
-    started = time.perf_counter()
-    users, movies, n_users, n_movies = pairs[:, 0], pairs[:, 1], encoding.n_users, encoding.n_movies
-    watched = liked_matrix(users, movies, ratings, n_users, n_movies, -np.inf)
-    liked = liked_matrix(users, movies, ratings, n_users, n_movies)
-    like, g = fit_ease(liked, config.model.ease_l2)
-    neighbours = also_liked(g, like.items, N_SIMILAR, SIMILAR_MIN_RATINGS)
-    del g
-    ranker = WatchAndLike(watch=fit_ease(watched, config.model.ease_watch_l2)[0], like=like)
-    timings["item_item"] = time.perf_counter() - started
 
-    manifest = build_manifest(
-        config,
-        dataset,
-        encoding,
-        result,
-        labels,
-        metrics={"evaluated_on": evaluated_on, "rows": [m.as_dict() for m in metrics]},
-        timings=timings,
+def fit_item_item(data: SplitData, config: ModelConfig) -> tuple[WatchAndLike, pd.DataFrame]:
+    """The ranker on every rating, and each movie's also-liked neighbours (raw ids)."""
+    rated = data.rated
+    fit = fit_watch_and_like(
+        rated.liked(-np.inf), rated.liked(), config, neighbours=(N_SIMILAR, SIMILAR_MIN_RATINGS)
     )
-    write_train_outputs(
-        config.out,
-        manifest,
-        dataset,
-        encoding,
-        result.model,
-        result.history,
-        labels,
-        ranker,
-        neighbours.assign(
-            movie=encoding.decode_movies(neighbours["movie"].to_numpy()),
-            other=encoding.decode_movies(neighbours["other"].to_numpy()),
-        ).rename(columns={"movie": "movie_id", "other": "other_movie_id"}),
-    )
-    return manifest
+    neighbours = fit.also_liked
+    assert neighbours is not None
+    decode = data.encoding.decode_movies
+    return fit.ranker, neighbours.assign(
+        movie=decode(neighbours["movie"].to_numpy()),
+        other=decode(neighbours["other"].to_numpy()),
+    ).rename(columns={"movie": "movie_id", "other": "other_movie_id"})
 
 
 def build_manifest(
@@ -422,17 +435,7 @@ def versions() -> dict[str, str]:
     return found
 
 
-def write_train_outputs(
-    out: Path,
-    manifest: Manifest,
-    dataset: Dataset,
-    encoding: IdEncoding,
-    model: keras.Model,
-    history: pd.DataFrame,
-    labels: np.ndarray,
-    ranker: WatchAndLike,
-    also_liked_table: pd.DataFrame,
-) -> None:
+def write_train_outputs(out: Path, made: TrainedArtifacts) -> None:
     """Every file atomically; run.json last, so its presence means the stage finished.
 
     Every file is written under a temporary name first; only when all are written (a full
@@ -440,6 +443,8 @@ def write_train_outputs(
     of the previous run removed and the new files renamed into place. A run killed during the
     renames leaves a folder without run.json, which every later stage refuses.
     """
+    manifest, dataset, model = made.manifest, made.dataset, made.result.model
+    encoding, labels = made.data.encoding, made.data.labels
     out.mkdir(parents=True, exist_ok=True)
     remove_dead_temporaries(out)
     remove_dead_temporaries(out / PARTS_DIR)
@@ -462,11 +467,13 @@ def write_train_outputs(
         tmp = stack.enter_context(atomic_path(out / MODEL_FILE))
         model.save(tmp)
         encoding.save(stack.enter_context(atomic_path(out / ENCODING_FILE)))
-        history.to_csv(stack.enter_context(atomic_path(out / HISTORY_FILE)), index=False)
+        made.result.history.to_csv(
+            stack.enter_context(atomic_path(out / HISTORY_FILE)), index=False
+        )
         write_json(stack.enter_context(atomic_path(out / METRICS_FILE)), manifest.metrics)
         similar.to_parquet(stack.enter_context(atomic_path(out / SIMILAR_FILE)), index=False)
-        ranker.save(stack.enter_context(atomic_path(out / RANKER_FILE)))
-        also_liked_table.to_parquet(
+        made.ranker.save(stack.enter_context(atomic_path(out / RANKER_FILE)))
+        made.also_liked.to_parquet(
             stack.enter_context(atomic_path(out / ALSO_LIKED_FILE)), index=False
         )
         tmp = stack.enter_context(atomic_path(out / DATASET_DIR))

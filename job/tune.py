@@ -23,7 +23,7 @@ import numpy as np
 from job.config import TUNE_BASE, Config, ModelConfig, model_config
 from job.data import Dataset, load_dataset
 from job.errors import ConfigError
-from job.evaluate import accuracy, clip, error_metrics, evaluate_all
+from job.evaluate import HeldOut, accuracy, clip, error_metrics, evaluate_all
 from job.features import side_features
 from job.files import write_json
 from job.model import predict_classes, predict_ratings, trainable_parameters
@@ -281,12 +281,7 @@ def seeds(
         metrics = evaluate_all(
             config.preset,
             result.model,
-            data.pairs,
-            data.ratings,
-            data.mask(TRAIN),
-            held_out,
-            data.encoding,
-            dataset.scale,
+            HeldOut(data.rated, data.mask(TRAIN), held_out, dataset.scale),
             seeded.model,
             seed=seeded.seed,
             training_seconds=result.seconds,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from job.errors import ConfigError
 
 if TYPE_CHECKING:
-    from job.runfolder import Manifest
+    from job.manifest import Manifest
 
 # GitHub runs at most 256 jobs from one matrix.
 MAX_SHARDS = 256
@@ -138,14 +138,14 @@ def _cmd_shard_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_run_summary(args: argparse.Namespace) -> int:
-    from job.runfolder import read_manifest
+    from job.manifest import read_manifest
 
     print(run_summary(read_manifest(args.out), args.runner or None))
     return 0
 
 
 def _cmd_publish_summary(args: argparse.Namespace) -> int:
-    from job.runfolder import read_manifest
+    from job.manifest import read_manifest
 
     print(publish_summary(read_manifest(args.out).run_id, args.target, args.site_url))
     return 0

@@ -48,13 +48,13 @@ def scored_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     import shutil
 
     from job.config import ScoreOptions
+    from job.pipeline import merge
     from job.score import score_stage
-    from job.store import merge_stage
 
     out = tmp_path_factory.mktemp("scored") / "out"
     shutil.copytree(tiny_run, out)
     score_stage(out, options=ScoreOptions(top_k=5))
-    merge_stage(out)
+    merge(out)  # through the stage runner, which records the merge in run.json
     return out
 
 

@@ -238,9 +238,9 @@ class FaultProxy:
                     if key.lower() not in skip:
                         self.send_header(key, value)
                 if self.command == "HEAD":
-                    length = response.getheader("Content-Length")
-                    if length is not None:
-                        self.send_header("Content-Length", length)
+                    declared = response.getheader("Content-Length")
+                    if declared is not None:
+                        self.send_header("Content-Length", declared)
                 else:
                     self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from job.bench import format_report, run_bench
+from job.bench import BenchOptions, format_report, run_bench
 from job.cli import main
 from job.errors import ConfigError
 from job.synthetic import SHAPES, resolve_shape, synthetic_ratings
@@ -42,7 +42,15 @@ def test_synthetic_ratings_are_distinct_and_long_tailed() -> None:
 @pytest.mark.parametrize("preset", ["seed", "tuned"])
 def test_tiny_bench_runs_and_reports(preset: str) -> None:
     result = run_bench(
-        users=30, movies=60, ratings=900, top_k=5, block_users=7, reference_users=2, preset=preset
+        BenchOptions(
+            users=30,
+            movies=60,
+            ratings=900,
+            top_k=5,
+            block_users=7,
+            reference_users=2,
+            preset=preset,
+        )
     )
     assert result.fast.users == 30 and result.article.users == 2
     assert result.fast.pairs == 30 * 60 - result.n_ratings

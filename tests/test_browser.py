@@ -30,9 +30,9 @@ from test_site import XSS_TITLE, broken_links, build_fixed_run
 
 import job
 from job import site
+from job.baselines import BASELINE_NAMES
 from job.publish import content_type
 from job.publish.motoserver import FAKE_CREDENTIALS, MotoServer
-from job.runfolder import BASELINE_NAMES
 
 SCREENSHOTS = Path(__file__).parent / "artifacts" / "screenshots"
 ARTIFACTS = SCREENSHOTS.parent
@@ -436,7 +436,7 @@ def test_one_title_search_loads_one_shard(shipped: Shipped, tab: Tab) -> None:
     assert names == sorted(["minisearch.min.js", "titles.js", smaller]), names
     sizes = {f.name: f.stat().st_size for f in files}
     every = sorted((shipped.site / "search").glob("titles-*.js"), key=lambda f: f.stat().st_size)
-    report = {
+    report: dict[str, Any] = {
         "query": "die hard",
         "files": sizes,
         "total_bytes": sum(sizes.values()),

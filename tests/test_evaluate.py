@@ -8,10 +8,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from job.baselines import BASELINE_NAMES
 from job.config import model_config
 from job.data import HALF_STARS
 from job.evaluate import (
     RANK_K,
+    HeldOut,
     Metrics,
     accuracy,
     constant_scorer,
@@ -19,10 +21,9 @@ from job.evaluate import (
     ranking_metrics,
     sample,
 )
-from job.features import IdEncoding, SideFeatures
-from job.interactions import popularity_order
+from job.features import SideFeatures
+from job.interactions import EncodedRatings, popularity_order
 from job.model import build_model
-from job.runfolder import BASELINE_NAMES
 
 
 def brute_force(
@@ -163,16 +164,11 @@ def test_evaluate_all_reports_every_model_and_baseline(output: str, ranker: str)
         scale=HALF_STARS,
         side=SideFeatures.empty(n_movies),
     )
-    encoding = IdEncoding(np.arange(n_users), np.arange(n_movies))
+    rated = EncodedRatings(pairs, ratings, n_users, n_movies)
     rows = evaluate_all(
         "m",
         model,
-        pairs,
-        ratings,
-        train_mask,
-        held_out,
-        encoding,
-        HALF_STARS,
+        HeldOut(rated, train_mask, held_out, HALF_STARS),
         config,
         training_seconds=1.23456,
     )
@@ -202,18 +198,15 @@ def test_sampled_ranking_metrics_equal_the_full_ones_when_the_sample_is_everyone
     held_out = rng.random(len(pairs)) < 0.3
     config = model_config("seed", ranker="ease", ease_l2=1.0)
     model = build_model(config, n_users, n_movies, float(ratings.mean()), seed=0, scale=HALF_STARS)
-    encoding = IdEncoding(np.arange(n_users), np.arange(n_movies))
+    split = HeldOut(
+        EncodedRatings(pairs, ratings, n_users, n_movies), ~held_out, held_out, HALF_STARS
+    )
 
     def run(sample_users: int) -> list[Metrics]:
         return evaluate_all(
             "m",
             model,
-            pairs,
-            ratings,
-            ~held_out,
-            held_out,
-            encoding,
-            HALF_STARS,
+            split,
             config,
             sample_users=sample_users,
         )

@@ -24,7 +24,7 @@ from hardening import CLI, ROOT, one_error_line, record, snapshot, subprocess_en
 from job.cli import main
 from job.errors import JobError
 from job.files import atomic_path, atomic_write_text
-from job.site import render_site
+from job.pipeline import render
 
 TMPFS_SIZE = "16m"  # a run of the tiny data is ~4 MB (the database ~3 MB)
 
@@ -33,7 +33,7 @@ TMPFS_SIZE = "16m"  # a run of the tiny data is ~4 MB (the database ~3 MB)
 def full_run(scored_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("full-disk") / "out"
     shutil.copytree(scored_run, out)
-    render_site(out, workers=1)
+    render(out, workers=1)
     return out
 
 

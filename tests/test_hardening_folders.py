@@ -30,9 +30,9 @@ from hardening import (
     truncate,
 )
 
-import job.runfolder as rf
+import job.layout as rf
 from job.cli import main
-from job.site import render_site
+from job.pipeline import render
 
 Damage = Callable[[Path], None]
 
@@ -42,7 +42,7 @@ def full_run(scored_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     """``scored_run`` rendered too: every stage's outputs. Read-only; cases copy it."""
     out = tmp_path_factory.mktemp("full") / "out"
     shutil.copytree(scored_run, out)
-    render_site(out, workers=1)
+    render(out, workers=1)
     return out
 
 
@@ -355,8 +355,9 @@ def test_damaged_folder_is_one_line_and_nothing_written(
 
 
 def test_every_stage_checks_through_require() -> None:
-    """One place checks a stage's inputs: each stage's module calls runfolder.require."""
-    from job.runfolder import STAGES
+    """One place checks a stage's inputs: job.preflight has a check for every stage after
+    train, and each stage's module calls require (train: require_new_run)."""
+    from job.preflight import CHECKS, STAGES
 
     sources = {
         "train": "job/train.py",
@@ -367,12 +368,14 @@ def test_every_stage_checks_through_require() -> None:
         "publish": "job/cli.py",
     }
     root = Path(__file__).resolve().parents[1]
-    assert set(sources) == set(STAGES)
+    assert set(sources) == set(STAGES) == {"train", *CHECKS}
+    assert "require_new_run(" in (root / sources.pop("train")).read_text()
     for stage, source in sources.items():
-        assert (
-            "require(" in (root / source).read_text()
-            and f'"{stage}")' in (root / source).read_text()
-        ), f"{source} does not call require(..., {stage!r})"
+        assert CHECKS[stage], f"no checks for {stage}"
+        text = (root / source).read_text()
+        assert f'require(args.out, "{stage}")' in text or f'require(out, "{stage}")' in text, (
+            f"{source} does not call require(..., {stage!r})"
+        )
 
 
 # ---------------------------------------------------------------------------------------

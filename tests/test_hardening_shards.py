@@ -21,7 +21,8 @@ import pytest
 from hardening import CLI, ROOT, record, subprocess_env, temporaries
 
 from job.cli import main
-from job.runfolder import part_path, require, summary_path
+from job.layout import part_path, summary_path
+from job.preflight import require
 
 N = 4
 

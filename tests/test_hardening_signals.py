@@ -25,8 +25,8 @@ from hardening import CLI, ROOT, one_error_line, record, snapshot, subprocess_en
 
 from job.cli import main
 from job.errors import JobError
-from job.runfolder import require
-from job.site import render_site
+from job.pipeline import render
+from job.preflight import require
 
 DEADLINE_S = 300  # all scenarios together; a hung child fails its test instead of the suite
 
@@ -139,7 +139,7 @@ def _run_batch(scenarios: list[Scenario]) -> None:
 def full_run(scored_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("full-signals") / "out"
     shutil.copytree(scored_run, out)
-    render_site(out, workers=1)
+    render(out, workers=1)
     return out
 
 

@@ -78,7 +78,7 @@ def _cfn_function(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        value = loader.construct_mapping(node, deep=True)
     return {name: value}
 
 

@@ -21,7 +21,7 @@ from job.features import (
     tag_vocabulary,
     year_matrix,
 )
-from job.interactions import Interactions
+from job.interactions import EncodedRatings, Interactions
 from job.model import (
     DLRMModel,
     RatingModel,
@@ -183,14 +183,11 @@ def test_classifier_trains_with_mae_and_accuracy() -> None:
     pairs = np.stack([rng.integers(0, N_USERS, 300), rng.integers(0, N_MOVIES, 300)], axis=1)
     ratings = rng.choice(HALF_STARS.values, 300)
     config = model_config("seed", output="classes", epochs=2)
+    rated = EncodedRatings(pairs, ratings, N_USERS, N_MOVIES)
     result = train(
         config,
-        N_USERS,
-        N_MOVIES,
-        pairs[:250],
-        ratings[:250],
-        pairs[250:],
-        ratings[250:],
+        rated.where(np.arange(300) < 250),
+        rated.where(np.arange(300) >= 250),
         seed=0,
         verbose=0,
         scale=HALF_STARS,
@@ -302,14 +299,11 @@ def test_dlrm_beats_id_only_model_when_genre_carries_the_signal() -> None:
     errors = {}
     for name, overrides in {"id-only": {}, "dlrm": {"architecture": "dlrm", "side_dim": 8}}.items():
         config = model_config("seed", **common, **overrides)
+        rated = EncodedRatings(pairs, ratings, n_users, n_movies)
         result = train(
             config,
-            n_users,
-            n_movies,
-            pairs[train_i],
-            ratings[train_i],
-            pairs[val_i],
-            ratings[val_i],
+            rated.where(train_i),
+            rated.where(val_i),
             seed=0,
             verbose=0,
             side=side,

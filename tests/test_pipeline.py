@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from synth import write_movielens
 
+from job.baselines import BASELINE_NAMES
 from job.cli import main
 from job.config import build_config
+from job.manifest import Manifest, load_run, read_manifest
 from job.recommend import example_for_user, format_example
-from job.runfolder import BASELINE_NAMES, Manifest, load_run
 from job.train import train_stage
 
 
@@ -24,9 +26,11 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_train_writes_every_output_and_a_manifest(tiny_data: Path, tmp_path: Path) -> None:
-    manifest = train_stage(
+    trained = train_stage(
         build_config(data=str(tiny_data), preset="seed", out=tmp_path, epochs=2), verbose=0
     )
+    manifest = trained.manifest
+    assert trained.out == tmp_path
     for name in (
         "model.keras",
         "encoding.json",
@@ -59,11 +63,11 @@ def test_same_seed_same_run(tiny_data: Path, tmp_path: Path) -> None:
     a = train_stage(
         build_config(data=str(tiny_data), preset="seed", out=tmp_path / "a", epochs=2, seed=5),
         verbose=0,
-    )
+    ).manifest
     b = train_stage(
         build_config(data=str(tiny_data), preset="seed", out=tmp_path / "b", epochs=2, seed=5),
         verbose=0,
-    )
+    ).manifest
     assert a.history == b.history
 
     def scores(manifest: Manifest) -> list[dict]:  # training_seconds is a timing, not a result
@@ -96,7 +100,7 @@ def train_cli(data: Path, out: Path, *flags: str) -> int:
 
 def test_test_fraction_zero_trains_on_everything(tiny_data: Path, tmp_path: Path) -> None:
     assert train_cli(tiny_data, tmp_path, "--test-fraction", "0") == 0
-    run = load_run(tmp_path)
+    run = load_run(tmp_path, read_manifest(tmp_path))
     assert run.manifest.dataset.split["test"] == 0
     assert run.manifest.metrics["evaluated_on"] == "validation"
     assert (run.ratings["split"] != 2).all()
@@ -108,7 +112,7 @@ def test_temporal_split_runs(tiny_data: Path, tmp_path: Path) -> None:
 
 def test_model_reloads_and_predicts_the_same(tiny_data: Path, tmp_path: Path) -> None:
     train_stage(build_config(data=str(tiny_data), preset="seed", out=tmp_path, epochs=1), verbose=0)
-    run = load_run(tmp_path)
+    run = load_run(tmp_path, read_manifest(tmp_path))
     first = example_for_user(tmp_path, user_id=3)
     again = example_for_user(tmp_path, user_id=3)
     pd.testing.assert_frame_equal(first.recommendations, again.recommendations)
@@ -133,7 +137,7 @@ def test_recommend_prints_the_articles_example(
 ) -> None:
     assert main(["recommend", "--out", str(shipped_run), "--user", "557"]) == 0
     text = capsys.readouterr().out
-    run = load_run(shipped_run)
+    run = load_run(shipped_run, read_manifest(shipped_run))
     mine = run.ratings[run.ratings.user_id == 557]["rating"]
     # The article counted 23 of this user's ratings (its training share); all 27 count here.
     assert f"User #557 has rated {len(mine)} movies (avg. rating = {mine.mean():.1f})" in text
@@ -141,3 +145,30 @@ def test_recommend_prints_the_articles_example(
     example = example_for_user(shipped_run, 557)
     assert len(example.recommendations) == 5
     assert "Spirited Away" in format_example(example)  # rated 5.0 by user 557, as in the article
+
+
+def test_one_stage_runner_measures_and_records_once(tiny_run: Path, tmp_path: Path) -> None:
+    """run_stage: the stage's value, its time, CPU and peak memory; run.json gets the record
+    a stage returns (with the stage's time) and is left alone by a stage that returns none."""
+    from dataclasses import dataclass
+
+    from job.manifest import StageRecord
+    from job.pipeline import STAGES, run_stage
+
+    assert STAGES == ("train", "score", "merge", "render", "publish")
+    shutil.copy(tiny_run / "run.json", tmp_path / "run.json")
+    before = (tmp_path / "run.json").read_bytes()
+    plain = run_stage("score", tmp_path, lambda: 42)
+    assert plain.value == 42 and plain.stage == "score"
+    assert plain.wall_s >= 0 and plain.cpu_s >= 0 and plain.peak_rss_bytes > 0
+    assert (tmp_path / "run.json").read_bytes() == before
+
+    @dataclass(frozen=True)
+    class Done:
+        record: StageRecord
+
+    read = read_manifest(tmp_path)
+    measured = run_stage("merge", tmp_path, lambda: Done(StageRecord(read, {"merged_rows": {}})))
+    after = read_manifest(tmp_path)
+    assert after.timings == {**read.timings, "merge": round(measured.wall_s, 3)}
+    assert after.extra == {**read.extra, "merged_rows": {}}

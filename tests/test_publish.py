@@ -32,6 +32,7 @@ from publish_support import (
     s3,
 )
 
+from job.cli import main
 from job.errors import PublishError, PublishRefused
 from job.publish import (
     ENTRY_CACHE,
@@ -99,13 +100,13 @@ def restore_logging() -> Iterator[None]:
 
 def cli(argv: list[str]) -> int:
     """``python -m job`` in-process. The out folders here are shaped like a finished run, not
-    made by one, so the CLI's run-folder check (runfolder.require, tested on real runs in
+    made by one, so the CLI's run-folder check (preflight.require, tested on real runs in
     test_hardening_folders.py) is skipped."""
     from unittest import mock
 
     from job.cli import main
 
-    with mock.patch("job.runfolder.require"):
+    with mock.patch("job.preflight.require"):
         return main(argv)
 
 
@@ -576,8 +577,10 @@ def test_keep_runs_removes_old_runs_but_never_the_latest(
     # The next pruning publish removes the complete runs beyond N, oldest first.
     again = publish(make_out(tmp_path, RUN_C), target, endpoint_url=s3_server, keep_runs=1)
     assert again.removed_runs == (RUN_A, RUN_B) and runs() == {RUN_C}
-    with pytest.raises(PublishError, match="at least 1"):
-        publish(make_out(tmp_path, RUN_A), target, endpoint_url=s3_server, keep_runs=0)
+    # --keep-runs is validated once, with the other options (job.config), before anything
+    # is read or sent.
+    code = main(["-q", "publish", str(make_out(tmp_path, RUN_A)), target, "--keep-runs", "0"])
+    assert code == 2 and runs() == {RUN_C}
 
 
 def test_progress_summary_and_no_secrets_in_output(

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from publish_support import (
@@ -171,7 +171,7 @@ class Publisher:
     def _run(self) -> None:
         try:
             self.result = publish_run(
-                self.store,
+                cast(Storage, self.store),
                 self.run_id,
                 self.files,
                 created=self.created,

@@ -18,9 +18,9 @@ from job.data import HALF_STARS
 from job.errors import ConfigError, JobError
 from job.features import SideFeatures
 from job.interactions import PRIOR_COUNT, Interactions, SeenPairs, bayesian_average
+from job.manifest import load_run, read_manifest
 from job.model import build_model
 from job.rank import BlockScorer, score_blocks
-from job.runfolder import load_run
 from job.score import (
     Shard,
     check_row_budget,
@@ -72,7 +72,7 @@ MODELS = {
 }
 
 
-def make_model(config: ModelConfig, seed: int = 1):  # type: ignore[no-untyped-def]
+def make_model(config: ModelConfig, seed: int = 1):
     model = build_model(
         config, N_USERS, N_MOVIES, 3.4, seed, scale=HALF_STARS, side=random_side(N_MOVIES)
     )
@@ -96,7 +96,7 @@ def test_fast_path_equals_reference_path(name: str, inputs: Interactions) -> Non
     reference = reference_predictions(model, inputs, np.arange(N_USERS))
     scorer = BlockScorer(model, inputs, k=4, block_users=5, with_ratings=True)
     blocks = list(score_blocks(scorer, np.arange(N_USERS, dtype="int32")))
-    fast = np.concatenate([b.ratings for b in blocks])  # type: ignore[misc]
+    fast = np.concatenate([b.ratings for b in blocks])
     got = fast[reference["user"], reference["movie"]]
     assert np.ptp(reference["score"]) > 0.01  # the model is not trivially constant
     np.testing.assert_allclose(got, reference["predicted_rating"], rtol=1e-5, atol=1e-5)
@@ -106,12 +106,12 @@ def test_fast_path_equals_reference_path(name: str, inputs: Interactions) -> Non
 
 
 @pytest.fixture(scope="module")
-def seed_model():  # type: ignore[no-untyped-def]
+def seed_model():
     return make_model(model_config("seed"), seed=5)
 
 
 @pytest.fixture(scope="module")
-def seed_reference(seed_model, inputs: Interactions) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+def seed_reference(seed_model, inputs: Interactions) -> pd.DataFrame:
     return reference_predictions(seed_model, inputs, np.arange(N_USERS))
 
 
@@ -122,7 +122,7 @@ def seed_reference(seed_model, inputs: Interactions) -> pd.DataFrame:  # type: i
 )
 def test_top_k_equals_brute_force(
     k: int, block_users: int, inputs: Interactions, seed_model, seed_reference: pd.DataFrame
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     scores_dense = dense(seed_reference)
     expected = -np.sort(-scores_dense, axis=1)[:, : min(k, N_MOVIES)]
     scorer = BlockScorer(seed_model, inputs, k=k, block_users=block_users)
@@ -144,14 +144,14 @@ def test_top_k_equals_brute_force(
 
 def test_cold_pairs_get_the_popularity_rule(
     inputs: Interactions, seed_model, seed_reference: pd.DataFrame
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     ref = seed_reference
     cold = ref["user"].isin([*COLD_USERS, 2]) | ref["movie"].isin(COLD_MOVIES)
     assert ref["cold_start"].tolist() == cold.tolist()
     expected = inputs.cold.popularity[ref["movie"][cold]]
     np.testing.assert_allclose(ref["score"][cold], expected)
     scorer = BlockScorer(seed_model, inputs, k=3, block_users=8, with_ratings=True)
-    fast = np.concatenate([b.ratings for b in score_blocks(scorer, np.arange(N_USERS))])  # type: ignore[misc]
+    fast = np.concatenate([b.ratings for b in score_blocks(scorer, np.arange(N_USERS))])
     np.testing.assert_allclose(fast[ref["user"][cold], ref["movie"][cold]], expected, rtol=1e-6)
 
 
@@ -242,7 +242,7 @@ def query(out: Path, sql: str) -> pd.DataFrame:
 
 
 def test_predictions_cover_every_unwatched_pair(scored_run: Path) -> None:
-    run = load_run(scored_run)
+    run = load_run(scored_run, read_manifest(scored_run))
     rated = run.ratings.groupby("user_id").size()
     n_movies = run.encoding.n_movies
     n = query(scored_run, "SELECT count(*) AS n FROM predictions")["n"][0]
@@ -287,7 +287,7 @@ def test_shards_merge_to_the_unsharded_result(
     users = [
         score_stage(out, Shard(i, 3), ScoreOptions(top_k=5, block_users=3)).users for i in range(3)
     ]
-    assert sum(users) == load_run(out).encoding.n_users and min(users) > 0
+    assert sum(users) == load_run(out, read_manifest(out)).encoding.n_users and min(users) > 0
     merge_stage(out)
     for table, order in (("predictions", "user_id, movie_id"), ("top_k", "user_id, rank")):
         sql = f"SELECT * FROM {table} ORDER BY {order}"

@@ -17,10 +17,11 @@ from job.cli import main
 from job.data import HALF_STARS
 from job.errors import JobError
 from job.files import read_json, write_json
-from job.runfolder import DatasetInfo, Manifest, ModelInfo
+from job.manifest import DatasetInfo, Manifest, ModelInfo
 from job.store import (
     PREDICTIONS_SCHEMA,
     TABLES,
+    MergeInputs,
     merge_stage,
     output_tables,
     parquet_part,
@@ -199,7 +200,9 @@ def test_output_tables_edge_cases() -> None:
         {"movie_id": [3], "rank": [1], "similar_movie_id": [7], "similarity": [0.5]}
     )
     also_liked = pd.DataFrame({"movie_id": [3], "rank": [1], "other_movie_id": [7], "score": [0.2]})
-    tables = output_tables(manifest, movies, ratings, history, popular, similar, also_liked)
+    tables = output_tables(
+        MergeInputs(manifest, movies, ratings, history, popular, similar, also_liked)
+    )
     assert tables["movies"].to_pylist() == [
         {
             "movie_id": 3,

@@ -19,7 +19,8 @@ import pytest
 
 from job.cli import main
 from job.errors import ConfigError
-from job.runfolder import RUN_JSON, Manifest, read_manifest
+from job.layout import RUN_JSON
+from job.manifest import Manifest, read_manifest
 from job.workflow import (
     MAX_SHARDS,
     github_output,
@@ -77,7 +78,7 @@ def test_github_output_is_one_line_that_fromjson_reads() -> None:
 
 
 def test_metrics_table_has_a_row_per_model_and_leaves_out_empty_columns() -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"model": "tuned", "rmse": 0.87126, "mae": 0.66, "n": 100, "accuracy": None},
         {"model": "global|mean", "rmse": 1.04, "mae": 0.83, "n": 100, "accuracy": None},
         {"model": "popularity", "rmse": None, "mae": None, "n": 100, "accuracy": None},

@@ -282,7 +282,7 @@ def test_the_workflow_runs_and_publishes(engine: Engine, tmp_path: Path) -> None
             assert data.read() == database.read_bytes()
 
 
-def _credentials() -> dict[str, str]:
+def _credentials() -> dict[str, Any]:
     return {
         "aws_access_key_id": FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
         "aws_secret_access_key": FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],

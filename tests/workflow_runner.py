@@ -30,8 +30,10 @@ so no step slips through unexecuted.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import itertools
 import json
+import operator
 import os
 import re
 import shlex
@@ -296,7 +298,7 @@ def read_outputs(path: Path) -> dict[str, str]:
             continue
         if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
             name, delimiter = line.split("<<", 1)
-            block = list(itertools.takewhile(lambda text, d=delimiter: text != d, lines))
+            block = list(itertools.takewhile(functools.partial(operator.ne, delimiter), lines))
             values[name] = "\n".join(block)
         elif "=" in line:
             name, value = line.split("=", 1)
@@ -556,12 +558,14 @@ class WorkflowRun:
         shell = step.get("shell")
         if isinstance(shell, str) and "${{" in shell:
             raise WorkflowError(f"{label}: an expression in shell: is not supported here")
-        template = {
-            None: "bash -e {0}",
-            "bash": "bash --noprofile --norc -eo pipefail {0}",
-            "sh": "sh -e {0}",
-            "python": "python {0}",
-        }.get(shell, shell)
+        template = str(
+            {
+                None: "bash -e {0}",
+                "bash": "bash --noprofile --norc -eo pipefail {0}",
+                "sh": "sh -e {0}",
+                "python": "python {0}",
+            }.get(shell, shell)
+        )
         if "{0}" not in template:
             template += " {0}"
         suffix = ".py" if shell == "python" else ".sh"

@@ -64,11 +64,11 @@ def make_synthetic_out(
 
 def _write_placeholder_run(out: Path, run_id: str) -> None:
     """run.json and recommendations.duckdb of a run that trained nothing, but that
-    ``python -m job publish`` takes for a finished run (runfolder.require)."""
+    ``python -m job publish`` takes for a finished run (preflight.require)."""
     import duckdb
 
     from job.data import RatingScale
-    from job.runfolder import DatasetInfo, Manifest, ModelInfo, write_manifest
+    from job.manifest import DatasetInfo, Manifest, ModelInfo, write_manifest
 
     write_manifest(
         out,

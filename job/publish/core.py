@@ -160,7 +160,8 @@ def publish(
         endpoint_url: an S3-compatible endpoint (MinIO, R2, Ceph ...); defaults to
             ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, else AWS S3.
         keep_runs: keep only the newest N complete runs under ``runs/`` (never the one
-            ``latest.json`` names, nor runs created after it); None keeps every run.
+            ``latest.json`` names, nor runs created after it); None keeps every run. At
+            least 1: validated once, by ``job.config.PublishOptions``, as the CLI passes it.
         max_concurrency: parallel uploads.
         max_attempts: attempts per request, retries included; defaults to
             ``AWS_MAX_ATTEMPTS`` or 10.
@@ -175,8 +176,6 @@ def publish(
         PublishError: bad out folder or target, or the store refused or failed; when it
             fails, the entry points were not touched and the previous run still serves.
     """
-    if keep_runs is not None and keep_runs < 1:
-        raise PublishError(f"--keep-runs must be at least 1 (got {keep_runs})")
     if max_concurrency < 1:
         raise PublishError(f"max_concurrency must be at least 1 (got {max_concurrency})")
     parsed = parse_target(target)

@@ -14,7 +14,7 @@ from typing import Any
 
 from job.errors import JobError, PublishError
 from job.files import read_json
-from job.runfolder import (
+from job.layout import (
     DATABASE_FILE,
     PARQUET_DIR,
     PUBLISHED_DIRS,

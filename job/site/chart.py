@@ -13,7 +13,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from job.runfolder import BASELINE_NAMES
+from job.baselines import BASELINE_NAMES
 
 # ---------------------------------------------------------------------------------------
 # The chart

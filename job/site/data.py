@@ -17,16 +17,12 @@ from typing import Any
 
 import duckdb
 
+from job.baselines import BASELINE_NAMES
 from job.config import SIMILAR_MIN_RATINGS
+from job.data import RatingScale
 from job.errors import JobError
-from job.runfolder import (
-    BASELINE_NAMES,
-    DATABASE_FILE,
-    PARQUET_DIR,
-    RUN_JSON,
-    read_manifest,
-    remake,
-)
+from job.layout import DATABASE_FILE, PARQUET_DIR, RUN_JSON, remake
+from job.manifest import Manifest, read_manifest
 
 REQUIRED_TABLES = (
     "movies",
@@ -195,136 +191,172 @@ class SiteData:
 
 def load_site_data(
     out: Path,
+    manifest: Manifest | None = None,
     *,
     n_top_rated: int = 10,
     n_popular: int = 100,
 ) -> tuple[SiteData, dict[str, float]]:
     """Read what the pages show from a merged run; returns the data and the time of each step."""
-    db = out / DATABASE_FILE
-    manifest = read_manifest(out)
-    timings: dict[str, float] = {}
-
+    manifest = manifest or read_manifest(out)
     started = time.perf_counter()
-    try:
-        con = duckdb.connect(str(db), read_only=True)
-    except duckdb.Error as exc:
-        first = str(exc).splitlines()[0]
-        raise JobError(f"{db}: cannot open ({first}); {remake('merge', out)}") from None
-    with con:
+    with _open_database(out) as con:
         tables = {
             row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
         }
         missing = [t for t in (*REQUIRED_TABLES, TASTE_SOURCE[0]) if t not in tables]
         if missing:
+            db = out / DATABASE_FILE
             raise JobError(f"{db} has no table {', '.join(missing)}; {remake('merge', out)}")
-        movies = {
-            int(m): Movie(int(m), str(t), _opt_int(y), tuple(g or ()), int(n or 0), _opt_float(r))
-            for m, t, y, g, n, r in con.execute(
-                "SELECT movie_id, title, year, genres, n_ratings, mean_rating FROM movies"
-                " ORDER BY movie_id"
-            ).fetchall()
-        }
-        users = [
-            User(int(u), int(n), float(r))
-            for u, n, r in con.execute(
-                "SELECT user_id, n_ratings, mean_rating FROM users ORDER BY user_id"
-            ).fetchall()
-        ]
-        top_rated: dict[int, list[Rated]] = {}
-        # The article's "top ratings the user had made": best first, most recent first on ties.
-        for u, m, r in con.execute(
-            """SELECT user_id, movie_id, rating FROM ratings
-               QUALIFY row_number() OVER (
-                   PARTITION BY user_id ORDER BY rating DESC, timestamp DESC, movie_id) <= ?
-               ORDER BY user_id, rating DESC, timestamp DESC, movie_id""",
-            [n_top_rated],
-        ).fetchall():
-            top_rated.setdefault(int(u), []).append(Rated(int(m), float(r)))
-        recommendations: dict[int, list[Recommended]] = {}
-        # Each pick's reason: the liked movie behind it, and the user's rating of it.
-        for u, m, p, c, b, r in con.execute(
-            "SELECT t.user_id, t.movie_id, t.predicted_rating, t.cold_start,"
-            " t.because_movie_id, r.rating FROM top_k t LEFT JOIN ratings r"
-            " ON r.user_id = t.user_id AND r.movie_id = t.because_movie_id"
-            " ORDER BY t.user_id, t.rank"
-        ).fetchall():
-            recommendations.setdefault(int(u), []).append(
-                Recommended(int(m), float(p), bool(c), _opt_int(b), _opt_float(r))
-            )
-        ranked = [
-            Popular(int(k), int(m), float(s), int(n))
-            for k, m, s, n in con.execute(
-                "SELECT rank, movie_id, score, n_ratings FROM popular ORDER BY rank"
-            ).fetchall()
-        ]
+        movies = _movies(con)
+        ranked = _popular(con)
         scale = manifest.dataset.scale
-        rating_values = [float(v) for v in scale.values]
-        rating_counts: dict[int, list[int]] = {}
-        for m, r, n in con.execute(
-            "SELECT movie_id, rating, count(*) FROM ratings GROUP BY ALL ORDER BY ALL"
-        ).fetchall():
-            slot = round((float(r) - scale.low) / scale.step)
-            if 0 <= slot < len(rating_values):
-                rating_counts.setdefault(int(m), [0] * len(rating_values))[slot] += int(n)
-        links = _links(con) if "links" in tables else {}
-        tags = _top_tags(con, N_TAGS) if "tags" in tables else {}
-        table, other, score = TASTE_SOURCE
-        neighbours: dict[int, list[Similar]] = {}
-        for m, n, sim in con.execute(
-            f"SELECT movie_id, {other}, {score} FROM {table} ORDER BY movie_id, rank"
-        ).fetchall():
-            neighbours.setdefault(int(m), []).append(Similar(int(n), float(sim)))
-        history = _records(con, "SELECT * FROM history ORDER BY epoch")
-        metrics = _records(con, "SELECT * FROM metrics")
-        runs = _records(
-            con, "SELECT run_id, created_at, dataset FROM runs ORDER BY created_at DESC"
+        neighbours = _neighbours(con)
+        every_genre, by_genre, threshold = genre_picks(movies, ranked)
+        metrics, columns = _order_metrics(
+            _records(con, "SELECT * FROM metrics"), manifest.model.preset
         )
-    timings["read"] = time.perf_counter() - started
+        facts = _run_facts(manifest, con)
+        data = SiteData(
+            run=facts["run"],
+            dataset=facts["dataset"],
+            model=facts["model"],
+            metrics=metrics,
+            metric_columns=columns,
+            history=_records(con, "SELECT * FROM history ORDER BY epoch"),
+            movies=movies,
+            users=_users(con),
+            top_rated=_top_rated(con, n_top_rated),
+            recommendations=_recommendations(con),
+            popular=ranked[:n_popular],
+            similar=neighbours,
+            data_files=data_files(out),
+            links=_links(con) if "links" in tables else {},
+            tags=_top_tags(con, N_TAGS) if "tags" in tables else {},
+            rating_values=[float(v) for v in scale.values],
+            rating_counts=_rating_counts(con, scale),
+            every_genre=every_genre,
+            by_genre=by_genre,
+            popular_min_ratings=threshold,
+            neighbours=neighbours,
+        )
+    return data, {"read": time.perf_counter() - started}
 
-    every_genre, by_genre, threshold = genre_picks(movies, ranked)
-    metrics, columns = _order_metrics(metrics, manifest.model.preset)
+
+def _open_database(out: Path) -> Any:
+    db = out / DATABASE_FILE
+    try:
+        return duckdb.connect(str(db), read_only=True)
+    except duckdb.Error as exc:
+        first = str(exc).splitlines()[0]
+        raise JobError(f"{db}: cannot open ({first}); {remake('merge', out)}") from None
+
+
+def _run_facts(manifest: Manifest, con: Any) -> dict[str, dict[str, Any]]:
+    """The run, dataset and model facts the pages show: run.json's, the database's run first."""
+    runs = _records(con, "SELECT run_id, created_at, dataset FROM runs ORDER BY created_at DESC")
     run = runs[0] if runs else {}
     dataset, model = manifest.dataset, manifest.model
-    data = SiteData(
-        run={
+    return {
+        "run": {
             "run_id": str(run.get("run_id") or manifest.run_id),
             "created_at": str(run.get("created_at") or manifest.created_at),
             "dataset": str(run.get("dataset") or dataset.name),
         },
-        dataset={
+        "dataset": {
             "n_users": dataset.n_users,
             "n_movies": dataset.n_movies,
             "n_rated_movies": dataset.n_rated_movies,
             "n_ratings": dataset.n_ratings,
             "split": dataset.split,
         },
-        model={
+        "model": {
             "preset": model.preset,
             "layers": list(model.layers),
             "parameters": model.parameters,
             "epochs_run": model.epochs_run,
             "training_seconds": manifest.training_seconds,
         },
-        metrics=metrics,
-        metric_columns=columns,
-        history=history,
-        movies=movies,
-        users=users,
-        top_rated=top_rated,
-        recommendations=recommendations,
-        popular=ranked[:n_popular],
-        similar=neighbours,
-        data_files=data_files(out),
-        links=links,
-        tags=tags,
-        rating_values=rating_values,
-        rating_counts=rating_counts,
-        every_genre=every_genre,
-        by_genre=by_genre,
-        popular_min_ratings=threshold,
-        neighbours=neighbours,
-    )
-    return data, timings
+    }
+
+
+def _movies(con: Any) -> dict[int, Movie]:
+    return {
+        int(m): Movie(int(m), str(t), _opt_int(y), tuple(g or ()), int(n or 0), _opt_float(r))
+        for m, t, y, g, n, r in con.execute(
+            "SELECT movie_id, title, year, genres, n_ratings, mean_rating FROM movies"
+            " ORDER BY movie_id"
+        ).fetchall()
+    }
+
+
+def _users(con: Any) -> list[User]:
+    return [
+        User(int(u), int(n), float(r))
+        for u, n, r in con.execute(
+            "SELECT user_id, n_ratings, mean_rating FROM users ORDER BY user_id"
+        ).fetchall()
+    ]
+
+
+def _top_rated(con: Any, n_top_rated: int) -> dict[int, list[Rated]]:
+    """The article's "top ratings the user had made": best first, most recent first on ties."""
+    top_rated: dict[int, list[Rated]] = {}
+    for u, m, r in con.execute(
+        """SELECT user_id, movie_id, rating FROM ratings
+           QUALIFY row_number() OVER (
+               PARTITION BY user_id ORDER BY rating DESC, timestamp DESC, movie_id) <= ?
+           ORDER BY user_id, rating DESC, timestamp DESC, movie_id""",
+        [n_top_rated],
+    ).fetchall():
+        top_rated.setdefault(int(u), []).append(Rated(int(m), float(r)))
+    return top_rated
+
+
+def _recommendations(con: Any) -> dict[int, list[Recommended]]:
+    """Each user's top_k, with each pick's reason: the liked movie behind it and its rating."""
+    recommendations: dict[int, list[Recommended]] = {}
+    for u, m, p, c, b, r in con.execute(
+        "SELECT t.user_id, t.movie_id, t.predicted_rating, t.cold_start,"
+        " t.because_movie_id, r.rating FROM top_k t LEFT JOIN ratings r"
+        " ON r.user_id = t.user_id AND r.movie_id = t.because_movie_id"
+        " ORDER BY t.user_id, t.rank"
+    ).fetchall():
+        recommendations.setdefault(int(u), []).append(
+            Recommended(int(m), float(p), bool(c), _opt_int(b), _opt_float(r))
+        )
+    return recommendations
+
+
+def _popular(con: Any) -> list[Popular]:
+    return [
+        Popular(int(k), int(m), float(s), int(n))
+        for k, m, s, n in con.execute(
+            "SELECT rank, movie_id, score, n_ratings FROM popular ORDER BY rank"
+        ).fetchall()
+    ]
+
+
+def _rating_counts(con: Any, scale: RatingScale) -> dict[int, list[int]]:
+    """Each movie's number of ratings at each step of the scale."""
+    steps = len(scale.values)
+    counts: dict[int, list[int]] = {}
+    for m, r, n in con.execute(
+        "SELECT movie_id, rating, count(*) FROM ratings GROUP BY ALL ORDER BY ALL"
+    ).fetchall():
+        slot = round((float(r) - scale.low) / scale.step)
+        if 0 <= slot < steps:
+            counts.setdefault(int(m), [0] * steps)[slot] += int(n)
+    return counts
+
+
+def _neighbours(con: Any) -> dict[int, list[Similar]]:
+    table, other, score = TASTE_SOURCE
+    neighbours: dict[int, list[Similar]] = {}
+    for m, n, sim in con.execute(
+        f"SELECT movie_id, {other}, {score} FROM {table} ORDER BY movie_id, rank"
+    ).fetchall():
+        neighbours.setdefault(int(m), []).append(Similar(int(n), float(sim)))
+    return neighbours
 
 
 def _links(con: Any) -> dict[int, Links]:

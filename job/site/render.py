@@ -24,12 +24,14 @@ files).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
+import pickle
 import shutil
-import signal
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -42,9 +44,13 @@ from typing import Any
 import duckdb
 import jinja2
 
+from job.baselines import BASELINE_NAMES
 from job.errors import JobError
 from job.files import atomic_path
-from job.runfolder import BASELINE_NAMES, SITE_DIR, damaged_database, record_stage, require
+from job.layout import SITE_DIR
+from job.manifest import StageRecord
+from job.preflight import damaged_database, require
+from job.signals import ignore_interrupts
 from job.site.chart import (
     RatingChart,
     _finite,
@@ -86,6 +92,7 @@ class SiteSummary:
     workers: int
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    record: StageRecord | None = None  # for run.json (job.pipeline.run_stage writes it)
 
 
 # ---------------------------------------------------------------------------------------
@@ -100,7 +107,7 @@ def render_site(
     n_top_rated: int = 10,
     n_popular: int = 100,
 ) -> SiteSummary:
-    """Render ``OUT/site`` from a merged run and record the stage's time in run.json.
+    """Render ``OUT/site`` from a merged run (``job.pipeline.run_stage`` records its time).
 
     Args:
         out: the run's folder (``recommendations.duckdb``, ``run.json``).
@@ -116,9 +123,9 @@ def render_site(
     """
     started = time.perf_counter()
     templates = check_templates(templates)
-    require(out, "render")
+    manifest = require(out, "render")
     try:
-        data, timings = load_site_data(out, n_top_rated=n_top_rated, n_popular=n_popular)
+        data, timings = load_site_data(out, manifest, n_top_rated=n_top_rated, n_popular=n_popular)
     except duckdb.Error as exc:  # damage inside a table, past require's cheap checks
         raise damaged_database(out, exc) from None
     summary = write_site(out / SITE_DIR, data, templates=templates, workers=workers)
@@ -134,7 +141,6 @@ def render_site(
         ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()),
         summary.site,
     )
-    record_stage(out, "render", seconds)
     return SiteSummary(
         summary.site,
         summary.users,
@@ -143,6 +149,7 @@ def render_site(
         summary.workers,
         seconds,
         timings,
+        StageRecord(manifest),
     )
 
 
@@ -248,43 +255,46 @@ def stars(rating: float, high: float = 5.0) -> str:
     return "★" * full + ("½" if half else "") + "☆" * (int(high) - full - half)
 
 
-# State of a rendering process: set once by ``_start_worker``.
-_WORKER: dict[str, Any] = {}
+@dataclass(frozen=True)
+class _PageWriter:
+    """What one process renders user and movie pages with: the compiled templates and the
+    data the pages show."""
+
+    data: SiteData
+    site: Path
+    chart: RatingChart
+    templates: dict[str, jinja2.Template]  # "user", "movie"
+
+    @classmethod
+    def start(cls, templates: Path, data: SiteData, site: Path, chart: RatingChart) -> _PageWriter:
+        env = make_environment(templates)
+        env.globals.update(_site_globals(data))
+        pages = {kind: env.get_template(f"{kind}.html") for kind in ("user", "movie")}
+        return cls(data, site, chart, pages)
+
+    def render(self, kind: str, ids: Sequence[int]) -> int:
+        """Render the pages of ``ids`` (users or movies)."""
+        template, folder = self.templates[kind], self.site / f"{kind}s"
+        for page_id in ids:
+            context = (
+                user_context(self.data, page_id)
+                if kind == "user"
+                else movie_context(self.data, page_id, self.chart)
+            )
+            (folder / f"{page_id}.html").write_text(template.render(context), encoding="utf-8")
+        return len(ids)
 
 
-def _start_worker(templates: Path, data: SiteData, site: Path, chart: RatingChart) -> None:
-    env = make_environment(templates)
-    env.globals.update(_site_globals(data))
-    _WORKER.update(
-        env=env,
-        data=data,
-        site=site,
-        chart=chart,
-        user=env.get_template("user.html"),
-        movie=env.get_template("movie.html"),
-    )
+@functools.cache
+def _pool_writer(state: Path) -> _PageWriter:
+    """A render worker's writer, made once per process from what the parent pickled once
+    into ``state`` (a function's cache, not a module's mutable global)."""
+    with state.open("rb") as f:
+        return _PageWriter.start(*pickle.load(f))
 
 
-def _start_pool_worker(templates: Path, data: SiteData, site: Path, chart: RatingChart) -> None:
-    # Ctrl-C reaches every process of the terminal's group: the parent handles it (one
-    # line, exit 130) and stops the pool; a worker's traceback would only add noise.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _start_worker(templates, data, site, chart)
-
-
-def _render_chunk(kind: str, ids: Sequence[int]) -> int:
-    """Render the pages of ``ids`` (users or movies) with the worker's compiled template."""
-    data: SiteData = _WORKER["data"]
-    site: Path = _WORKER["site"]
-    template: jinja2.Template = _WORKER[kind]
-    folder = site / f"{kind}s"
-    chart: RatingChart = _WORKER["chart"]
-    for page_id in ids:
-        context = (
-            user_context(data, page_id) if kind == "user" else movie_context(data, page_id, chart)
-        )
-        (folder / f"{page_id}.html").write_text(template.render(context), encoding="utf-8")
-    return len(ids)
+def _render_in_pool(state: Path, kind: str, ids: Sequence[int]) -> int:
+    return _pool_writer(state).render(kind, ids)
 
 
 def _site_globals(data: SiteData) -> dict[str, Any]:
@@ -477,18 +487,19 @@ def _write_entity_pages(
         size = max(1, math.ceil(len(ids) / n_chunks))
         jobs += [(kind, ids[i : i + size]) for i in range(0, len(ids), size)]
     if workers == 1:
-        _start_worker(templates, data, site, chart)
+        writer = _PageWriter.start(templates, data, site, chart)
         for kind, ids in jobs:
-            _render_chunk(kind, ids)
+            writer.render(kind, ids)
         return
     # spawn, not fork: the parent may have library threads running (DuckDB's, or
     # TensorFlow's when the whole job runs in one process), and forking a threaded process
     # can deadlock the child.
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=get_context("spawn"),
-        initializer=_start_pool_worker,
-        initargs=(templates, data, site, chart),
-    ) as pool:
-        for done in [pool.submit(_render_chunk, kind, ids) for kind, ids in jobs]:
-            done.result()
+    with tempfile.TemporaryDirectory(prefix="movielens-render-") as scratch:
+        state = Path(scratch) / "state.pickle"
+        with state.open("wb") as f:
+            pickle.dump((templates, data, site, chart), f, protocol=pickle.HIGHEST_PROTOCOL)
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=get_context("spawn"), initializer=ignore_interrupts
+        ) as pool:
+            for done in [pool.submit(_render_in_pool, state, kind, ids) for kind, ids in jobs]:
+                done.result()

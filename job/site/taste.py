@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from job.runfolder import DATABASE_FILE
+from job.layout import DATABASE_FILE
 from job.site.data import Movie, Similar
 from job.site.search import script_json
 
