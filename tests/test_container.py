@@ -135,20 +135,24 @@ def test_cpu_image_is_lean(engine: Engine, cpu_image: str) -> None:
     )
 
 
-def test_cpu_image_holds_exactly_the_locked_packages(engine: Engine, cpu_image: str) -> None:
+def assert_holds_the_locked_packages(engine: Engine, image: str, export: str) -> None:
     """The image records what it installed (/opt/venv/installed-packages.txt); it is the lock's
-    CPU export for the image's Python, less what trim-venv.sh removes, plus the job's wheel."""
-    proc = engine.run(cpu_image, "/opt/venv/installed-packages.txt", entrypoint="cat")
+    export for the image's Python, less what trim-venv.sh removes, plus the job's wheel."""
+    proc = engine.run(image, "/opt/venv/installed-packages.txt", entrypoint="cat")
     assert proc.returncode == 0, report(proc)
     installed = {normal_pin(pin) for pin in proc.stdout.split()}
     python = engine.run(
-        cpu_image, "-c", "import platform; print(platform.python_version())", entrypoint="python"
+        image, "-c", "import platform; print(platform.python_version())", entrypoint="python"
     )
     assert python.returncode == 0, report(python)
-    expected = locked_pins(REQUIREMENTS / "cpu.txt", python.stdout.strip())
+    expected = locked_pins(REQUIREMENTS / export, python.stdout.strip())
     expected = {p for p in expected if p.split("==")[0] not in TRIMMED}
     version = PYPROJECT["project"]["version"]
     assert installed == expected | {f"movielens-job=={version}"}
+
+
+def test_cpu_image_holds_exactly_the_locked_packages(engine: Engine, cpu_image: str) -> None:
+    assert_holds_the_locked_packages(engine, cpu_image, "cpu.txt")
 
 
 @pytest.mark.gpu_image
@@ -164,3 +168,4 @@ def test_gpu_image_builds_and_imports_the_job(engine: Engine) -> None:
     assert proc.returncode == 0, report(proc)
     uid = engine.run(image, "-u", entrypoint="id")
     assert uid.stdout.strip() == USER_ID, report(uid)
+    assert_holds_the_locked_packages(engine, image, "gpu.txt")
