@@ -27,6 +27,7 @@ EXPORTS: dict[str, list[str]] = {
     "gpu.txt": ["--no-default-groups", "--extra", "gpu"],  # infra/Dockerfile.gpu
     "test.txt": ["--no-default-groups", "--extra", "cpu", "--group", "test"],  # make's .venv
     "build.txt": ["--only-group", "build"],  # the images' wheel stage
+    "bootstrap.txt": ["--only-group", "bootstrap"],  # uv, which make installs the rest with
     "tools.txt": ["--only-group", "tools"],  # make's .venv-tools
 }
 
