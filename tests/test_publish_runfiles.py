@@ -1,0 +1,44 @@
+"""job.publish.runfiles: what a run folder holds for publishing (content types, the redirect
+page, run.json) and the refusals of a missing or bad out folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from publish_support import PUBLISHED, RUN_A, make_out
+
+from job.errors import PublishError
+from job.publish import content_type, publish, redirect_page
+
+
+def test_content_types_cover_the_site() -> None:
+    for rel, expected in PUBLISHED.items():
+        assert content_type(rel) == expected, rel
+    assert content_type("model.keras") == "application/octet-stream"
+    assert content_type("notes.TXT") == "text/plain; charset=utf-8"
+    assert content_type("blob.unknownext") == "application/octet-stream"
+
+
+def test_redirect_page_has_meta_refresh_and_link() -> None:
+    page = redirect_page(RUN_A)
+    href = f"runs/{RUN_A}/site/index.html"
+    assert f'<meta http-equiv="refresh" content="0; url={href}">' in page
+    assert f'<a href="{href}">' in page
+
+
+def test_missing_or_bad_out_folder(tmp_path: Path) -> None:
+    with pytest.raises(PublishError, match="does not exist"):
+        publish(tmp_path / "nope", str(tmp_path / "pub"))
+    out = make_out(tmp_path)
+    (out / "site" / "index.html").unlink()
+    with pytest.raises(PublishError, match=r"site/index\.html is missing"):
+        publish(out, str(tmp_path / "pub"))
+    (out / "run.json").write_text(json.dumps({"run_id": "../escape"}))
+    with pytest.raises(PublishError, match='no valid "run_id"'):
+        publish(out, str(tmp_path / "pub"))
+    (out / "run.json").write_text("{not json")
+    with pytest.raises(PublishError, match=r"run\.json: not valid JSON \(line 1\)"):
+        publish(out, str(tmp_path / "pub"))
