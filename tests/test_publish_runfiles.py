@@ -12,6 +12,8 @@ from publish_support import PUBLISHED, RUN_A, make_out
 
 from job.errors import PublishError
 from job.publish import content_type, publish, redirect_page
+from job.publish.core import RunRef
+from job.publish.runfiles import run_created
 
 
 def test_content_types_cover_the_site() -> None:
@@ -42,3 +44,13 @@ def test_missing_or_bad_out_folder(tmp_path: Path) -> None:
     (out / "run.json").write_text("{not json")
     with pytest.raises(PublishError, match=r"run\.json: not valid JSON \(line 1\)"):
         publish(out, str(tmp_path / "pub"))
+
+
+def test_run_order_is_creation_time_then_id() -> None:
+    assert run_created("x", "2027-01-02T03:04:05+02:00") == "2027-01-02T01:04:05Z"
+    assert run_created("20270102T030405Z-abc", None) == "2027-01-02T03:04:05Z"
+    assert run_created("my-run", None) == ""
+    # A run created later wins over an earlier one whatever their ids say.
+    assert RunRef(run_created("zzz", "2027-01-01T00:00:00Z"), "zzz") < RunRef(
+        run_created("aaa", "2027-01-02T00:00:00Z"), "aaa"
+    )
