@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import urlsplit
 
 import boto3
 import pytest
 
+from job.cli import main
 from job.publish.motoserver import FAKE_CREDENTIALS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,6 +80,28 @@ PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
     "0000000d49444154789c6360f8cfc0f01f0005000201a5b1e6a80000000049454e44ae426082"
 )
+
+
+@contextmanager
+def restored_logging() -> Iterator[None]:
+    """job.cli.main reconfigures logging; put it back for the tests that follow."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    job_level = logging.getLogger("job").level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logging.getLogger("job").setLevel(job_level)
+
+
+def cli(argv: list[str]) -> int:
+    """``python -m job`` in-process, with the logging set up as it was before. The out folders
+    here are shaped like a finished run, not made by one, so the CLI's run-folder check
+    (preflight.require, tested on real runs in test_hardening_folders.py) is skipped."""
+    with restored_logging(), mock.patch("job.preflight.require"):
+        return main(argv)
 
 
 def make_out(root: Path, run_id: str = RUN_A, *, variant: str = "") -> Path:

@@ -26,7 +26,7 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 import duckdb
 import pytest
 from publish_support import public_read_policy, s3
-from test_site import XSS_TITLE, broken_links, build_fixed_run
+from site_support import XSS_TITLE, broken_links, build_fixed_run
 
 import job
 from job import site
@@ -660,7 +660,7 @@ def test_every_link_resolves_and_pages_are_html(shipped: Shipped, origin: Origin
 
 @pytest.fixture(scope="module")
 def fixed_out(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The hand-made run of test_site.py (8 users, a title with a script tag), rendered."""
+    """The hand-made run of site_support.py (8 users, a title with a script tag), rendered."""
     return build_fixed_run(tiny_run, tmp_path_factory.mktemp("browser") / "out")
 
 

@@ -39,10 +39,7 @@ from job.publish.core import (
     MARKER,
     STALE_AFTER,
     PublishSummary,
-    RunRef,
-    StoredRun,
     publish_run,
-    runs_to_remove,
 )
 from job.publish.local import LocalStorage
 from job.publish.motoserver import moto_server
@@ -487,54 +484,6 @@ def test_pruning_spares_a_recent_incomplete_run_and_removes_a_stale_one(
     store.go_all()  # let the thread end: its run is gone, so it fails, and says so
     stopped.thread.join(WAIT)
     assert stopped.error is not None and "not in" in str(stopped.error)
-
-
-# ---------------------------------------------------------------------- the pure rules
-
-
-def stored(run_id: str, complete: bool = True, last_modified: float | None = None) -> StoredRun:
-    return StoredRun(RunRef(run_id[:16], run_id), complete, last_modified)
-
-
-RECENT, STALE = 1000.0, 1000.0 - STALE_AFTER - 1  # last writes, seen at time 1000
-
-
-@pytest.mark.parametrize(
-    ("runs", "keep", "named", "removed"),
-    [
-        # Complete runs beyond the newest N go, oldest first ...
-        ([stored("20270101T000000Z-a"), stored("20270102T000000Z-b")], 1, "20270102T000000Z-b",
-         ["20270101T000000Z-a"]),
-        # ... but never the named run nor a newer one, even beyond N: it may yet be named.
-        ([stored("20270101T000000Z-a"), stored("20270102T000000Z-b"),
-          stored("20270103T000000Z-c")], 1, "20270101T000000Z-a", []),
-        ([stored("20270101T000000Z-a"), stored("20270102T000000Z-b"),
-          stored("20270103T000000Z-c")], 1, "20270102T000000Z-b", ["20270101T000000Z-a"]),
-        ([stored("20270101T000000Z-a"), stored("20270102T000000Z-b"),
-          stored("20270103T000000Z-c")], 2, "20270103T000000Z-c", ["20270101T000000Z-a"]),
-        # An incomplete older run: kept while recent (someone may be uploading it) ...
-        ([stored("20270101T000000Z-a", False, RECENT), stored("20270102T000000Z-b")], 1,
-         "20270102T000000Z-b", []),
-        # ... removed once stale; an incomplete newer one never, stale or not.
-        ([stored("20270101T000000Z-a", False, STALE), stored("20270102T000000Z-b"),
-          stored("20270103T000000Z-c", False, STALE)], 1, "20270102T000000Z-b",
-         ["20270101T000000Z-a"]),
-    ],
-)  # fmt: skip
-def test_runs_to_remove(runs: list[StoredRun], keep: int, named: str, removed: list[str]) -> None:
-    assert runs_to_remove(runs, keep, RunRef(named[:16], named), now=1000.0) == removed
-
-
-def test_run_order_is_creation_time_then_id() -> None:
-    from job.publish.runfiles import run_created
-
-    assert run_created("x", "2027-01-02T03:04:05+02:00") == "2027-01-02T01:04:05Z"
-    assert run_created("20270102T030405Z-abc", None) == "2027-01-02T03:04:05Z"
-    assert run_created("my-run", None) == ""
-    # A run created later wins over an earlier one whatever their ids say.
-    assert RunRef(run_created("zzz", "2027-01-01T00:00:00Z"), "zzz") < RunRef(
-        run_created("aaa", "2027-01-02T00:00:00Z"), "aaa"
-    )
 
 
 def test_latest_json_names_its_run_creation_time(site: Site, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from job.data import HALF_STARS
 from job.interactions import Interactions
 from job.itemitem import WatchAndLike, fit_ease
 from job.model import build_model
-from job.rank import BlockScorer
+from job.rank import BlockScorer, nearest_neighbours
 
 N_USERS, N_MOVIES, K = 23, 37, 7
 COLD_USERS = (3, 4)  # no training rating: the cold-start rule ranks by popularity
@@ -74,3 +74,32 @@ def test_reasons_are_liked_movies_of_the_user(setting: tuple[Interactions, Watch
         assert set(given) <= liked
         if not liked:
             assert (reasons[user] == -1).all()
+
+
+def brute_force_neighbours(vectors: np.ndarray, k: int, allowed: np.ndarray) -> list[list[int]]:
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    answer = []
+    for row in range(len(vectors)):
+        scores = unit @ unit[row]
+        options = [i for i in np.argsort(-scores, kind="stable") if allowed[i] and i != row]
+        answer.append(options[:k])
+    return answer
+
+
+@pytest.mark.parametrize("k", [1, 3, 40])  # 40: more than there are candidates
+@pytest.mark.parametrize("block", [1, 7, 1000])
+@pytest.mark.parametrize("masked", [False, True])
+def test_nearest_neighbours_match_brute_force(k: int, block: int, masked: bool) -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(30, 4)).astype("float32")
+    allowed = rng.random(30) < 0.6 if masked else np.ones(30, bool)
+    index, similarity = nearest_neighbours(
+        vectors, k, candidates=allowed if masked else None, block=block
+    )
+    assert index.shape == similarity.shape == (30, k)
+    expected = brute_force_neighbours(vectors, k, allowed)
+    for row in range(30):
+        found = [int(i) for i in index[row] if i >= 0]
+        assert found == expected[row]
+        assert np.all(np.diff(similarity[row][: len(found)]) <= 1e-6)
+        assert np.all(similarity[row][len(found) :] == -np.inf)

@@ -1,0 +1,288 @@
+"""job.publish.core: the publishing algorithm (the layout, the order of writes, re-runs,
+recovery from a failure, --keep-runs), against a real S3 server.
+
+No in-process mocking of boto3: every test talks HTTP to moto's standalone server, a
+subprocess on loopback, some of them through a small fault-injecting proxy
+(publish_support.FaultProxy) that answers 503 SlowDown / 500 or drops connections and
+records the order in which objects were written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from publish_support import (
+    PUBLISHED,
+    RUN_A,
+    RUN_B,
+    RUN_C,
+    USER_HTML,
+    FaultProxy,
+    get,
+    isolate_aws,
+    list_keys,
+    make_out,
+    s3,
+)
+
+from job.cli import main
+from job.errors import PublishError, PublishRefused
+from job.publish import ENTRY_CACHE, IMMUTABLE_CACHE, publish, redirect_page
+from job.publish.core import MARKER, STALE_AFTER, RunRef, StoredRun, runs_to_remove
+from job.publish.motoserver import moto_server
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[str]:
+    """moto's standalone S3 server in a subprocess on a free loopback port (one per module)."""
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    return isolate_aws(monkeypatch, tmp_path)
+
+
+_bucket_counter = iter(range(10_000))
+
+
+@pytest.fixture
+def bucket(s3_server: str, aws_env: dict[str, str]) -> str:
+    """A fresh, empty bucket on the shared server."""
+    name = f"site-{next(_bucket_counter)}"
+    s3(s3_server).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def make_proxy(s3_server: str) -> Iterator[Callable[..., FaultProxy]]:
+    proxies: list[FaultProxy] = []
+
+    def factory(fault: Callable[[str, str, int], str | None] = lambda m, p, a: None) -> FaultProxy:
+        proxy = FaultProxy(s3_server, fault)
+        proxies.append(proxy)
+        return proxy
+
+    yield factory
+    for proxy in proxies:
+        proxy.close()
+
+
+def test_publish_layout_content_types_and_order(
+    bucket: str, make_proxy: Callable[..., FaultProxy], tmp_path: Path
+) -> None:
+    out = make_out(tmp_path)
+    proxy = make_proxy()
+    summary = publish(out, f"s3://{bucket}/movielens", endpoint_url=proxy.endpoint)
+    endpoint = proxy.upstream.geturl()  # check the server itself, not through the proxy
+
+    run = f"movielens/runs/{RUN_A}/"
+    keys = list_keys(endpoint, bucket)
+    expected = (
+        {run + rel for rel in PUBLISHED}
+        | {run + MARKER}
+        | {
+            "movielens/index.html",
+            "movielens/latest.json",
+        }
+    )
+    assert set(keys) == expected  # nothing unpublished (model.keras, parts/ ...) went up
+    assert (summary.objects, summary.uploaded, summary.skipped) == (len(PUBLISHED),) * 2 + (0,)
+    assert summary.entry_points_written
+    assert summary.url == f"{proxy.endpoint}/{bucket}/movielens/index.html"
+
+    client = s3(endpoint)
+    for rel, ctype in PUBLISHED.items():
+        head = client.head_object(Bucket=bucket, Key=run + rel)
+        assert head["ContentType"] == ctype, rel
+        assert head["CacheControl"] == IMMUTABLE_CACHE, rel
+        assert len(head["Metadata"]["sha256"]) == 64
+    for key, ctype in (
+        ("movielens/index.html", "text/html; charset=utf-8"),
+        ("movielens/latest.json", "application/json"),
+    ):
+        head = client.head_object(Bucket=bucket, Key=key)
+        assert (head["ContentType"], head["CacheControl"]) == (ctype, ENTRY_CACHE)
+
+    latest = json.loads(get(endpoint, bucket, "movielens/latest.json"))
+    assert latest["run_id"] == RUN_A
+    assert latest["site"] == f"runs/{RUN_A}/site/index.html"
+    assert latest["published_at"].endswith("Z")
+    assert latest["created_at"] == "2026-11-26T18:10:00Z"  # from the run id: run.json has none
+    assert get(endpoint, bucket, "movielens/index.html").decode() == redirect_page(RUN_A)
+    marker = json.loads(get(endpoint, bucket, run + MARKER))
+    assert {k: v for k, v in marker.items() if k != "published_at"} == {
+        k: v for k, v in latest.items() if k != "published_at"
+    }
+
+    # Order as the server saw it: every run object, then the run's completion marker, then
+    # latest.json (the switch), then index.html (which follows it).
+    puts = [p for p in proxy.puts() if not p.endswith(f"/{bucket}")]
+    assert puts[-3:] == [
+        f"/{bucket}/{run}{MARKER}",
+        f"/{bucket}/movielens/latest.json",
+        f"/{bucket}/movielens/index.html",
+    ]
+    assert {p.removeprefix(f"/{bucket}/") for p in puts[:-3]} == {run + r for r in PUBLISHED}
+    # ... and as the store's own clock says it.
+    newest_run_object = max(o["LastModified"] for k, o in keys.items() if k.startswith(run))
+    assert keys["movielens/latest.json"]["LastModified"] >= newest_run_object
+    assert keys[run + MARKER]["LastModified"] == newest_run_object
+
+
+def test_rerun_uploads_nothing_then_only_what_changed(
+    bucket: str, make_proxy: Callable[..., FaultProxy], tmp_path: Path
+) -> None:
+    out = make_out(tmp_path)
+    first_proxy = make_proxy()
+    target = f"s3://{bucket}/p"
+    publish(out, target, endpoint_url=first_proxy.endpoint)
+    latest_before = get(first_proxy.upstream.geturl(), bucket, "p/latest.json")
+
+    proxy = make_proxy()
+    again = publish(out, target, endpoint_url=proxy.endpoint)
+    assert (again.uploaded, again.skipped, again.bytes_uploaded) == (0, len(PUBLISHED), 0)
+    assert not again.entry_points_written
+    assert proxy.puts() == []  # not a single PUT: idempotent and cheap
+    assert get(proxy.endpoint, bucket, "p/latest.json") == latest_before
+
+    (out / "site" / "users" / "557.html").write_text(USER_HTML + "<!-- changed -->\n")
+    changed = publish(out, target, endpoint_url=proxy.endpoint)
+    assert (changed.uploaded, changed.skipped) == (1, len(PUBLISHED) - 1)
+    assert proxy.puts() == [f"/{bucket}/p/runs/{RUN_A}/site/users/557.html"]
+
+
+def test_hard_failure_leaves_previous_run_serving_and_rerun_resumes(
+    bucket: str,
+    make_proxy: Callable[..., FaultProxy],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target = f"s3://{bucket}/site"
+    healthy = make_proxy()
+    publish(make_out(tmp_path, RUN_A), target, endpoint_url=healthy.endpoint)
+    latest_a = get(healthy.endpoint, bucket, "site/latest.json")
+    index_a = get(healthy.endpoint, bucket, "site/index.html")
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # fail after one retry, to keep this fast
+    broken = "users/557.html"
+    proxy = make_proxy(lambda m, p, a: "503" if m == "PUT" and p.endswith(broken) else None)
+    out_b = make_out(tmp_path, RUN_B)
+    with pytest.raises(PublishError) as info:
+        publish(out_b, target, endpoint_url=proxy.endpoint, max_concurrency=2)
+    message = str(info.value)
+    assert "\n" not in message
+    assert broken in message and "SlowDown" in message
+    assert "previous site is still served" in message
+    assert proxy.faults == 2  # the first attempt and one retry
+    # The entry points were never touched: readers still get run A.
+    assert f"/{bucket}/site/latest.json" not in proxy.puts()
+    assert f"/{bucket}/site/index.html" not in proxy.puts()
+    assert get(healthy.endpoint, bucket, "site/latest.json") == latest_a
+    assert get(healthy.endpoint, bucket, "site/index.html") == index_a
+
+    # Once the store is healthy again, the same command finishes the job, skipping what landed.
+    stored = {k for k in list_keys(healthy.endpoint, bucket, f"site/runs/{RUN_B}/")}
+    resumed = publish(out_b, target, endpoint_url=healthy.endpoint)
+    assert resumed.skipped == len(stored) and resumed.uploaded == len(PUBLISHED) - len(stored)
+    assert json.loads(get(healthy.endpoint, bucket, "site/latest.json"))["run_id"] == RUN_B
+
+
+def test_keep_runs_removes_old_runs_but_never_the_latest(
+    bucket: str, s3_server: str, tmp_path: Path
+) -> None:
+    target = f"s3://{bucket}/k"
+    for run_id in (RUN_A, RUN_B, RUN_C):
+        summary = publish(make_out(tmp_path, run_id), target, endpoint_url=s3_server, keep_runs=2)
+    assert summary.removed_runs == (RUN_A,)
+
+    def runs() -> set[str]:
+        return {k.split("/")[2] for k in list_keys(s3_server, bucket, "k/runs/")}
+
+    assert runs() == {RUN_B, RUN_C}
+    # An older run never replaces a newer one on the site. With no room for it under
+    # --keep-runs it is refused before anything is uploaded ...
+    latest_c = get(s3_server, bucket, "k/latest.json")
+    with pytest.raises(PublishRefused, match=rf"^refused: run {RUN_A} .* older than run {RUN_C}"):
+        publish(make_out(tmp_path, RUN_A), target, endpoint_url=s3_server, keep_runs=2)
+    assert runs() == {RUN_B, RUN_C} and get(s3_server, bucket, "k/latest.json") == latest_c
+    # ... and with room, it is uploaded and kept, but not made the latest (exit 0 in the CLI).
+    kept = publish(make_out(tmp_path, RUN_A), target, endpoint_url=s3_server)
+    assert (kept.is_latest, kept.latest_run, kept.entry_points_written) == (False, RUN_C, False)
+    assert f"published run {RUN_A} but not the latest: the entry points name run {RUN_C}" in (
+        kept.describe()
+    )
+    assert runs() == {RUN_A, RUN_B, RUN_C} and get(s3_server, bucket, "k/latest.json") == latest_c
+    # The next pruning publish removes the complete runs beyond N, oldest first.
+    again = publish(make_out(tmp_path, RUN_C), target, endpoint_url=s3_server, keep_runs=1)
+    assert again.removed_runs == (RUN_A, RUN_B) and runs() == {RUN_C}
+    # --keep-runs is validated once, with the other options (job.config), before anything
+    # is read or sent.
+    code = main(["-q", "publish", str(make_out(tmp_path, RUN_A)), target, "--keep-runs", "0"])
+    assert code == 2 and runs() == {RUN_C}
+
+
+def test_progress_summary_and_no_secrets_in_output(
+    bucket: str,
+    s3_server: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = "sEcReT-do-not-print-42"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    with caplog.at_level(logging.DEBUG, logger="job"):
+        summary = publish(make_out(tmp_path), f"s3://{bucket}/q", endpoint_url=s3_server)
+    text = caplog.text + "".join(capsys.readouterr())
+    n = len(PUBLISHED)
+    assert f"publish: {n} of {n} objects to upload to s3://{bucket}/q/runs/{RUN_A}" in text
+    assert summary.describe() in text
+    assert f"{len(PUBLISHED)} objects" in summary.describe() and summary.url in text
+    assert secret not in text and "testing" not in text
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="job"):
+        publish(make_out(tmp_path, RUN_B), f"s3://{bucket}/q", endpoint_url=s3_server)
+    assert caplog.text == "" and capsys.readouterr().err == ""
+
+
+# The pure rule of --keep-runs: which stored runs go.
+
+
+def stored(run_id: str, complete: bool = True, last_modified: float | None = None) -> StoredRun:
+    return StoredRun(RunRef(run_id[:16], run_id), complete, last_modified)
+
+
+RECENT, STALE = 1000.0, 1000.0 - STALE_AFTER - 1  # last writes, seen at time 1000
+
+
+@pytest.mark.parametrize(
+    ("runs", "keep", "named", "removed"),
+    [
+        # Complete runs beyond the newest N go, oldest first ...
+        ([stored("20270101T000000Z-a"), stored("20270102T000000Z-b")], 1, "20270102T000000Z-b",
+         ["20270101T000000Z-a"]),
+        # ... but never the named run nor a newer one, even beyond N: it may yet be named.
+        ([stored("20270101T000000Z-a"), stored("20270102T000000Z-b"),
+          stored("20270103T000000Z-c")], 1, "20270101T000000Z-a", []),
+        ([stored("20270101T000000Z-a"), stored("20270102T000000Z-b"),
+          stored("20270103T000000Z-c")], 1, "20270102T000000Z-b", ["20270101T000000Z-a"]),
+        ([stored("20270101T000000Z-a"), stored("20270102T000000Z-b"),
+          stored("20270103T000000Z-c")], 2, "20270103T000000Z-c", ["20270101T000000Z-a"]),
+        # An incomplete older run: kept while recent (someone may be uploading it) ...
+        ([stored("20270101T000000Z-a", False, RECENT), stored("20270102T000000Z-b")], 1,
+         "20270102T000000Z-b", []),
+        # ... removed once stale; an incomplete newer one never, stale or not.
+        ([stored("20270101T000000Z-a", False, STALE), stored("20270102T000000Z-b"),
+          stored("20270103T000000Z-c", False, STALE)], 1, "20270102T000000Z-b",
+         ["20270101T000000Z-a"]),
+    ],
+)  # fmt: skip
+def test_runs_to_remove(runs: list[StoredRun], keep: int, named: str, removed: list[str]) -> None:
+    assert runs_to_remove(runs, keep, RunRef(named[:16], named), now=1000.0) == removed
