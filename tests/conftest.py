@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from job.cli import main
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The container tests run last (a stable sort: otherwise in file order), so that the CPU
+    image's build, started below, overlaps everything else."""
+    items.sort(key=lambda item: item.get_closest_marker("container") is not None)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the CPU image's build now, in a background thread, when a selected test needs it:
+    a cold build waits mostly on downloads and one core. The tests wait for its result
+    (containers.cpu_image_tag), which does not depend on when it finishes."""
+    from containers import CPU_IMAGE_BUILD, Engine, build_job_image, find_engine
+
+    needs_it = any(
+        item.get_closest_marker("container") and not item.get_closest_marker("gpu_image")
+        for item in session.items
+    )
+    found = find_engine() if needs_it else None
+    if isinstance(found, Engine):
+        pool = ThreadPoolExecutor(1, thread_name_prefix="cpu-image-build")
+        session.config.stash[CPU_IMAGE_BUILD] = pool.submit(build_job_image, found, "cpu")
+        pool.shutdown(wait=False)
 
 
 @pytest.fixture(scope="session")

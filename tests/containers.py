@@ -18,13 +18,17 @@ daemon, no container registry within reach), whose quirks are each applied here 
 from __future__ import annotations
 
 import json
+import re
 import resource
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 # What the Dockerfiles are built from where Docker Hub is out of reach (see above).
 BASE_STANDIN = "localhost/python:3.11-slim-bookworm"
@@ -44,6 +48,11 @@ MMDEBSTRAP = [
     "bookworm",
 ]
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+ROOT = Path(__file__).resolve().parents[1]
+INFRA = ROOT / "infra"
+# The CPU image's build, started in the background by conftest.py when the session selects a
+# test that needs it, so that the build overlaps the rest of the suite.
+CPU_IMAGE_BUILD = pytest.StashKey[Future[str]]()
 
 
 def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -137,8 +146,6 @@ def find_engine() -> Engine | str:
 def usable_engine() -> Engine:
     """The engine to build with, for a module fixture; skips the tests where neither Docker
     nor Podman is installed, and fails them where Podman is installed but does not work."""
-    import pytest
-
     found = find_engine()
     if isinstance(found, str):
         if shutil.which("podman"):
@@ -171,3 +178,32 @@ def base_image(engine: Engine, pinned: str) -> str | None:
         if imported.returncode != 0:
             raise RuntimeError(f"podman import failed: {last_line(imported)}")
     return BASE_STANDIN
+
+
+def report(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-5000:]}\n--- stderr\n{proc.stderr[-5000:]}"
+
+
+def pinned_base(dockerfile: Path) -> str:
+    """The ARG PYTHON_IMAGE=... default of a Dockerfile."""
+    match = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile.read_text(encoding="utf-8"), re.M)
+    if not match:
+        raise RuntimeError(f"{dockerfile.name}: no ARG PYTHON_IMAGE")
+    return match[1]
+
+
+def build_job_image(engine: Engine, kind: str) -> str:
+    """Build infra/Dockerfile.KIND from the checkout; its tag. Raises RuntimeError if it fails."""
+    dockerfile = INFRA / f"Dockerfile.{kind}"
+    base = base_image(engine, pinned_base(dockerfile))
+    tag = f"localhost/movielens-job:test-{kind}"
+    proc = engine.build(dockerfile, tag, ROOT, base)
+    if proc.returncode != 0:
+        raise RuntimeError(f"building {dockerfile.name} failed: {report(proc)}")
+    return tag
+
+
+def cpu_image_tag(config: pytest.Config, engine: Engine) -> str:
+    """The CPU image: the background build's, when conftest.py started one, else built now."""
+    started = config.stash.get(CPU_IMAGE_BUILD, None)
+    return started.result() if started is not None else build_job_image(engine, "cpu")

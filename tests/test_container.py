@@ -1,23 +1,24 @@
-"""The images, built and run: the CPU image runs the whole job as its non-root user on a mounted
-/data; the GPU image builds (no GPU needed) and imports the job's stack.
+"""The images, built and checked: the CPU image runs as its non-root user with the CLI as its
+entry point, is lean, and holds exactly the locked packages; the GPU image builds (no GPU needed),
+imports the job's stack and holds its locked packages. Every stage of the job runs in the CPU
+image in tests/test_workflow_executed.py, as the workflow runs it.
 
 Marked `container`. `make test` runs them with Docker or Podman (`.ci/run` installs Podman), and
 they skip, saying why, only where neither is installed. The first build downloads TensorFlow and
 takes minutes; after that the base image and the dependency layer come from the engine's cache
-(the Dockerfiles copy the code after installing the dependencies), so a code change rebuilds in
-seconds. How this project's machines differ from a normal Docker host lives in containers.py.
+(the Dockerfiles install the job's wheel after the dependencies), so a code change rebuilds in
+seconds. conftest.py starts the CPU image's build when the session begins and runs the container
+tests last, so that a cold build overlaps the rest of the suite. How this project's machines differ from a normal Docker host lives in containers.py.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
-from containers import Engine, base_image, usable_engine
+from containers import Engine, build_job_image, cpu_image_tag, report, usable_engine
 from packaging.markers import Marker
 
 pytestmark = pytest.mark.container
@@ -36,10 +37,6 @@ CPU_IMAGE_MEASURED_BYTES = 1_499_443_145
 CPU_IMAGE_MAX_BYTES = int(CPU_IMAGE_MEASURED_BYTES * 1.05)
 # Packages infra/trim-venv.sh uninstalls on purpose: in the lock, not in the image.
 TRIMMED = {"libclang"}
-
-
-def report(proc: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-5000:]}\n--- stderr\n{proc.stderr[-5000:]}"
 
 
 def locked_pins(export: Path, python_version: str) -> set[str]:
@@ -64,55 +61,9 @@ def normal_pin(pin: str) -> str:
 engine = pytest.fixture(scope="module")(usable_engine)
 
 
-def _pinned_base(dockerfile: Path) -> str:
-    """The ARG PYTHON_IMAGE=... default of a Dockerfile."""
-    match = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile.read_text(encoding="utf-8"), re.M)
-    assert match, f"{dockerfile.name}: no ARG PYTHON_IMAGE"
-    return match[1]
-
-
-def _build(engine: Engine, kind: str) -> str:
-    dockerfile = INFRA / f"Dockerfile.{kind}"
-    base = base_image(engine, _pinned_base(dockerfile))
-    tag = f"localhost/movielens-job:test-{kind}"
-    proc = engine.build(dockerfile, tag, ROOT, base)
-    assert proc.returncode == 0, report(proc)
-    return tag
-
-
 @pytest.fixture(scope="module")
-def cpu_image(engine: Engine) -> str:
-    return _build(engine, "cpu")
-
-
-def test_cpu_image_runs_the_whole_job(engine: Engine, cpu_image: str, tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    data.chmod(0o777)  # writable by the image's user, whichever host uid that maps to
-    proc = engine.run(
-        cpu_image, "run", "--out", "/data/out", "--preset", "seed", volumes={data: "/data"}
-    )
-    assert proc.returncode == 0, report(proc)
-
-    out = data / "out"
-    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
-    assert run["run_id"]
-    assert run["config"]["preset"] == "seed"
-    assert (out / "run.json").stat().st_uid != 0, "written as root, not as the image's user"
-
-    duckdb = pytest.importorskip("duckdb")
-    with duckdb.connect(str(out / "recommendations.duckdb"), read_only=True) as con:
-        users = con.execute("SELECT count(*) FROM users").fetchone()[0]
-        rows, with_top_k, top = con.execute(
-            "SELECT count(*), count(DISTINCT user_id), max(rank) FROM top_k"
-        ).fetchone()
-    assert users > 0
-    assert with_top_k == users, "every user gets recommendations"
-    assert rows == users * top
-
-    index = (out / "site" / "index.html").read_text(encoding="utf-8")
-    assert "</html>" in index
-    assert run["run_id"] in index
+def cpu_image(engine: Engine, pytestconfig: pytest.Config) -> str:
+    return cpu_image_tag(pytestconfig, engine)
 
 
 def test_cpu_image_runs_as_its_user_with_the_cli_as_entrypoint(
@@ -157,7 +108,7 @@ def test_cpu_image_holds_exactly_the_locked_packages(engine: Engine, cpu_image: 
 
 @pytest.mark.gpu_image
 def test_gpu_image_builds_and_imports_the_job(engine: Engine) -> None:
-    image = _build(engine, "gpu")
+    image = build_job_image(engine, "gpu")
     script = (
         "import job, job.cli, keras, tensorflow as tf\n"
         "assert keras.backend.backend() == 'tensorflow'\n"

@@ -18,9 +18,8 @@ from typing import Any
 import boto3
 import pytest
 import yaml
-from containers import Engine, usable_engine
+from containers import Engine, cpu_image_tag, usable_engine
 from publish_support import public_read_policy
-from test_container import _build
 from workflow_runner import (
     RUNNER_UID,
     WorkflowError,
@@ -180,13 +179,21 @@ def test_a_step_on_the_runner_that_uses_sudo_is_refused(tmp_path: Path) -> None:
 engine = pytest.fixture(scope="module")(usable_engine)
 
 
+def _image_of(kind: str, engine: Engine, config: pytest.Config) -> str:
+    """The image the workflow's `image` job builds: the CPU image (INPUTS run on cpu)."""
+    assert kind == "cpu", f"the executed workflow builds the {kind} image"
+    return cpu_image_tag(config, engine)
+
+
 def _s3_text(s3: Any, key: str) -> str:
     return s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}")["Body"].read().decode("utf-8")
 
 
 @pytest.mark.container
 @pytest.mark.e2e
-def test_the_workflow_runs_and_publishes(engine: Engine, tmp_path: Path) -> None:
+def test_the_workflow_runs_and_publishes(
+    engine: Engine, tmp_path: Path, pytestconfig: pytest.Config
+) -> None:
     duckdb = pytest.importorskip("duckdb")
     with moto_server() as endpoint:
         s3 = boto3.client("s3", endpoint_url=endpoint, **_credentials())
@@ -198,7 +205,7 @@ def test_the_workflow_runs_and_publishes(engine: Engine, tmp_path: Path) -> None
             repository=ROOT,
             work=tmp_path,
             engine=engine,
-            build_image=lambda kind: _build(engine, kind),
+            build_image=lambda kind: _image_of(kind, engine, pytestconfig),
             inputs=INPUTS,
             vars={
                 "JOB_BUCKET": BUCKET,
