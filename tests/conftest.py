@@ -11,6 +11,9 @@ import pytest
 
 from job.cli import main
 
+# The publishing tests' S3 fixtures (moto server, bucket, fault proxies), defined once.
+pytest_plugins = ["publish_fixtures"]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The container tests run last (a stable sort: otherwise in file order), so that the CPU

@@ -5,14 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from publish_support import isolate_aws
 
 from job.publish.bench import bench_publish, make_synthetic_out
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
-    return isolate_aws(monkeypatch, tmp_path)
 
 
 def test_bench_publish_runs_at_a_small_size(

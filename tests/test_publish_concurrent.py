@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -42,7 +42,6 @@ from job.publish.core import (
     publish_run,
 )
 from job.publish.local import LocalStorage
-from job.publish.motoserver import moto_server
 from job.publish.runfiles import LocalFile, collect_files, read_run
 from job.publish.s3 import S3Storage
 from job.publish.storage import Storage, Stored
@@ -199,25 +198,6 @@ def outcome(result: PublishSummary | None, error: Exception | None) -> str:
 
 
 # ------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[str]:
-    with moto_server() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture
-def make_proxy(s3_server: str) -> Iterator[Callable[..., FaultProxy]]:
-    proxies: list[FaultProxy] = []
-
-    def factory(fault: Callable[[str, str, int], str | None] = lambda m, p, a: None) -> FaultProxy:
-        proxies.append(FaultProxy(s3_server, fault))
-        return proxies[-1]
-
-    yield factory
-    for proxy in proxies:
-        proxy.close()
 
 
 @dataclass

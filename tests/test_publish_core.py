@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,6 @@ from publish_support import (
     USER_HTML,
     FaultProxy,
     get,
-    isolate_aws,
     list_keys,
     make_out,
     s3,
@@ -33,44 +32,6 @@ from job.cli import main
 from job.errors import PublishError, PublishRefused
 from job.publish import ENTRY_CACHE, IMMUTABLE_CACHE, publish, redirect_page
 from job.publish.core import MARKER, STALE_AFTER, RunRef, StoredRun, runs_to_remove
-from job.publish.motoserver import moto_server
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[str]:
-    """moto's standalone S3 server in a subprocess on a free loopback port (one per module)."""
-    with moto_server() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
-    return isolate_aws(monkeypatch, tmp_path)
-
-
-_bucket_counter = iter(range(10_000))
-
-
-@pytest.fixture
-def bucket(s3_server: str, aws_env: dict[str, str]) -> str:
-    """A fresh, empty bucket on the shared server."""
-    name = f"site-{next(_bucket_counter)}"
-    s3(s3_server).create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture
-def make_proxy(s3_server: str) -> Iterator[Callable[..., FaultProxy]]:
-    proxies: list[FaultProxy] = []
-
-    def factory(fault: Callable[[str, str, int], str | None] = lambda m, p, a: None) -> FaultProxy:
-        proxy = FaultProxy(s3_server, fault)
-        proxies.append(proxy)
-        return proxy
-
-    yield factory
-    for proxy in proxies:
-        proxy.close()
 
 
 def test_publish_layout_content_types_and_order(

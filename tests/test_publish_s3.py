@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from publish_support import (
     FaultProxy,
     cli,
     get,
-    isolate_aws,
     list_keys,
     make_out,
     public_read_policy,
@@ -35,43 +34,6 @@ from job.errors import PublishError
 from job.publish import publish
 from job.publish.bench import make_synthetic_out
 from job.publish.motoserver import moto_server
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[str]:
-    """moto's standalone S3 server in a subprocess on a free loopback port (one per module)."""
-    with moto_server() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
-    return isolate_aws(monkeypatch, tmp_path)
-
-
-_bucket_counter = iter(range(10_000))
-
-
-@pytest.fixture
-def bucket(s3_server: str, aws_env: dict[str, str]) -> str:
-    """A fresh, empty bucket on the shared server."""
-    name = f"site-{next(_bucket_counter)}"
-    s3(s3_server).create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture
-def make_proxy(s3_server: str) -> Iterator[Callable[..., FaultProxy]]:
-    proxies: list[FaultProxy] = []
-
-    def factory(fault: Callable[[str, str, int], str | None] = lambda m, p, a: None) -> FaultProxy:
-        proxy = FaultProxy(s3_server, fault)
-        proxies.append(proxy)
-        return proxy
-
-    yield factory
-    for proxy in proxies:
-        proxy.close()
 
 
 @pytest.mark.browser

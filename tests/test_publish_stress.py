@@ -11,7 +11,7 @@ import hashlib
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,13 +34,6 @@ from publish_support import s3 as s3_client
 from job.publish import publish, redirect_page
 from job.publish.bench import make_synthetic_out
 from job.publish.core import MARKER
-from job.publish.motoserver import moto_server
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[str]:
-    with moto_server() as endpoint:
-        yield endpoint
 
 
 @pytest.fixture
@@ -49,19 +42,6 @@ def bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> s
     name = f"stress-{tmp_path.name.lower().replace('_', '-')}"[:63]
     s3_client(s3_server).create_bucket(Bucket=name)
     return name
-
-
-@pytest.fixture
-def make_proxy(s3_server: str) -> Iterator[Callable[..., FaultProxy]]:
-    proxies: list[FaultProxy] = []
-
-    def factory(fault: Callable[[str, str, int], str | None] = lambda m, p, a: None) -> FaultProxy:
-        proxies.append(FaultProxy(s3_server, fault))
-        return proxies[-1]
-
-    yield factory
-    for proxy in proxies:
-        proxy.close()
 
 
 def md5(path: Path) -> str:
