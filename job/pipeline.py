@@ -23,7 +23,7 @@ from job.manifest import StageRecord
 from job.memory import cpu_seconds, peak_rss, reset_peak_rss
 
 if TYPE_CHECKING:
-    from job.publish import PublishSummary
+    from job.publish import PublishSummary, PublishTarget
     from job.score import ScoreSummary, Shard
     from job.site import SiteSummary
     from job.store import MergeOutputs
@@ -96,15 +96,17 @@ def render(out: Path, workers: int | None = None) -> Measured[SiteSummary]:
     return measured
 
 
-def publish(out: Path, options: PublishOptions) -> Measured[PublishSummary]:
+def publish(
+    out: Path, options: PublishOptions, target: PublishTarget | None = None
+) -> Measured[PublishSummary]:
+    """The publish stage; ``target``: ``options.target`` already parsed (by ``run_all``)."""
     from job.publish import publish as upload
 
+    where = target or options.target
     return run_stage(
         "publish",
         out,
-        lambda: upload(
-            out, options.target, endpoint_url=options.endpoint_url, keep_runs=options.keep_runs
-        ),
+        lambda: upload(out, where, endpoint_url=options.endpoint_url, keep_runs=options.keep_runs),
     )
 
 
@@ -128,10 +130,11 @@ def run_all(
     ``Config`` is made, and the publish target and the site templates are checked here, so a
     typo or a broken install fails in seconds, not after minutes of training.
     """
+    target = None
     if config.publish:
         from job.publish import parse_target
 
-        parse_target(config.publish.target)
+        target = parse_target(config.publish.target)
     from job.site import check_templates
 
     check_templates()
@@ -144,7 +147,7 @@ def run_all(
     }
     if config.publish:
         options = config.publish
-        bodies["publish"] = lambda: publish(out, options)
+        bodies["publish"] = lambda: publish(out, options, target)
     done: list[Measured[Any]] = []
     for stage in STAGES:
         if stage in bodies:

@@ -172,3 +172,25 @@ def test_one_stage_runner_measures_and_records_once(tiny_run: Path, tmp_path: Pa
     after = read_manifest(tmp_path)
     assert after.timings == {**read.timings, "merge": round(measured.wall_s, 3)}
     assert after.extra == {**read.extra, "merged_rows": {}}
+
+
+def test_run_all_publishes_to_the_target_it_parsed_before_training(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    """Every stage in order, the publish stage last, to the target run_all parsed once."""
+    from job.config import PublishOptions
+    from job.pipeline import STAGES, run_all
+
+    site = tmp_path / "site"
+    config = build_config(
+        data=str(tiny_data),
+        out=tmp_path / "out",
+        preset="seed",
+        epochs=1,
+        publish=PublishOptions(str(site), keep_runs=1),
+    )
+    result = run_all(config, verbose=0)
+    assert [m.stage for m in result.stages] == list(STAGES)
+    latest = json.loads((site / "latest.json").read_text(encoding="utf-8"))
+    assert latest["run_id"] == result.run_id
+    assert (site / "runs" / result.run_id / "site" / "index.html").is_file()

@@ -59,7 +59,7 @@ from job.publish.runfiles import (
     run_created,
 )
 from job.publish.storage import Storage
-from job.publish.target import parse_target, resolve_endpoint_url
+from job.publish.target import PublishTarget, parse_target, resolve_endpoint_url
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class PublishSummary:
 
 def publish(
     out_dir: Path,
-    target: str,
+    target: str | PublishTarget,
     *,
     endpoint_url: str | None = None,
     keep_runs: int | None = None,
@@ -178,7 +178,8 @@ def publish(
     """
     if max_concurrency < 1:
         raise PublishError(f"max_concurrency must be at least 1 (got {max_concurrency})")
-    parsed = parse_target(target)
+    # `run` parses its target before training and passes it parsed: parsed once per command.
+    parsed = target if isinstance(target, PublishTarget) else parse_target(target)
     started = time.monotonic()
     run_id, created = read_run(Path(out_dir))
     files = collect_files(Path(out_dir))
