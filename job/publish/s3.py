@@ -10,6 +10,7 @@ the edge.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -369,7 +370,13 @@ class S3Storage:
         return PublishError(f"S3 request for {url} failed: {_one_line(exc) or type(exc).__name__}")
 
 
-_shared_loader: Any = None
+@functools.cache
+def _service_models() -> Any:
+    """botocore's loader of service models: it parses the S3 model (JSON, most of a client's
+    0.5 s set-up) and then only reads it, so one per process serves every publish's clients."""
+    import botocore.session
+
+    return botocore.session.get_session().get_component("data_loader")
 
 
 def _make_client(
@@ -401,15 +408,9 @@ def _make_client(
         # virtual-hosted ones need DNS for BUCKET.HOST that they rarely have.
         s3={"addressing_style": "path"} if endpoint_url else None,
     )
-    global _shared_loader
     try:
         core = botocore.session.get_session()
-        # botocore's loader parses the S3 service model (JSON, most of a client's 0.5 s set-up)
-        # and then only reads it: one per process serves every publish's clients.
-        if _shared_loader is None:
-            _shared_loader = core.get_component("data_loader")
-        else:
-            core.register_component("data_loader", _shared_loader)
+        core.register_component("data_loader", _service_models())
         # Listings return a timestamp per object, which publishing never reads; parsing them
         # with dateutil is most of the CPU of listing a 10,000-object run. (botocore's
         # credential providers accept the unparsed ISO text for STS expirations.)
