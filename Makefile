@@ -12,6 +12,10 @@ OUT ?= out
 ARGS ?=
 # The tests `make test` selects; .ci/run drops the container tests where containers cannot run.
 TEST_MARKERS ?= not gpu_image
+# One pytest process per core (pytest-xdist): most tests use one core, and a 2-core machine
+# otherwise idles half the time. Tests sharing a costly session fixture stay on one worker
+# (tests/conftest.py). TEST_WORKERS= runs the suite in one process.
+TEST_WORKERS ?= -n auto --dist loadgroup
 # uv is installed first, by pip, from its own export (hashes required); it then installs every
 # environment from the lock's exports, hashes required, several times faster than pip.
 PIP_LOCKED := -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps
@@ -44,7 +48,7 @@ test: $(VENV)/.installed $(TOOLS)/.installed
 	$(PY) -m ruff check job tests
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
-	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest -m "$(TEST_MARKERS)" $(ARGS)
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest -m "$(TEST_MARKERS)" $(TEST_WORKERS) $(ARGS)
 
 test-gpu-image: $(VENV)/.installed
 	$(PY) -m pytest -m gpu_image $(ARGS)

@@ -12,27 +12,35 @@ have rated thousands of movies.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 
-from job.config import DEFAULT_PRESET, ModelConfig, ScoreOptions, model_config
-from job.data import HALF_STARS
+from job.config import DEFAULT_PRESET, ModelConfig, ScoreOptions, build_config, model_config
+from job.data import HALF_STARS, Dataset
 from job.errors import ConfigError
 from job.features import IdEncoding, SideFeatures, side_features
 from job.interactions import ColdStart, Interactions, SeenPairs, liked_matrix
 from job.itemitem import WatchAndLike, fit_watch_and_like
+from job.layout import PARTS_DIR, summary_path
 from job.memory import peak_rss, reset_peak_rss
 from job.model import FactorisedModel, build_model, predict_ratings
 from job.rank import BlockScorer, score_blocks
 from job.synthetic import (
+    Ratings,
     Shape,
     movie_ids,
     movies_frame,
@@ -84,6 +92,8 @@ class BenchResult:
     model_name: str = "RatingModel"
     ranker: str = "rating"  # what the top-K is ranked by: "rating" or "ease"
     ranker_fit_seconds: float = 0.0
+    # `python -m job score --keep-top K` as a user runs it, imports and files included
+    whole: PathTiming | None = None
 
     @property
     def speedup(self) -> float:
@@ -108,6 +118,7 @@ class BenchOptions:
     reference_users: int = 5  # users timed on the article's path
     seed: int = 0  # of the synthetic data and the random weights
     preset: str = DEFAULT_PRESET
+    whole_process: bool = True  # also time `python -m job score` as its own process
 
     def __post_init__(self) -> None:
         if self.reference_users < 1:
@@ -123,6 +134,7 @@ class _Synthetic:
     n_ratings: int
     rating_mean: float
     seconds: float
+    data: Ratings  # what the whole-process run folder is written from
 
 
 def _synthetic_inputs(size: Shape, seed: int, config: ModelConfig) -> _Synthetic:
@@ -159,10 +171,10 @@ def _synthetic_inputs(size: Shape, seed: int, config: ModelConfig) -> _Synthetic
             IdEncoding(np.arange(1, size.users + 1, dtype="int64"), movie_ids(size.movies)),
             config.n_tags,
         )
-    del user_index, movie_index, stars, data
+    del user_index, movie_index, stars
     generate_seconds = time.perf_counter() - started
 
-    return _Synthetic(inputs, side, n_ratings, rating_mean, generate_seconds)
+    return _Synthetic(inputs, side, n_ratings, rating_mean, generate_seconds, data)
 
 
 def _fit_ranker(inputs: Interactions, config: ModelConfig) -> tuple[WatchAndLike | None, float]:
@@ -170,7 +182,7 @@ def _fit_ranker(inputs: Interactions, config: ModelConfig) -> tuple[WatchAndLike
     if config.ranker != "ease":
         return None, 0.0
     started = time.perf_counter()
-    ranker = fit_watch_and_like(inputs.watched, inputs.liked, config).ranker
+    ranker = fit_watch_and_like(inputs.watched, inputs.liked, config)
     return ranker, time.perf_counter() - started
 
 
@@ -230,6 +242,11 @@ def run_bench(options: BenchOptions) -> BenchResult:
     )
 
     article, batched, difference = time_reference(model, inputs, sample, sampled, scorer)
+    whole = (
+        time_whole_process(synthetic, size, model, ranker, options)
+        if options.whole_process
+        else None
+    )
     return BenchResult(
         shape=size,
         n_ratings=n_ratings,
@@ -248,6 +265,103 @@ def run_bench(options: BenchOptions) -> BenchResult:
         model_name=type(model).__name__,
         ranker=config.ranker,
         ranker_fit_seconds=ranker_seconds,
+        whole=whole,
+    )
+
+
+def time_whole_process(
+    synthetic: _Synthetic,
+    size: Shape,
+    model: FactorisedModel,
+    ranker: WatchAndLike | None,
+    options: BenchOptions,
+) -> PathTiming:
+    """``python -m job score --keep-top K`` in its own process, as a user runs it, on a run
+    folder written from the same synthetic ratings, model and ranker (not timed): Python's
+    and Keras' imports, the input checks, loading the run, scoring and writing the Parquet
+    parts are all in its time, which the in-process figure leaves out."""
+    k = str(options.top_k)
+    with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:
+        out = Path(tmp) / "run"
+        _write_run(out, synthetic, size, model, ranker, options)
+        command = [sys.executable, "-m", "job", "-q", "score", "--out", str(out)]
+        command += ["--top-k", k, "--keep-top", k]
+        if options.block_users:
+            command += ["--block-users", str(options.block_users)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr}")
+        summary = json.loads(summary_path(out / PARTS_DIR, 0, 1).read_text())
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return PathTiming(
+        f"whole process: python -m job score --keep-top {k}",
+        int(summary["users"]),
+        int(summary["pairs"]),
+        seconds,
+        cpu,
+        after.ru_maxrss * 1024,  # Linux: KiB; the largest child so far
+    )
+
+
+def _write_run(
+    out: Path,
+    synthetic: _Synthetic,
+    size: Shape,
+    model: FactorisedModel,
+    ranker: WatchAndLike | None,
+    options: BenchOptions,
+) -> None:
+    """A run folder as the train stage writes it (every rating a training one, no metrics),
+    through the train stage's own writer, for ``score`` to read."""
+    from job.split import TRAIN
+    from job.train import (
+        SplitData,
+        TrainedArtifacts,
+        TrainingResult,
+        build_manifest,
+        write_train_outputs,
+    )
+
+    data = synthetic.data
+    encoding = IdEncoding(np.arange(1, size.users + 1, dtype="int64"), movie_ids(size.movies))
+    ratings = pd.DataFrame(
+        {
+            "user_id": encoding.user_ids[data.users],
+            "movie_id": encoding.movie_ids[data.movies],
+            "rating": data.ratings.astype("float32"),
+            "timestamp": data.timestamps,
+        }
+    )
+    tags = tags_frame(data, np.random.default_rng([options.seed, 1]))
+    dataset = Dataset(
+        name=f"synthetic {size.name}",
+        ratings=ratings,
+        movies=movies_frame(data.catalogue).rename(columns={"movieId": "movie_id"}),
+        tags=tags.rename(columns={"userId": "user_id", "movieId": "movie_id"})[
+            ["user_id", "movie_id", "tag"]
+        ],
+        scale=HALF_STARS,
+        sha256="synthetic",
+    )
+    labels = np.full(len(ratings), TRAIN)
+    split = SplitData(
+        encoding,
+        np.stack([data.users, data.movies], axis=1).astype("int64"),
+        data.ratings.astype("float64"),
+        labels,
+        synthetic.side,
+    )
+    config = build_config(data=dataset.name, out=out, preset=options.preset, seed=options.seed)
+    result = TrainingResult(model, pd.DataFrame({"epoch": [], "loss": [], "mae": []}), 0.0)
+    metrics = {"evaluated_on": "none", "rows": []}
+    manifest = build_manifest(config, dataset, encoding, result, labels, metrics, {})
+    no_neighbours = pd.DataFrame({"movie_id": [], "rank": [], "other_movie_id": [], "score": []})
+    write_train_outputs(
+        out, TrainedArtifacts(manifest, dataset, split, result, ranker, no_neighbours)
     )
 
 
@@ -365,7 +479,9 @@ def format_report(result: BenchResult) -> str:
         f"{'path':<51} {'users':>9} {'pairs':>16} {'seconds':>9} {'pairs/s':>13} "
         f"{'CPU s':>9} {'pairs/CPU s':>13} {'peak RSS':>9}",
     ]
-    for timing in (result.fast, result.article, result.batched):
+    timings = [result.fast, result.article, result.batched]
+    timings += [result.whole] if result.whole else []
+    for timing in timings:
         rss = gb(timing.peak_rss_bytes)
         lines.append(
             f"{timing.label:<51} {timing.users:>9,} {timing.pairs:>16,} {timing.seconds:>9.1f} "
@@ -377,6 +493,17 @@ def format_report(result: BenchResult) -> str:
         "",
         f"speed-up (pairs/s, same run): {result.speedup:,.0f}x over the article's approach, "
         f"{result.speedup_batched:,.1f}x over model.predict with batch 65,536",
+    ]
+    if result.whole:
+        whole = result.whole
+        lines.append(
+            f"whole process (`python -m job score --keep-top {result.top_k}`: imports, input "
+            f"checks, loading, scoring, Parquet): {whole.seconds:.1f} s, "
+            f"{whole.pairs_per_second / 1e6:,.1f}M pairs/s, "
+            f"{whole.pairs_per_second / max(result.article.pairs_per_second, 1e-9):,.0f}x "
+            "the article's approach; its peak RSS is the largest child process's"
+        )
+    lines += [
         f"check: the {result.article.users} sampled users' top-{result.top_k} scores {agree} "
         f"between the fast path and model.predict (max difference {result.max_difference:.1e})",
         f"memory: peak RSS {gb(result.fast.peak_rss_bytes)} while scoring "

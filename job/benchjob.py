@@ -92,14 +92,16 @@ class BenchJobResult:
         }
 
 
-def synthetic_folder(size: Shape, seed: int) -> Path:
+def synthetic_folder(size: Shape, seed: int, signal: str = "genre") -> Path:
     """Where a shape's synthetic MovieLens folder is kept (and reused): the dataset cache."""
     name = f"{size.name}-{size.users}x{size.movies}-{size.ratings}-seed{seed}"
+    if signal != "genre":
+        name += f"-{signal}"
     return default_cache_dir() / "synthetic" / name
 
 
 def run_bench_job(
-    config: Config, size: Shape, publish: bool = True, verbose: int = 0
+    config: Config, size: Shape, publish: bool = True, verbose: int = 0, signal: str = "genre"
 ) -> BenchJobResult:
     """Write the shape's data into ``config.data`` (or reuse it), run every stage of the job
     on it through ``job.pipeline.run_all``, and publish to a local S3 server twice; measure
@@ -109,7 +111,9 @@ def run_bench_job(
     load_before = os.getloadavg()
     started_all = time.perf_counter()
     generated = run_stage(
-        "generate", config.out, lambda: write_movielens_folder(folder, size, config.seed)
+        "generate",
+        config.out,
+        lambda: write_movielens_folder(folder, size, config.seed, signal=signal),
     )
     written = generated.value
     reused = written.seconds == 0

@@ -11,6 +11,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -180,12 +181,16 @@ def fetch(known: KnownDataset, cache_dir: Path, url: str | None = None) -> Path:
     return folder
 
 
-def download(url: str, dest: Path, sha256: str) -> None:
-    """Stream ``url`` to ``dest`` atomically, refusing a file whose SHA-256 differs."""
+def download(url: str, dest: Path, sha256: str, *, algorithm: str = "sha256") -> None:
+    """Stream ``url`` to ``dest`` atomically, refusing a file whose digest differs.
+
+    ``sha256`` is the expected hex digest; ``algorithm`` names another hashlib algorithm
+    for a source that pins one (the npm registry's integrity is SHA-512).
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s", url)
     tmp = dest.with_name(dest.name + ".part")
-    digest = hashlib.sha256()
+    digest = hashlib.new(algorithm)
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
             total = int(response.headers.get("Content-Length") or 0)
@@ -206,7 +211,8 @@ def download(url: str, dest: Path, sha256: str) -> None:
     if digest.hexdigest() != sha256:
         tmp.unlink(missing_ok=True)
         raise DataError(
-            f"{url}: downloaded file has SHA-256 {digest.hexdigest()}, expected {sha256}; "
+            f"{url}: downloaded file has {algorithm.upper()} {digest.hexdigest()}, "
+            f"expected {sha256}; "
             "the download is corrupt or the archive changed upstream"
         )
     os.replace(tmp, dest)
@@ -605,3 +611,46 @@ def _check_movies_known(
             f"{ratings_path}, line {position + 2}: movieId {movie} is not in {movies_path.name}; "
             f"add it to {movies_path.name} or remove its ratings ({int(unknown.sum())} rows)"
         )
+
+
+# ---------------------------------------------------------------------------------------
+# Titles as people write them
+
+# The articles GroupLens moves to the end of a title ("Matrix, The (1999)") or of an
+# alternative title in parentheses ("(Cité des enfants perdus, La)"): English, French,
+# Italian, Spanish, Portuguese, German, Dutch and Scandinavian ones, as found in the
+# MovieLens catalogues. Case-sensitive: GroupLens capitalises a moved article, so
+# "Good, the Bad and the Ugly, The" moves only its last "The".
+MOVED_ARTICLES = (
+    "The", "A", "An",
+    "Le", "La", "Les", "L'", "Un", "Une",
+    "Il", "Lo", "I", "Gli", "Una", "Uno",
+    "El", "Los", "Las",
+    "O", "Os", "As",
+    "Der", "Die", "Das", "Ein", "Eine",
+    "De", "Het", "Den", "Det", "En", "Ett",
+    "Da",
+)  # fmt: skip
+# A title, or an alternative title after "(" or "(a.k.a. ", whose last words are
+# ", ARTICLE", followed by the end, " (" (the year or another alternative title) or ")".
+_MOVED_ARTICLE = re.compile(
+    r"(^|\((?:a\.k\.a\. )?)([^()]+?), ("
+    + "|".join(re.escape(a) for a in sorted(MOVED_ARTICLES, key=len, reverse=True))
+    + r")(?=\)|\s\(|\s*$)"
+)
+
+
+def natural_title(title: str) -> str:
+    """A GroupLens title with its moved articles put back in front, for people to read:
+    "Matrix, The (1999)" -> "The Matrix (1999)", "Boot, Das (Boat, The) (1981)" ->
+    "Das Boot (The Boat) (1981)", "École de la chair, L'" -> "L'École de la chair".
+
+    The data (DuckDB, Parquet) keeps GroupLens' titles; only pages show this form. The words
+    are the same, only their order changes, so a search for either form finds the movie.
+    """
+
+    def front(match: re.Match[str]) -> str:
+        opening, rest, article = match.groups()
+        return f"{opening}{article}{'' if article.endswith(chr(39)) else ' '}{rest}"
+
+    return _MOVED_ARTICLE.sub(front, title)

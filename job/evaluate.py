@@ -24,7 +24,7 @@ from job.baselines import BASELINE_NAMES, EASE, POPULARITY
 from job.config import EASE_BASELINE_L2, RANK_SAMPLE_USERS, ModelConfig
 from job.data import RatingScale
 from job.interactions import EncodedRatings, Interactions, popularity_order
-from job.itemitem import Ease, fit_ease, fit_watch_and_like
+from job.itemitem import Ease, WatchAndLike, fit_ease, fit_watch_and_like
 from job.model import predict_classes, predict_ratings
 from job.rank import BlockScorer
 
@@ -171,6 +171,30 @@ def _rows_of(sorted_users: np.ndarray, block_users: np.ndarray) -> tuple[np.ndar
     return rows, offsets + np.arange(int(lengths.sum()))
 
 
+def top_k_stable(scores: np.ndarray, k: int) -> np.ndarray:
+    """(b, min(k, n)) column indexes of each row's ``k`` highest scores, best first, ties
+    by column: ``np.argsort(-scores, axis=1, kind="stable")[:, :k]`` without sorting whole
+    rows. Only the candidates (scores at or above each row's k-th highest) are sorted."""
+    b, n = scores.shape
+    k = min(k, n)
+    if k == 0 or b == 0:
+        return np.zeros((b, k), dtype=np.int64)
+    neg = -scores
+    kth = np.partition(neg, k - 1, axis=1)[:, k - 1 : k]
+    candidates = neg <= kth
+    if candidates.sum() > b * (4 * k + 64):  # mostly ties (a constant baseline): sort rows
+        return np.argsort(neg, axis=1, kind="stable")[:, :k]
+    rows, cols = np.nonzero(candidates)  # by row, then column
+    order = np.lexsort((cols, neg[rows, cols], rows))  # by row, then score, then column
+    rows, cols = rows[order], cols[order]
+    starts = np.searchsorted(rows, np.arange(b))
+    rank = np.arange(len(rows)) - starts[rows]
+    keep = rank < k
+    top = np.empty((b, k), dtype=np.int64)
+    top[rows[keep], rank[keep]] = cols[keep]
+    return top
+
+
 def ranking_metrics(
     score_block: ScoreFunction,
     n_movies: int,
@@ -218,7 +242,7 @@ def ranking_metrics(
         scores = np.asarray(score_block(block_users), "float64")[:, order]
         rows, index = _rows_of(seen_users, block_users)
         scores[rows, position[seen_movies[index]]] = -np.inf
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        top = top_k_stable(scores, k)
         candidate = np.isfinite(np.take_along_axis(scores, top, axis=1))
         top_movies = order[top]
         shown[top_movies[candidate]] = True
@@ -296,7 +320,15 @@ def fit_baselines(trained: EncodedRatings) -> Baselines:
     return Baselines(global_mean, movie_mean, biases, counts, watched, ease_watched, fitting)
 
 
-def evaluate_all(
+@dataclass(frozen=True)
+class Evaluation:
+    """evaluate's metrics rows, and the models it fit that a run ships (fit once)."""
+
+    rows: list[Metrics]
+    ranker: WatchAndLike | None  # the preset's EASE ranker (None: it ranks by rating)
+
+
+def evaluate(
     name: str,
     model: keras.Model,
     split: HeldOut,
@@ -304,8 +336,9 @@ def evaluate_all(
     seed: int = 0,
     training_seconds: float | None = None,
     sample_users: int = RANK_SAMPLE_USERS,
-) -> list[Metrics]:
-    """Held-out metrics of the model, of the three rating baselines and two ranking ones.
+) -> Evaluation:
+    """Held-out metrics of the model, of the three rating baselines and two ranking ones,
+    and the preset's ranker as it was judged.
 
     Rating error (RMSE, MAE; accuracy for the classifier) on the ``held_out`` ratings, all
     clipped to the scale. Ranking metrics among each held-out user's unwatched movies: every
@@ -316,22 +349,31 @@ def evaluate_all(
     ``sample_users`` held-out users (all of them on smaller data), stated in each row's
     ``ranked_users``. The ranking baselines, popularity and EASE over every rating, have no
     rating error. ``training_seconds`` is the model's; the baselines' are their own fits.
+
+    The ranker (``config.ranker == "ease"``) is fit on the train split, like the rating
+    model: the run ships the models whose metrics it reports, each fit once.
     """
     trained, held = split.rated.where(split.train), split.rated.where(split.held_out)
     fitted = fit_baselines(trained)
     log.info("Average rating in training set is %.2f stars", float(np.mean(trained.ratings)))
     rows = _error_rows(name, model, held, split.scale, fitted, training_seconds)
-    scorers = _ranking_scorers(model, split, trained, config, fitted)
+    ranker = (
+        fit_watch_and_like(fitted.watched, trained.liked(), config, reuse=fitted.ease_watched)
+        if config.ranker == "ease"
+        else None
+    )
+    scorers = _ranking_scorers(model, split, ranker, fitted)
     order = popularity_order(trained.movies, split.rated.n_movies)
     known = split.rated.where(~split.held_out)
     seen = (known.users, known.movies)
     judged = sample(np.unique(held.users), sample_users, seed)
     in_sample = np.isin(held.users, judged)
     sampled = (held.users[in_sample], held.movies[in_sample], held.ratings[in_sample])
-    return [
+    metrics = [
         row.with_ranking(ranking_metrics(score, split.rated.n_movies, seen, sampled, order))
         for row, score in zip(rows, scorers, strict=True)
     ]
+    return Evaluation(metrics, ranker)
 
 
 def _error_rows(
@@ -368,8 +410,7 @@ def _error_rows(
 def _ranking_scorers(
     model: keras.Model,
     split: HeldOut,
-    trained: EncodedRatings,
-    config: ModelConfig,
+    ranker: WatchAndLike | None,
     fitted: Baselines,
 ) -> list[ScoreFunction]:
     """The model's ranking, through the production scorer, and each baseline's.
@@ -387,10 +428,6 @@ def _ranking_scorers(
         split.rated.n_movies,
         split.scale,
     )
-    ranker = None
-    if config.ranker == "ease":
-        watched, liked = fitted.watched, trained.liked()
-        ranker = fit_watch_and_like(watched, liked, config, reuse=fitted.ease_watched).ranker
     scorer = BlockScorer(model, history, RANK_K, with_ratings=True, ranker=ranker)
     ease_watched, biases = fitted.ease_watched, fitted.biases
     # The user's bias shifts every movie alike, so it cannot change a user's ranking.

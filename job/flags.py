@@ -11,7 +11,10 @@ from typing import Any
 
 from job.config import TUNE_BASE, Config, PublishOptions, ScoreOptions, build_config, default_of
 
+# job.synthetic's SHAPES and SIGNALS, named here so that parsing flags imports no pandas
+# (tests/test_flags.py checks that they agree).
 SHAPES = ["ml-latest-small", "ml-1m", "ml-10m", "ml-25m", "ml-32m"]
+SIGNALS = ["genre", "latent"]
 PRESET_HELP = "model preset: seed (the article's network), tuned, dlrm, classes, ..."
 
 Group = Callable[[argparse.ArgumentParser], None]  # adds a group of flags to a command
@@ -67,12 +70,21 @@ def training_flags(
         choices=["random", "temporal"],
         default=default_of(Config, "split"),
     )
+    cache_dir_flag(parser)
+
+
+def cache_dir_flag(parser: argparse.ArgumentParser) -> None:
     flag(
         parser,
         "--cache-dir",
-        "where downloaded datasets are kept (default: $MOVIELENS_CACHE or ~/.cache/movielens-job)",
+        "where downloads (datasets, the SQL page's engine) are kept (default: $MOVIELENS_CACHE or ~/.cache/movielens-job)",
         type=Path,
     )
+
+
+def render_flags(parser: argparse.ArgumentParser) -> None:
+    out_flag(parser, "a merged run's folder")
+    cache_dir_flag(parser)
 
 
 def score_flags(parser: argparse.ArgumentParser) -> None:
@@ -186,6 +198,12 @@ def bench_flags(parser: argparse.ArgumentParser) -> None:
         "whose architecture and ranker to score with; seed: the article's network",
         default=default_of(Config, "preset"),
     )
+    parser.add_argument(
+        "--no-whole-process",
+        dest="whole_process",
+        action="store_false",
+        help="leave out timing `python -m job score` as a process of its own on a run folder",
+    )
 
 
 def bench_job_flags(parser: argparse.ArgumentParser) -> None:
@@ -199,6 +217,14 @@ def bench_job_flags(parser: argparse.ArgumentParser) -> None:
     )
     flag(parser, "--preset", PRESET_HELP, default=default_of(Config, "preset"))
     flag(parser, "--epochs", "maximum epochs (default: the preset's)", type=int)
+    flag(
+        parser,
+        "--signal",
+        "what the synthetic ratings are made of: genre (taste x genre, movie quality, user "
+        "bias) or latent (user x movie factors, no bias: the global mean is the best baseline)",
+        choices=SIGNALS,
+        default="genre",
+    )
     flag(
         parser,
         "--keep-top",

@@ -16,6 +16,8 @@ Layout::
     recommendations.duckdb  merge's output: the tables users query
     parquet/                the same tables as Parquet
     site/                   render's output: the static site
+    engine/                 render's too: the SQL page's engine (DuckDB-Wasm), the same for
+                            every run, published once outside the runs (``job.site.sql``)
 
 What run.json holds is ``job.manifest``'s; what each stage checks before it starts is
 ``job.preflight``'s.
@@ -39,14 +41,18 @@ PARTS_DIR = "parts"
 DATABASE_FILE = "recommendations.duckdb"
 PARQUET_DIR = "parquet"
 SITE_DIR = "site"
+ENGINE_DIR = "engine"
 
 # Written by score, merge and render; a new train stage invalidates them.
-DOWNSTREAM_OUTPUTS = (PARTS_DIR, DATABASE_FILE, PARQUET_DIR, SITE_DIR)
+DOWNSTREAM_OUTPUTS = (PARTS_DIR, DATABASE_FILE, PARQUET_DIR, SITE_DIR, ENGINE_DIR)
 
 # What a published run is made of (relative to the run folder); the rest stays local.
 PUBLISHED_FILES = (RUN_JSON, DATABASE_FILE)
 PUBLISHED_DIRS = (SITE_DIR, PARQUET_DIR)
 SITE_INDEX = f"{SITE_DIR}/index.html"
+# Published beside the runs, not in them (PREFIX/engine/...): versioned in their names, the
+# same for every run, so a later run uploads nothing for them.
+SHARED_DIRS = (ENGINE_DIR,)
 
 
 def dataset_file(out: Path, table: str) -> Path:

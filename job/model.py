@@ -479,6 +479,7 @@ def build_model(
     seed: int,
     scale: RatingScale | None = None,
     side: SideFeatures | None = None,
+    steps_per_execution: int = 1,
 ) -> FactorisedModel:
     """A built, compiled model for ``config``.
 
@@ -487,6 +488,8 @@ def build_model(
             (required for ``output="classes"``).
         side: per-movie side features (required for ``architecture="dlrm"``; use
             ``SideFeatures.empty(n_movies)`` where there are none).
+        steps_per_execution: Keras' own, for training (``job.train.STEPS_PER_EXECUTION``);
+            1 keeps ``predict`` the article's, one batch per call.
 
     Regression compiles as in the article (Adam, MSE loss, MAE metric); the classifier with
     cross-entropy, an MAE of its expected rating named ``mae`` and class accuracy.
@@ -526,12 +529,14 @@ def build_model(
                 keras.metrics.MeanMetricWrapper(expected_rating_error, name="mae"),
                 keras.metrics.MeanMetricWrapper(class_accuracy, name="accuracy"),
             ],
+            steps_per_execution=steps_per_execution,
         )
     else:
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
             loss="mse",
             metrics=[keras.metrics.MeanAbsoluteError(name="mae")],
+            steps_per_execution=steps_per_execution,
         )
     return model
 

@@ -87,10 +87,14 @@ def merge(out: Path) -> Measured[MergeOutputs]:
     return run_stage("merge", out, lambda: merge_stage(out))
 
 
-def render(out: Path, workers: int | None = None) -> Measured[SiteSummary]:
+def render(
+    out: Path, workers: int | None = None, cache_dir: Path | None = None
+) -> Measured[SiteSummary]:
     from job.site import render_site
 
-    measured = run_stage("render", out, lambda: render_site(out, workers=workers))
+    measured = run_stage(
+        "render", out, lambda: render_site(out, workers=workers, cache_dir=cache_dir)
+    )
     site = measured.value.site
     log.info("site written to %s (open %s)", site, site / "index.html")
     return measured
@@ -143,7 +147,7 @@ def run_all(
         "train": lambda: train(config, verbose),
         "score": lambda: score(out, None, config.score),
         "merge": lambda: merge(out),
-        "render": lambda: render(out),
+        "render": lambda: render(out, cache_dir=config.cache_dir),
     }
     if config.publish:
         options = config.publish

@@ -203,12 +203,23 @@ class BlockScorer:
         """(len(users), n_movies) recommendation scores, seen movies included (a caller
         masks them): what the ranking metrics judge. Any number of users; needs a scorer
         made ``with_ratings``."""
+        if self.ranker is not None:
+            return self._ranker_scores(np.asarray(users)).astype("float64")
         chunks = []
         for start in range(0, len(users), self.block_users):
             scores = self(users[start : start + self.block_users]).scores
             assert scores is not None, "score_matrix needs BlockScorer(..., with_ratings=True)"
             chunks.append(scores.astype("float64"))
         return np.concatenate(chunks) if chunks else np.zeros((0, self.inputs.n_movies))
+
+    def _ranker_scores(self, users: np.ndarray) -> np.ndarray:
+        """(len(users), n_movies) float32: ``_block``'s recommendation scores with a ranker,
+        in numpy. They do not depend on the rating model, so evaluation does not run it on
+        every movie (2.3 s of ml-latest-small's evaluation)."""
+        assert self.ranker is not None
+        affinity = self.ranker.scores(self.inputs.watched[users], self.inputs.liked[users])
+        rank_cold = self.inputs.cold.cold_users[users] | self.unknown[users]
+        return np.where(rank_cold[:, None], self.popularity[None, :], affinity)
 
     def __call__(self, users: np.ndarray) -> ScoredBlock:
         """Score ``users`` (encoded indexes, at most ``block_users`` of them)."""

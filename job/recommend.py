@@ -47,19 +47,18 @@ def example_for_user(
     )
     # The same scorer and ranker as the score stage, so this list is the user's top_k rows.
     inputs = interactions_of(run.encoding, run.ratings, run.scale)
-    ranker = WatchAndLike.load(out / RANKER_FILE)
-    scorer = BlockScorer(
-        load_model(run.out),
-        inputs,
-        n_recommend,
-        block_users=1,
-        ranker=ranker if run.manifest.ranker == "ease" else None,
-    )
+    ranker = WatchAndLike.load(out / RANKER_FILE) if run.manifest.ranker == "ease" else None
+    scorer = BlockScorer(load_model(run.out), inputs, n_recommend, block_users=1, ranker=ranker)
     user = run.encoding.encode_users([user_id])
     block = scorer(user)
     found = np.isfinite(block.top_scores[0])
     picks = block.top_movies[0][found]
-    reasons = ranker.reasons(inputs.liked[user], picks[None, :])[0]
+    # Reasons come from the EASE ranker; a preset that ranks by predicted rating gives none.
+    reasons = (
+        ranker.reasons(inputs.liked[user], picks[None, :])[0]
+        if ranker is not None
+        else np.full(len(picks), -1)
+    )
     because = pd.Series(
         np.where(reasons >= 0, run.encoding.decode_movies(np.maximum(reasons, 0)), -1)
     )

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,9 +25,7 @@ from job.interactions import Interactions, SeenPairs, interactions_of
 from job.itemitem import WatchAndLike
 from job.layout import PARTS_DIR, RANKER_FILE
 from job.manifest import load_run
-from job.model import load_model
 from job.preflight import require
-from job.rank import BlockScorer, ScoredBlock, score_blocks
 from job.store import (
     PREDICTIONS_SCHEMA,
     TOP_K_SCHEMA,
@@ -36,6 +34,9 @@ from job.store import (
     remove_stale_parts,
     summary_path,
 )
+
+if TYPE_CHECKING:
+    from job.rank import ScoredBlock
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +194,16 @@ def score_stage(
     remove_stale_parts(parts, run_id, (shard.index, shard.count))
     log.info("scoring shard %s: %s of %s users", shard, f"{len(users):,}", _catalogue(encoding))
 
+    # Keras (job.model, job.rank) is imported here, not with this module: `python -m job
+    # score` imports it once its flags are known good, with TensorFlow's start-up noise hidden.
+    from job.model import load_model
+    from job.rank import BlockScorer, score_blocks
+
     model = load_model(out)
-    ranker = WatchAndLike.load(out / RANKER_FILE)
+    # A preset that ranks by predicted rating has no ranker: no EASE weights to load, and
+    # no reasons (the liked movie that adds most to a pick's EASE score explains nothing
+    # about a pick made by predicted rating).
+    ranker = WatchAndLike.load(out / RANKER_FILE) if run.manifest.ranker == "ease" else None
     full = keep_top is None
     k = max(top_k, keep_top or 0)
     predictions_rows = top_k_rows = pairs = 0
@@ -211,11 +220,12 @@ def score_stage(
             options.block_users,
             with_ratings=full,
             n_users=len(users),
-            ranker=ranker if run.manifest.ranker == "ease" else None,
+            ranker=ranker,
         )
         for block in score_blocks(scorer, users):
             pairs += int(block.seen.size - block.seen.sum())
             rows = top_rows(block, inputs, encoding, top_k, explain_with=ranker)
+            rows.setdefault("because_movie_id", pa.nulls(len(rows["user_id"]), pa.int64()))
             best.write(rows)
             top_k_rows += len(rows["user_id"])
             rows = (

@@ -11,6 +11,9 @@ data with their shape and a signal to learn:
   structure, as an item-item ranker expects), and a rating is
   ``3.45 + 0.6 taste[user, genre] + quality[movie] + bias[user] + noise`` rounded to half
   stars (so a rating model has user x genre interactions to learn).
+- Or (``signal="latent"``) a rating is ``3.5 + u[user] . v[movie] + noise``: latent factors,
+  no user or movie bias, so the global mean is the best rating baseline and only a model
+  that learns the user x movie interaction beats it (who watched what is drawn as above).
 - Files: ``ratings.csv``, ``movies.csv`` (titles with years, some with a comma and quotes;
   1-3 of MovieLens' genres), ``tags.csv`` (genre words and a long tail of others) and
   ``links.csv``, as ``job.data.load_dataset`` reads a MovieLens folder. Movie ids are sparse
@@ -50,6 +53,11 @@ POPULARITY_EXPONENT = 1.0  # Zipf: the i-th most popular movie is drawn ~ 1 / (i
 ACTIVITY_SIGMA = 1.2  # log-normal spread of ratings per user (a long tail of heavy users)
 FAVOURITE_SHARE = 0.5  # of a user's ratings, those drawn from their favourite genre
 TAGS_PER_RATING = 1 / 25  # ml-latest-small has 1 tag per 27 ratings, ml-25m 1 per 23
+# What a rating is made of: "genre" (taste x genre, movie quality, user bias) or "latent"
+# (a dot product of LATENT_DIM user and movie factors, no bias at all).
+SIGNALS = ("genre", "latent")
+LATENT_DIM = 8
+LATENT_SCALE = 0.8  # the interaction's standard deviation in stars; the noise's is 0.6
 
 # MovieLens' genres (IMAX aside), with about their share of ml-32m's movies as primary genre.
 GENRES = (
@@ -251,13 +259,14 @@ class Ratings:
 
 
 def synthetic_ratings(
-    shape: Shape, seed: int = 0, activity_sigma: float = ACTIVITY_SIGMA
+    shape: Shape, seed: int = 0, activity_sigma: float = ACTIVITY_SIGMA, signal: str = "genre"
 ) -> Ratings:
-    """About ``shape.ratings`` distinct ratings with the module's shape and signal.
+    """About ``shape.ratings`` distinct ratings with the module's shape and ``signal``.
 
     Pairs drawn twice are dropped and drawn again, uniformly, so a few may be missing where a
     user has rated nearly every movie.
     """
+    check_signal(signal)
     rng = np.random.default_rng(seed)
     n_users, n_movies = shape.users, shape.movies
     movies_of = catalogue(n_movies, rng)
@@ -289,17 +298,45 @@ def synthetic_ratings(
     users32 = (keys // n_movies).astype(np.int32)
     movies32 = (keys % n_movies).astype(np.int32)
     del keys
-    user_bias = rng.normal(0.0, 0.35, n_users).astype(np.float32)
-    raw = (
-        3.45
-        + 0.6 * taste[users32, movies_of.genre[movies32]]
-        + movies_of.quality[movies32]
-        + user_bias[users32]
-        + rng.normal(0.0, 0.6, len(users32)).astype(np.float32)
-    )
+    if signal == "latent":
+        raw = (
+            3.5
+            + _latent_interaction(users32, movies32, n_users, n_movies, seed)
+            + rng.normal(0.0, 0.6, len(users32)).astype(np.float32)
+        )
+    else:
+        user_bias = rng.normal(0.0, 0.35, n_users).astype(np.float32)
+        raw = (
+            3.45
+            + 0.6 * taste[users32, movies_of.genre[movies32]]
+            + movies_of.quality[movies32]
+            + user_bias[users32]
+            + rng.normal(0.0, 0.6, len(users32)).astype(np.float32)
+        )
     ratings = np.clip(np.round(raw * 2) / 2, 0.5, 5.0).astype(np.float32)
     timestamps = rng.integers(820_000_000, 1_700_000_000, len(users32), dtype=np.int64)
     return Ratings(users32, movies32, ratings, timestamps, movies_of)
+
+
+def check_signal(signal: str) -> None:
+    if signal not in SIGNALS:
+        raise ConfigError(f"unknown synthetic signal {signal!r}: use one of {', '.join(SIGNALS)}")
+
+
+def _latent_interaction(
+    users: np.ndarray, movies: np.ndarray, n_users: int, n_movies: int, seed: int
+) -> np.ndarray:
+    """u[user] . v[movie] with standard normal factors, scaled to LATENT_SCALE stars: zero
+    mean for every user and movie (no bias), in blocks to bound memory at 32M ratings."""
+    rng = np.random.default_rng([seed, 2])  # its own stream: the genre signal's is unchanged
+    scale = LATENT_SCALE / np.sqrt(LATENT_DIM)
+    u = rng.standard_normal((n_users, LATENT_DIM), dtype=np.float32)
+    v = (rng.standard_normal((n_movies, LATENT_DIM), dtype=np.float32) * scale).astype(np.float32)
+    out = np.empty(len(users), dtype=np.float32)
+    for start in range(0, len(users), 4_000_000):
+        part = slice(start, start + 4_000_000)
+        out[part] = np.einsum("ij,ij->i", u[users[part]], v[movies[part]])
+    return out
 
 
 def _distinct(keys: np.ndarray) -> np.ndarray:
@@ -419,7 +456,11 @@ MARKER = "synthetic.json"
 
 
 def write_movielens_folder(
-    folder: Path, shape: Shape, seed: int = 0, activity_sigma: float = ACTIVITY_SIGMA
+    folder: Path,
+    shape: Shape,
+    seed: int = 0,
+    activity_sigma: float = ACTIVITY_SIGMA,
+    signal: str = "genre",
 ) -> WrittenDataset:
     """ratings.csv, movies.csv, tags.csv and links.csv of a synthetic ``shape`` in ``folder``.
 
@@ -429,7 +470,10 @@ def write_movielens_folder(
     import time
 
     marker = folder / MARKER
+    check_signal(signal)
     key = {"shape": asdict(shape), "seed": seed, "activity_sigma": activity_sigma}
+    if signal != "genre":  # folders written before the option keep their key
+        key["signal"] = signal
     if marker.exists():
         saved = json.loads(marker.read_text())
         if saved.get("key") == key:
@@ -438,7 +482,7 @@ def write_movielens_folder(
     started = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
-    data = synthetic_ratings(shape, seed, activity_sigma)
+    data = synthetic_ratings(shape, seed, activity_sigma, signal)
     rng = np.random.default_rng([seed, 1])
     write_ratings_csv(folder / "ratings.csv", data)
     movies = movies_frame(data.catalogue)

@@ -23,7 +23,7 @@ import numpy as np
 from job.config import TUNE_BASE, Config, ModelConfig, model_config
 from job.data import Dataset, load_dataset
 from job.errors import ConfigError
-from job.evaluate import HeldOut, accuracy, clip, error_metrics, evaluate_all
+from job.evaluate import HeldOut, accuracy, clip, error_metrics, evaluate
 from job.features import side_features
 from job.files import write_json
 from job.model import predict_classes, predict_ratings, trainable_parameters
@@ -278,14 +278,14 @@ def seeds(
         held_out = data.mask(TEST)
         if not held_out.any():
             evaluated_on, held_out = "validation", data.mask(VAL)
-        metrics = evaluate_all(
+        metrics = evaluate(
             config.preset,
             result.model,
             HeldOut(data.rated, data.mask(TRAIN), held_out, dataset.scale),
             seeded.model,
             seed=seeded.seed,
             training_seconds=result.seconds,
-        )
+        ).rows
         rows = [m.as_dict() for m in metrics]
         log.info(
             "seed %d: %s RMSE %.4f MAE %.4f (%d epochs, %.0f s)",

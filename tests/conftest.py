@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,18 +16,35 @@ from job.cli import main
 pytest_plugins = ["publish_fixtures"]
 
 
+# Session and module fixtures too costly to make once per pytest-xdist worker: the tests that
+# use one (directly or through another fixture) form one group, run by one worker
+# (--dist loadgroup). shipped_run: the whole job on the shipped dataset; scenarios: eleven
+# signalled job processes (test_hardening_signals); checkov_report: checkov over infra/.
+ONE_WORKER_FIXTURES = ("shipped_run", "scenarios", "checkov_report")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The container tests run last (a stable sort: otherwise in file order), so that the CPU
     image's build, started below, overlaps everything else."""
     items.sort(key=lambda item: item.get_closest_marker("container") is not None)
+    for item in items:
+        for name in ONE_WORKER_FIXTURES:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(name))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the CPU image's build now, in a background thread, when a selected test needs it:
     a cold build waits mostly on downloads and one core. The tests wait for its result
-    (containers.cpu_image_tag), which does not depend on when it finishes."""
+    (containers.cpu_image_tag), which does not depend on when it finishes.
+
+    Under pytest-xdist every worker collects every test, so only the first worker starts it;
+    a container test on another worker waits for that build (build_job_image holds a lock)."""
     from containers import CPU_IMAGE_BUILD, Engine, build_job_image, find_engine
 
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
+        return
     needs_it = any(
         item.get_closest_marker("container") and not item.get_closest_marker("gpu_image")
         for item in session.items

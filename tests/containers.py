@@ -17,6 +17,7 @@ daemon, no container registry within reach), whose quirks are each applied here 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import resource
@@ -193,11 +194,17 @@ def pinned_base(dockerfile: Path) -> str:
 
 
 def build_job_image(engine: Engine, kind: str) -> str:
-    """Build infra/Dockerfile.KIND from the checkout; its tag. Raises RuntimeError if it fails."""
+    """Build infra/Dockerfile.KIND from the checkout; its tag. Raises RuntimeError if it fails.
+
+    One build at a time per kind on this machine: with the suite spread over processes
+    (pytest -n), a second caller waits for the first build, then finds every layer cached."""
     dockerfile = INFRA / f"Dockerfile.{kind}"
-    base = base_image(engine, pinned_base(dockerfile))
     tag = f"localhost/movielens-job:test-{kind}"
-    proc = engine.build(dockerfile, tag, ROOT, base)
+    lock = Path(tempfile.gettempdir()) / f"movielens-job-image-{kind}.lock"
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes or the process ends
+        base = base_image(engine, pinned_base(dockerfile))
+        proc = engine.build(dockerfile, tag, ROOT, base)
     if proc.returncode != 0:
         raise RuntimeError(f"building {dockerfile.name} failed: {report(proc)}")
     return tag

@@ -82,6 +82,21 @@ PNG = bytes.fromhex(
 )
 
 
+def _top_k_parquet() -> bytes:
+    """A real top_k Parquet file (publish compares each run's top 10s with the previous run's)."""
+    import io
+
+    import pandas as pd
+
+    buffer = io.BytesIO()
+    frame = pd.DataFrame({"user_id": [557, 557, 1], "rank": [1, 2, 1], "movie_id": [1, 2, 1]})
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+_TOP_K = _top_k_parquet()
+
+
 @contextmanager
 def restored_logging() -> Iterator[None]:
     """job.cli.main reconfigures logging; put it back for the tests that follow."""
@@ -111,7 +126,7 @@ def make_out(root: Path, run_id: str = RUN_A, *, variant: str = "") -> Path:
         "run.json": json.dumps({"run_id": run_id, "seed": 42, "metrics": {"mae": 0.68}}),
         "recommendations.duckdb": b"DUCK" + bytes(range(256)) * 8 + variant.encode(),
         "parquet/predictions.parquet": b"PAR1" + b"\x00" * 300 + b"PAR1",
-        "parquet/top_k.parquet": b"PAR1" + b"\x01" * 100 + b"PAR1",
+        "parquet/top_k.parquet": _TOP_K,
         "site/index.html": INDEX_HTML.replace("</h1>", f"</h1><p>{run_id}{variant}</p>"),
         "site/users/557.html": USER_HTML,
         "site/movies/1.html": USER_HTML.replace("User 557", "Toy Story"),
@@ -307,8 +322,12 @@ class FaultProxy:
 
 
 def public_read_policy(bucket: str) -> str:
-    """A bucket policy letting anyone GET its objects, as a website bucket's does (infra/
-    sets one up); moto, like S3, answers anonymous GETs only under such a policy."""
+    """A bucket policy letting anyone GET (and HEAD) its objects, as a website bucket's does
+    (infra/ sets one up); moto, like S3, answers anonymous GETs only under such a policy.
+
+    S3 authorizes a HEAD by s3:GetObject; moto asks for an "s3:HeadObject" instead, named
+    here so that anonymous HEADs work as on S3 (DuckDB-Wasm sizes the SQL page's database
+    with one)."""
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -317,7 +336,7 @@ def public_read_policy(bucket: str) -> str:
                     "Sid": "PublicRead",
                     "Effect": "Allow",
                     "Principal": "*",
-                    "Action": "s3:GetObject",
+                    "Action": ["s3:GetObject", "s3:HeadObject"],
                     "Resource": f"arn:aws:s3:::{bucket}/*",
                 }
             ],

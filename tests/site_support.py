@@ -55,6 +55,13 @@ def fixed_title(movie_id: int) -> str:
     return f"Movie {movie_id}, The ({1950 + movie_id // 10})"
 
 
+def shown_title(movie_id: int) -> str:
+    """The title as the pages show it: "The Movie 30 (1953)" for "Movie 30, The (1953)"."""
+    from job.data import natural_title
+
+    return natural_title(fixed_title(movie_id))
+
+
 def _genres(movie_id: int) -> list[str]:
     names = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
     if movie_id == 800:

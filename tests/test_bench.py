@@ -20,10 +20,18 @@ def test_tiny_bench_runs_and_reports(preset: str) -> None:
             block_users=7,
             reference_users=2,
             preset=preset,
+            whole_process=preset == "tuned",  # a Keras process each: once is enough
         )
     )
     assert result.fast.users == 30 and result.article.users == 2
     assert result.fast.pairs == 30 * 60 - result.n_ratings
+    if preset == "tuned":
+        # `python -m job score` on a run folder of the same data scored the same pairs.
+        assert result.whole is not None
+        assert (result.whole.users, result.whole.pairs) == (30, result.fast.pairs)
+        assert "whole process" in format_report(result)
+    else:
+        assert result.whole is None
     assert result.max_difference < 1e-4  # the fast path agrees with model.predict
     report = format_report(result)
     for text in ("random (untrained) weights", "speed-up", "pairs/s", "peak RSS", "agree"):
@@ -35,7 +43,7 @@ def test_tiny_bench_runs_and_reports(preset: str) -> None:
 
 def test_bench_cli(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["-q", "bench", "--users", "12", "--movies", "40", "--reference-users", "1"]
-    args += ["--preset", "seed"]
+    args += ["--preset", "seed", "--no-whole-process"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "synthetic custom-size catalogue: 12 users x 40 movies" in out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -25,19 +26,21 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 import duckdb
 import pytest
-from publish_support import public_read_policy, s3
+from publish_support import get, public_read_policy, s3
 from site_support import XSS_TITLE, broken_links, build_fixed_run
 
 import job
 from job import site
 from job.baselines import BASELINE_NAMES
+from job.data import natural_title
 from job.publish import content_type
 from job.publish.motoserver import FAKE_CREDENTIALS, MotoServer
 
 SCREENSHOTS = Path(__file__).parent / "artifacts" / "screenshots"
 ARTIFACTS = SCREENSHOTS.parent
-# Three of the taste page's one-per-genre starters on the shipped data.
-TASTE_PICKS = ("Shawshank Redemption, The (1994)", "Godfather, The (1972)", "Fight Club (1999)")
+# Three of the taste page's one-per-genre starters on the shipped data, as the pages write
+# them (GroupLens: "Shawshank Redemption, The (1994)").
+TASTE_PICKS = ("The Shawshank Redemption (1994)", "The Godfather (1972)", "Fight Club (1999)")
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
@@ -84,7 +87,16 @@ def tab(browser: Any) -> Iterator[Tab]:
         ),
     )
     page.on("pageerror", lambda error: found.problems.append(f"page error: {error}"))
-    page.on("requestfailed", lambda request: found.problems.append(f"failed: {request.url}"))
+    # A request the browser itself abandons (net::ERR_ABORTED: the page was left while a
+    # fetch was still reading) says nothing about the site; every other failure does.
+    page.on(
+        "requestfailed",
+        lambda request: (
+            None
+            if request.failure == "net::ERR_ABORTED"
+            else found.problems.append(f"failed: {request.url} ({request.failure})")
+        ),
+    )
     page.on("request", lambda request: found.requests.append(request.url))
 
     def on_dialog(dialog: Any) -> None:
@@ -102,7 +114,9 @@ class Shipped:
     user: int  # the article's user 557 when the data has it
     n_ratings: int
     rated: frozenset[int]
-    titles: dict[int, str]
+    titles: dict[int, str]  # as the pages show them ("The Matrix (1999)")
+    grouplens_titles: dict[int, str]  # as the database keeps them ("Matrix, The (1999)")
+    reasons: tuple[int, ...]  # the user's top_k because_movie_id, where there is one
 
     def movie(self, title: str) -> int:
         (found,) = [m for m, t in self.titles.items() if t == title]
@@ -116,7 +130,20 @@ def shipped(shipped_run: Path) -> Shipped:
         user = 557 if 557 in users else min(users)
         rated = con.execute("SELECT movie_id FROM ratings WHERE user_id = ?", [user]).fetchall()
         titles = dict(con.execute("SELECT movie_id, title FROM movies").fetchall())
-    return Shipped(shipped_run / "site", user, users[user], frozenset(r[0] for r in rated), titles)
+        reasons = con.execute(
+            "SELECT because_movie_id FROM top_k WHERE user_id = ? AND because_movie_id IS NOT NULL",
+            [user],
+        ).fetchall()
+    shown = {m: natural_title(t) for m, t in titles.items()}
+    return Shipped(
+        shipped_run / "site",
+        user,
+        users[user],
+        frozenset(r[0] for r in rated),
+        shown,
+        titles,
+        tuple(r[0] for r in reasons),
+    )
 
 
 @dataclass(frozen=True)
@@ -287,13 +314,17 @@ def test_user_page_lists_top_rated_movies_and_unrated_recommendations(
     )
     assert len(recommended) >= 5
     assert not set(recommended) & shipped.rated, "recommended a movie the user already rated"
-    # Each pick says why, naming a movie this user rated.
+    # Each pick with a reason in top_k says why, naming a movie this user rated; a preset
+    # that ranks by rating (seed) has none, and the page then has no Why column.
     reasons = movie_ids_of(
         tables.nth(1)
         .locator("tbody td.why a")
         .evaluate_all("links => links.map(a => a.getAttribute('href'))")
     )
-    assert reasons and set(reasons) <= shipped.rated
+    assert set(reasons) <= shipped.rated
+    assert sorted(reasons) == sorted(shipped.reasons)
+    headers = tables.nth(1).locator("thead th").all_inner_texts()
+    assert ("Why" in headers) == bool(shipped.reasons)
     assert tab.problems == []
 
 
@@ -326,6 +357,8 @@ def test_screenshots_and_no_sideways_scrolling(
         ("movie", f"movies/{die_hard}.html"),
         ("popular", "popular.html"),
         ("taste", f"taste.html?picks={three}"),
+        ("runs", "runs.html"),
+        ("sql", "sql.html"),
     )
     for name, path in pages:
         tab.open_at(shipped.site, path)
@@ -336,6 +369,12 @@ def test_screenshots_and_no_sideways_scrolling(
         assert shot.stat().st_size > 10_000
         width = tab.page.evaluate("document.documentElement.scrollWidth")
         assert width <= viewport["width"], f"{path} scrolls sideways at {viewport['width']} px"
+        # Every region that scrolls can be reached by the keyboard, and has a name.
+        unreachable = tab.page.evaluate(SCROLLERS_WITHOUT_FOCUS)
+        assert unreachable == [], f"{path} at {viewport['width']} px"
+        if viewport == DESKTOP:  # on a desktop no table needs its scroll region
+            cut = tab.page.evaluate(TABLES_WIDER_THAN_THEIR_BOX)
+            assert cut == [], f"{path}: tables wider than the page"
     # the header's search with its results open, over the page
     tab.open(shipped.site / "users" / f"{shipped.user}.html")
     tab.page.get_by_role("searchbox", name="Search movies and users").fill("die hard")
@@ -346,10 +385,22 @@ def test_screenshots_and_no_sideways_scrolling(
     assert tab.problems == []
 
 
+# Elements that scroll sideways (overflow auto or scroll, content wider than the box) but
+# that the keyboard cannot reach (no tabindex) or that have no accessible name.
+SCROLLERS_WITHOUT_FOCUS = """() => [...document.querySelectorAll('body *')].filter(e => {
+    const style = getComputedStyle(e);
+    return ['auto', 'scroll'].includes(style.overflowX) && e.scrollWidth > e.clientWidth + 1
+        && (e.tabIndex < 0 || !(e.getAttribute('aria-label') || e.getAttribute('aria-labelledby')));
+}).map(e => e.outerHTML.slice(0, 80))"""
+TABLES_WIDER_THAN_THEIR_BOX = """() => [...document.querySelectorAll('main table')]
+    .filter(t => t.getBoundingClientRect().width > t.parentElement.clientWidth + 1)
+    .map(t => (t.caption ? t.caption.textContent : t.className).slice(0, 60))"""
+
+
 # ---------------------------------------------------------------------------------------
 # Title search, the taste page and axe-core, on the shipped run
 
-AMELIE = "Amelie (Fabuleux destin d'Amélie Poulain, Le) (2001)"
+AMELIE = "Amelie (Le Fabuleux destin d'Amélie Poulain) (2001)"
 
 
 @pytest.mark.e2e
@@ -371,6 +422,56 @@ def test_title_search_opens_the_right_movie_page(
     assert tab.page.get_by_role("link", name="IMDb").get_attribute("href") == (
         "https://www.imdb.com/title/tt0095016/"
     )
+    assert tab.problems == []
+
+
+@pytest.mark.e2e
+@needs_browser
+@pytest.mark.parametrize("query", ["the matrix", "Matrix, The", "matrix (1999)"])
+def test_title_search_finds_both_forms_of_a_title(shipped: Shipped, tab: Tab, query: str) -> None:
+    """Pages write "The Matrix (1999)"; the data keeps GroupLens' "Matrix, The (1999)"."""
+    matrix = shipped.movie("The Matrix (1999)")
+    assert shipped.grouplens_titles[matrix] == "Matrix, The (1999)"
+    tab.open(shipped.site / "popular.html")
+    tab.page.get_by_role("searchbox", name="Search movies and users").fill(query)
+    found = tab.page.locator(f"#site-search-results a[href$='movies/{matrix}.html']")
+    found.wait_for()
+    assert found.inner_text() == "The Matrix (1999)"
+    tab.open(shipped.site / "movies" / f"{matrix}.html")
+    assert tab.page.locator("h1").inner_text() == "The Matrix (1999)"
+    assert "Matrix, The (1999)" in tab.page.locator("dl.facts").inner_text()
+    assert tab.problems == []
+
+
+@pytest.mark.e2e
+@needs_browser
+def test_runs_page_reads_the_runs_index_where_published(
+    shipped: Shipped, shipped_run: Path, origin: Origin, tab: Tab
+) -> None:
+    """Over http the Runs page and the index read the bucket's runs.json (one run here: the
+    session publishes once); from a folder they say that they show this run only."""
+    manifest = json.loads((shipped_run / "run.json").read_text())
+    run_id = manifest["run_id"]
+    (row,) = [r for r in manifest["metrics"]["rows"] if r["model"] == manifest["model"]["preset"]]
+    tab.goto(origin.url("runs.html"))
+    status = tab.page.locator("#runs-status")
+    if origin.name == "file":
+        status.filter(has_text="Opened from a folder, this page shows this run only").wait_for()
+    else:
+        status.filter(has_text="1 run kept where this site is published.").wait_for()
+        assert tab.page.locator("#runs-chart svg[role=img]").count() == 4
+        label = tab.page.locator("#runs-chart svg").first.get_attribute("aria-label")
+        assert label == f"RMSE over 1 run, oldest first: {row['rmse']:.4f}"
+    cells = tab.page.locator("#runs-table tbody tr").all()
+    assert len(cells) == 1
+    texts = cells[0].locator("td").all_inner_texts()
+    assert texts[2:] == [f"{row[m]:.4f}" for m in ("rmse", "mae", "ndcg_at_10", "coverage_at_10")]
+    assert run_id in cells[0].locator("th").inner_text()
+    tab.goto(origin.url("index.html"))
+    said = tab.page.locator("#changes-summary")
+    said.filter(
+        has_text="Opened from a folder" if origin.name == "file" else "This is the first run"
+    ).wait_for()
     assert tab.problems == []
 
 
@@ -544,10 +645,16 @@ def test_taste_page_picks_from_a_movie_page_and_from_search(
 
 @pytest.mark.e2e
 @needs_browser
-@pytest.mark.parametrize("kind", ["index", "user", "movie", "popular", "taste", "search"])
-def test_axe_finds_no_serious_violations(shipped: Shipped, tab: Tab, kind: str) -> None:
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+@pytest.mark.parametrize(
+    "kind", ["index", "user", "movie", "popular", "taste", "search", "runs", "sql"]
+)
+def test_axe_finds_no_serious_violations(
+    shipped: Shipped, tab: Tab, kind: str, viewport: dict[str, int]
+) -> None:
     from axe_playwright_python.sync_playwright import Axe
 
+    tab.page.set_viewport_size(viewport)
     die_hard = shipped.movie("Die Hard (1988)")
     three = ",".join(str(shipped.movie(t)) for t in TASTE_PICKS)
     path = {
@@ -557,6 +664,8 @@ def test_axe_finds_no_serious_violations(shipped: Shipped, tab: Tab, kind: str) 
         "popular": "popular.html",
         "taste": f"taste.html?picks={three}",
         "search": "index.html",
+        "runs": "runs.html",
+        "sql": "sql.html",
     }[kind]
     tab.open_at(shipped.site, path)
     if kind == "taste":
@@ -576,6 +685,190 @@ def test_axe_finds_no_serious_violations(shipped: Shipped, tab: Tab, kind: str) 
         if v["impact"] in ("serious", "critical")
     ]
     assert bad == []
+
+
+# ---------------------------------------------------------------------------------------
+# The SQL page: DuckDB-Wasm over http from the bucket; the duckdb CLI under file://
+
+
+def run_sql(tab: Tab, query: str) -> str:
+    """Type a query, press Run, wait until the page says how it went; returns that line."""
+    runs = int(tab.page.locator("#sql").get_attribute("data-runs") or 0)
+    tab.page.get_by_label("SQL query").fill(query)
+    tab.page.get_by_role("button", name="Run", exact=True).click()
+    # The page counts the queries it has finished (answered, failed or refused).
+    tab.page.wait_for_function(
+        "n => Number(document.getElementById('sql').dataset.runs || 0) > n",
+        arg=runs,
+        timeout=120_000,
+    )
+    return str(tab.page.locator("#sql-status").inner_text())
+
+
+def result_rows(tab: Tab) -> list[list[str]]:
+    rows: list[list[str]] = tab.page.locator("#sql-result tbody tr").evaluate_all(
+        "rows => rows.map(r => Array.from(r.cells, c => c.textContent))"
+    )
+    return rows
+
+
+@dataclass
+class Transfers:
+    """What a page fetched (its workers too): bytes per URL of GET responses, and the
+    Range of each partial one. For the figures the tests print, never asserted on time."""
+
+    sizes: dict[str, int] = field(default_factory=dict)
+    ranges: list[str] = field(default_factory=list)
+
+    def record(self, request: Any) -> None:
+        response = request.response()
+        if response is None or request.method != "GET":  # a HEAD's length is not sent
+            return
+        length = int(response.headers.get("content-length") or 0)
+        self.sizes[request.url] = self.sizes.get(request.url, 0) + length
+        if response.status == 206:
+            self.ranges.append(request.headers.get("range", ""))
+
+    def total(self, suffix: str = "") -> int:
+        return sum(n for url, n in self.sizes.items() if suffix in url)
+
+    def describe(self) -> str:
+        return (
+            f"engine {self.total('/engine/duckdb-wasm-'):,} B, module {self.total('.mjs'):,} B, "
+            f"data {self.total('sql/recommendations.duckdb'):,} B in {len(self.ranges)} range "
+            f"requests; every request {self.total():,} B"
+        )
+
+
+def open_sql_page(tab: Tab, published: Origin) -> None:
+    tab.goto(published.url("sql.html"))
+    root = tab.page.locator("#sql")
+    missing = root.get_attribute("data-missing")
+    assert not missing, f"the SQL page has no engine (render could not fetch it): {missing}"
+    assert root.get_attribute("data-state") == "ready"
+
+
+@pytest.mark.e2e
+@needs_browser
+def test_sql_page_counts_the_predictions_over_http(
+    shipped_run: Path, published: Origin, tab: Tab
+) -> None:
+    """The first query loads the engine from the bucket and reads the database by range
+    requests: its count is the DuckDB file's. Prints what it transferred, for the notes."""
+    with duckdb.connect(str(shipped_run / "recommendations.duckdb"), read_only=True) as con:
+        (expected,) = con.execute("SELECT count(*) FROM predictions").fetchone() or (None,)
+    seen = Transfers()
+    tab.page.on("requestfinished", seen.record)
+    open_sql_page(tab, published)
+    line = run_sql(tab, "SELECT count(*) AS n FROM predictions")
+    assert result_rows(tab) == [[str(expected)]]
+    assert line.startswith("1 row in "), line
+    # Every byte came from the bucket: the engine beside the runs, the data in the run.
+    bucket = published.site.split("/runs/")[0] + "/"
+    assert all(url.startswith(bucket) for url in seen.sizes), sorted(seen.sizes)
+    size = (shipped_run / "site" / "sql" / "recommendations.duckdb").stat().st_size
+    assert seen.ranges and 0 < seen.total("sql/recommendations.duckdb") < size / 4, (
+        "the database is read by range requests, not whole"
+    )
+    assert seen.total("/engine/duckdb-wasm-") > 0
+    print(
+        f"\nSQL, first query (count(*) FROM predictions, {size:,} B file): {line} {seen.describe()}"
+    )
+    assert tab.problems == []
+
+
+@pytest.mark.e2e
+@needs_browser
+def test_sql_page_top_10_example_and_csv(
+    shipped: Shipped, shipped_run: Path, published: Origin, tab: Tab, tmp_path: Path
+) -> None:
+    """User 557's top 10 from the page equal the file's; the README's first example is one
+    click away; the result downloads as CSV."""
+    with duckdb.connect(str(shipped_run / "recommendations.duckdb"), read_only=True) as con:
+        expected = con.execute(
+            "SELECT rank, movie_id FROM top_k WHERE user_id = ? ORDER BY rank", [shipped.user]
+        ).fetchall()
+    assert len(expected) == 10
+    seen = Transfers()
+    tab.page.on("requestfinished", seen.record)
+    open_sql_page(tab, published)
+    query = f"SELECT rank, movie_id FROM top_k WHERE user_id = {shipped.user} ORDER BY rank"
+    line = run_sql(tab, query)
+    assert line.startswith("10 rows in "), line
+    print(f"\nSQL, first query (user {shipped.user}'s top 10): {line} {seen.describe()}")
+    assert result_rows(tab) == [[str(r), str(m)] for r, m in expected]
+    with tab.page.expect_download() as download:
+        tab.page.get_by_role("button", name="Download CSV").click()
+    saved = tmp_path / "query.csv"
+    download.value.save_as(saved)
+    assert saved.read_text(encoding="utf-8").splitlines() == ["rank,movie_id"] + [
+        f"{r},{m}" for r, m in expected
+    ]
+    # The README's first example: one click puts it in the box and runs it.
+    runs = int(tab.page.locator("#sql").get_attribute("data-runs") or 0)
+    tab.page.get_by_role("button", name="A user's top 10, with titles and reasons").click()
+    tab.page.wait_for_function(
+        "n => Number(document.getElementById('sql').dataset.runs || 0) > n", arg=runs
+    )
+    assert tab.page.locator("#sql-status").inner_text().startswith("10 rows in ")
+    titles = [row[1] for row in result_rows(tab)]
+    if shipped.user == 557:  # the README's example names user 557
+        assert titles == [shipped.grouplens_titles[m] for _, m in expected]
+    assert tab.problems == []
+    assert serious_axe_violations(tab) == []  # with a result drawn
+
+
+def serious_axe_violations(tab: Tab) -> list[str]:
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(tab.page)
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+@pytest.mark.e2e
+@needs_browser
+def test_sql_page_errors_are_one_line_and_writes_are_refused(published: Origin, tab: Tab) -> None:
+    open_sql_page(tab, published)
+    line = run_sql(tab, "SELECT * FROM nope")
+    assert line.startswith("Error: Catalog Error: Table with name nope does not exist!"), line
+    assert "\n" not in line and "LINE 1" not in line
+    line = run_sql(tab, "SELECT * FROM movies WHERE")
+    assert line.startswith("Error: Parser Error: syntax error at end of input"), line
+    assert "\n" not in line
+    assert tab.page.locator("#sql-result").is_hidden()
+    assert run_sql(tab, "SELEC 1").startswith("Refused: SELEC would change something")
+    assert run_sql(tab, "DELETE FROM predictions") == (
+        "Refused: DELETE would change something; this page only reads "
+        "(SELECT, WITH, FROM, VALUES, TABLE, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)."
+    )
+    assert run_sql(tab, "SELECT 1; DROP TABLE movies").startswith("Refused: one statement")
+    # Past the page's check (it starts WITH), the database itself refuses: attached read-only.
+    line = run_sql(tab, "WITH x AS (SELECT 1) INSERT INTO movies SELECT * FROM movies LIMIT 0")
+    assert line.startswith("Error: ") and "read-only" in line and "\n" not in line, line
+    assert run_sql(tab, "SELECT count(*) AS n FROM movies").startswith("1 row in ")
+    # DuckDB-Wasm's worker logs a failed query to the console too; nothing else may go wrong.
+    assert [p for p in tab.problems if "Error" not in p] == []
+
+
+@needs_browser
+def test_sql_page_under_file_says_why_and_shows_the_cli_query(shipped: Shipped, tab: Tab) -> None:
+    tab.open(shipped.site / "sql.html")
+    assert tab.page.locator("#sql-file").is_visible()
+    assert "cannot run SQL here" in tab.page.locator("#sql-file").inner_text()
+    assert tab.page.get_by_role("button", name="Run", exact=True).is_disabled()
+    cli = tab.page.locator("#sql-cli")
+    assert cli.inner_text().startswith("duckdb -readonly recommendations.duckdb 'SELECT t.rank")
+    tab.page.get_by_role("button", name="The cold-start list").click()
+    assert "FROM popular p JOIN movies m USING (movie_id)" in cli.inner_text()
+    tab.page.get_by_label("SQL query").fill("SELECT 'it''s'")
+    quoted = "'SELECT '\\''it'\\'''\\''s'\\'''"
+    assert cli.inner_text() == f"duckdb -readonly recommendations.duckdb {quoted}"
+    assert tab.problems == []
+    assert serious_axe_violations(tab) == []
 
 
 # ---------------------------------------------------------------------------------------
@@ -621,6 +914,7 @@ def test_every_link_resolves_and_pages_are_html(shipped: Shipped, origin: Origin
         f"movies/{shipped.movie('Die Hard (1988)')}.html",
         "popular.html",
         f"taste.html?picks={three}",
+        "runs.html",
     )
     parts = urlsplit(origin.site)
     same_site = f"{parts.scheme}://{parts.netloc}/"  # file:/// or http://127.0.0.1:PORT/
@@ -697,4 +991,66 @@ def test_search_loads_the_right_shard(fixed_out: Path, tmp_path: Path, tab: Tab)
     field_.fill("9")  # shard 0 is loaded, but has no user 9
     field_.press("Enter")
     tab.page.locator("#site-search-status").filter(has_text="No user 9 in this run").wait_for()
+    assert tab.problems == []
+
+
+@needs_browser
+def test_runs_page_over_http_lists_the_kept_runs_and_what_changed(
+    fixed_out: Path, s3_server: str, bucket: str, tmp_path: Path, tab: Tab
+) -> None:
+    """Two runs of the fixed site published to one public bucket: the second's Runs page
+    and index show both runs and what changed, as runs.json says."""
+    import pandas as pd
+
+    from job.publish import publish
+
+    s3(s3_server).put_bucket_policy(Bucket=bucket, Policy=public_read_policy(bucket))
+    first = json.loads((fixed_out / "run.json").read_text())["run_id"]
+    ids = [first, "20260102T000000Z-second"]
+    for day, run_id in enumerate(ids, start=1):
+        out = tmp_path / run_id
+        shutil.copytree(fixed_out, out, ignore=shutil.ignore_patterns("model.keras", "dataset"))
+        manifest = json.loads((out / "run.json").read_text())
+        created = f"2026-01-0{day}T00:00:00Z"
+        (out / "run.json").write_text(
+            json.dumps({**manifest, "run_id": run_id, "created_at": created})
+        )
+        for page in ("index.html", "runs.html"):  # the page's own run (the database's: the first)
+            path = out / "site" / page
+            path.write_text(path.read_text().replace(f'data-run="{first}"', f'data-run="{run_id}"'))
+        if day == 2:  # half the users get another first pick
+            top = pd.read_parquet(out / "parquet" / "top_k.parquet")
+            moved = (top["rank"] == 1) & (top["user_id"] % 2 == 0)
+            top.loc[moved, "movie_id"] = 30
+            top.to_parquet(out / "parquet" / "top_k.parquet")
+        publish(out, f"s3://{bucket}/web", endpoint_url=s3_server)
+    runs = json.loads(get(s3_server, bucket, "web/runs.json"))["runs"]
+    assert [r["run_id"] for r in runs] == ids
+    changes = runs[1]["changes"]
+    assert changes["users_changed"] > 0
+
+    tab.goto(f"{s3_server}/{bucket}/web/runs/{ids[1]}/site/runs.html")
+    tab.page.locator("#runs-status").filter(has_text="2 runs kept").wait_for()
+    rows = tab.page.locator("#runs-table tbody tr")
+    assert rows.count() == 2
+    assert ids[1] in rows.nth(0).locator("th").inner_text()
+    assert "this run" in rows.nth(0).locator("th").inner_text()
+    assert tab.page.locator("#runs-chart svg").count() == 4
+    assert tab.page.locator("#runs-chart svg").first.locator("circle").count() == 2
+    latest = tab.page.locator("#changes-table tbody tr").first.locator("td").all_inner_texts()
+    assert latest == [
+        "2026-01-01 00:00 UTC",
+        f"{100 * changes['share_changed']:.1f}% ({changes['users_changed']} of "
+        f"{changes['users_compared']})",
+        f"{changes['mean_overlap']:.3f}",
+        str(changes["new_movies"]),
+    ]
+    rows.nth(1).locator("th a").click()  # the older run's own site, in the same bucket
+    tab.page.wait_for_url(f"**/runs/{first}/site/index.html")
+    # That page reads runs.json too: leave it only once it has (a read cut short by the next
+    # navigation is a failed request).
+    tab.page.locator("#changes-summary").filter(has_text="the first run kept here").wait_for()
+    tab.goto(f"{s3_server}/{bucket}/web/runs/{ids[1]}/site/index.html")
+    summary = tab.page.locator("#changes-summary")
+    summary.filter(has_text=f"{changes['users_changed']} of {changes['users_compared']}").wait_for()
     assert tab.problems == []

@@ -74,3 +74,24 @@ def test_module_entry_point() -> None:
         [sys.executable, "-m", "job", "--help"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and "train" in result.stdout
+
+
+def test_matplotlib_reads_as_missing_only_while_keras_imports() -> None:
+    """Keras' optional matplotlib import is skipped, and matplotlib imports normally after
+    (in a fresh interpreter: this one may have imported it already)."""
+    code = """
+import sys
+from job.cli import _without_matplotlib
+with _without_matplotlib():
+    try:
+        import matplotlib.pyplot
+    except ImportError:
+        print("blocked")
+from matplotlib.figure import Figure
+print("imports after", "matplotlib.pyplot" in sys.modules)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["blocked", "imports after False"]

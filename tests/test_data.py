@@ -15,7 +15,15 @@ import pytest
 from synth import write_movielens
 
 from job.cli import main
-from job.data import HALF_STARS, WHOLE_STARS, KnownDataset, fetch, load_dataset, load_folder
+from job.data import (
+    HALF_STARS,
+    WHOLE_STARS,
+    KnownDataset,
+    fetch,
+    load_dataset,
+    load_folder,
+    natural_title,
+)
 from job.errors import DataError
 
 
@@ -301,3 +309,46 @@ def test_download_without_network_says_where_to_put_the_file(tmp_path: Path) -> 
     with pytest.raises(DataError) as error:
         fetch(known, tmp_path / "cache", url="http://127.0.0.1:9/ml-test.zip")
     assert f"put it at {tmp_path / 'cache' / 'ml-test.zip'}" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("grouplens", "natural"),
+    [
+        ("Matrix, The (1999)", "The Matrix (1999)"),
+        ("Walk in the Clouds, A (1995)", "A Walk in the Clouds (1995)"),
+        ("Awfully Big Adventure, An (1995)", "An Awfully Big Adventure (1995)"),
+        ("Misérables, Les (1995)", "Les Misérables (1995)"),
+        ("Boot, Das (Boat, The) (1981)", "Das Boot (The Boat) (1981)"),
+        ("Mariachi, El (1992)", "El Mariachi (1992)"),
+        ("Bear, The (Ours, L') (1988)", "The Bear (L'Ours) (1988)"),
+        ("Postman, The (Postino, Il) (1994)", "The Postman (Il Postino) (1994)"),
+        (
+            "Wings of Desire (Himmel über Berlin, Der) (1987)",
+            "Wings of Desire (Der Himmel über Berlin) (1987)",
+        ),
+        ("Tin Drum, The (Blechtrommel, Die) (1979)", "The Tin Drum (Die Blechtrommel) (1979)"),
+        ("Colonel Chabert, Le (1994)", "Le Colonel Chabert (1994)"),
+        ("Bamba, La (1987)", "La Bamba (1987)"),
+        (
+            "Good, the Bad and the Ugly, The (Buono, il brutto, il cattivo, Il) (1966)",
+            "The Good, the Bad and the Ugly (Il Buono, il brutto, il cattivo) (1966)",
+        ),
+        (
+            "City of the Living Dead (a.k.a. Gates of Hell, The) (1980)",
+            "City of the Living Dead (a.k.a. The Gates of Hell) (1980)",
+        ),
+        (
+            "Lord of the Rings: The Two Towers, The (2002)",
+            "The Lord of the Rings: The Two Towers (2002)",
+        ),
+        # Commas that move no article stay where they are.
+        ("I, Robot (2004)", "I, Robot (2004)"),
+        ("Paris, Texas (1984)", "Paris, Texas (1984)"),
+        ("Me, Myself & I (2000)", "Me, Myself & I (2000)"),
+        ("Truly, Madly, Deeply (1991)", "Truly, Madly, Deeply (1991)"),
+        ("Heat (1995)", "Heat (1995)"),
+        ("", ""),
+    ],
+)
+def test_natural_title_puts_moved_articles_back(grouplens: str, natural: str) -> None:
+    assert natural_title(grouplens) == natural

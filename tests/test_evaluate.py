@@ -1,4 +1,4 @@
-"""Rating errors, ranking metrics against a brute-force reference, and evaluate_all's rows."""
+"""Rating errors, ranking metrics against a brute-force reference, and evaluate's rows."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from job.evaluate import (
     Metrics,
     accuracy,
     constant_scorer,
-    evaluate_all,
+    evaluate,
     ranking_metrics,
     sample,
+    top_k_stable,
 )
 from job.features import SideFeatures
 from job.interactions import EncodedRatings, popularity_order
@@ -101,6 +102,19 @@ def test_ranking_metrics_match_brute_force(k: int, block: int, ties: bool) -> No
     )
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_top_k_stable_is_the_stable_full_sort(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    b, n = 7, 300
+    # Few distinct values (many ties), some -inf (seen), a constant row, short rows.
+    scores = rng.integers(0, 3 if seed % 2 else 1000, (b, n)).astype(float)
+    scores[rng.random((b, n)) < 0.3] = -np.inf
+    scores[0] = 1.0
+    for k in (1, 10, 299, 300, 400):
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(top_k_stable(scores, k), expected)
+
+
 def test_a_constant_score_ranks_by_popularity() -> None:
     """The global-mean baseline's ties are broken by training popularity, then by index."""
     seen = (np.array([0, 1, 1, 2, 2, 2]), np.array([3, 3, 1, 3, 1, 0]))  # popularity: 3 > 1 > 0
@@ -143,7 +157,7 @@ def test_metrics_rows_keep_the_existing_keys() -> None:
 
 
 @pytest.mark.parametrize(("output", "ranker"), [("regression", "rating"), ("classes", "ease")])
-def test_evaluate_all_reports_every_model_and_baseline(output: str, ranker: str) -> None:
+def test_evaluate_reports_every_model_and_baseline(output: str, ranker: str) -> None:
     rng = np.random.default_rng(0)
     n_users, n_movies, n = 12, 20, 150
     pairs = np.unique(
@@ -165,13 +179,13 @@ def test_evaluate_all_reports_every_model_and_baseline(output: str, ranker: str)
         side=SideFeatures.empty(n_movies),
     )
     rated = EncodedRatings(pairs, ratings, n_users, n_movies)
-    rows = evaluate_all(
+    rows = evaluate(
         "m",
         model,
         HeldOut(rated, train_mask, held_out, HALF_STARS),
         config,
         training_seconds=1.23456,
-    )
+    ).rows
     assert [r.model for r in rows] == ["m", *BASELINE_NAMES]
     # The ranking baselines predict no rating.
     assert [r.model for r in rows if r.rmse is None] == ["popularity", "EASE"]
@@ -203,13 +217,7 @@ def test_sampled_ranking_metrics_equal_the_full_ones_when_the_sample_is_everyone
     )
 
     def run(sample_users: int) -> list[Metrics]:
-        return evaluate_all(
-            "m",
-            model,
-            split,
-            config,
-            sample_users=sample_users,
-        )
+        return evaluate("m", model, split, config, sample_users=sample_users).rows
 
     def ranking(rows: list[Metrics]) -> list[tuple]:
         return [(r.ndcg_at_10, r.precision_at_10, r.coverage_at_10, r.ranked_users) for r in rows]

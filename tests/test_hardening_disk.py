@@ -26,7 +26,9 @@ from job.errors import JobError
 from job.files import atomic_path, atomic_write_text
 from job.pipeline import render
 
-TMPFS_SIZE = "16m"  # a run of the tiny data is ~4 MB (the database ~3 MB)
+# A run of the tiny data is ~4 MB (the database ~3 MB); rendered, it also holds the SQL
+# page's engine (35 MB, OUT/engine) and a copy of the database for the browser.
+TMPFS_SIZE = "96m"
 
 
 @pytest.fixture(scope="module")

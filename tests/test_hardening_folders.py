@@ -87,6 +87,27 @@ def _model_of_another_run(out: Path) -> None:
             archive.writestr(name, data)
 
 
+def _ranked_by_ease(damage: Damage) -> Damage:
+    """``damage`` on the run made one that ranks by the EASE ranker: run.json says so and a
+    ranker.npz of its catalogue is there (the seed preset's runs rank by predicted rating
+    and have none)."""
+
+    def damaged(out: Path) -> None:
+        import numpy as np
+
+        from job.itemitem import Ease, WatchAndLike
+
+        raw = json.loads((out / "run.json").read_text())
+        raw["config"]["model"]["ranker"] = "ease"
+        (out / "run.json").write_text(json.dumps(raw))
+        n_movies = raw["dataset"]["n_movies"]
+        none = Ease(np.zeros(0, np.int64), np.zeros((0, 0), np.float32), n_movies, 1.0)
+        WatchAndLike(watch=none, like=none).save(out / "ranker.npz")
+        damage(out)
+
+    return damaged
+
+
 def _ranker_of_another_run(out: Path) -> None:
     """ranker.npz saying 81 movies: another run's ranker, a whole archive."""
     import numpy as np
@@ -192,10 +213,21 @@ CASES: list[tuple[str, str, Damage, str]] = [
     (
         "ranker truncated",
         "score",
-        _on("ranker.npz", truncate),
+        _ranked_by_ease(_on("ranker.npz", truncate)),
         "ranker.npz: damaged, not a whole NumPy archive",
     ),
-    ("ranker of another run", "recommend", _ranker_of_another_run, "a ranker of 81 movies"),
+    (
+        "ranker missing",
+        "score",
+        _ranked_by_ease(_remove("ranker.npz")),
+        "ranker.npz: missing",
+    ),
+    (
+        "ranker of another run",
+        "recommend",
+        _ranked_by_ease(_ranker_of_another_run),
+        "a ranker of 81 movies",
+    ),
     (
         "also_liked truncated",
         "merge",
@@ -393,6 +425,7 @@ def test_train_again_into_a_damaged_folder(
     (out / "run.json").write_text("{")
     dead_temporary(out / "model.keras", ".keras").write_bytes(b"half")
     (out / ".dataset.0abc1234.tmp").mkdir()  # an older version's temporary
+    (out / rf.RANKER_FILE).write_bytes(b"an earlier ease-ranked run's")  # seed makes none
     data = Path(json.loads((tiny_run / "run.json").read_text())["config"]["data"])
 
     code = main(
@@ -409,7 +442,6 @@ def test_train_again_into_a_damaged_folder(
         rf.HISTORY_FILE,
         rf.METRICS_FILE,
         rf.SIMILAR_FILE,
-        rf.RANKER_FILE,
         rf.ALSO_LIKED_FILE,
         rf.DATASET_DIR,
     }, "the train outputs, none of the earlier run's later ones"

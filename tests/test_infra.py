@@ -703,6 +703,28 @@ def test_bucket_is_private_versioned_and_expires_old_versions() -> None:
     assert "AWS:SourceArn" in allows[0]["Condition"]["StringEquals"]
 
 
+def test_cors_allows_range_reads_of_the_site() -> None:
+    """The SQL page's reads (HEAD, then GET with Range) from another origin too: the
+    distribution answers preflights and shows a range reader the headers it needs."""
+    resources = template("site.yaml")["Resources"]
+    behaviour = resources["Distribution"]["Properties"]["DistributionConfig"][
+        "DefaultCacheBehavior"
+    ]
+    assert behaviour["AllowedMethods"] == ["GET", "HEAD", "OPTIONS"]
+    assert behaviour["ResponseHeadersPolicyId"] == {"Ref": "SiteHeadersPolicy"}
+    config = resources["SiteHeadersPolicy"]["Properties"]["ResponseHeadersPolicyConfig"]
+    cors = config["CorsConfig"]
+    assert cors["AccessControlAllowMethods"]["Items"] == ["GET", "HEAD", "OPTIONS"]
+    assert cors["AccessControlAllowHeaders"]["Items"] == ["Range"]
+    assert set(cors["AccessControlExposeHeaders"]["Items"]) >= {
+        "Content-Range",
+        "Content-Length",
+        "Accept-Ranges",
+    }
+    assert cors["AccessControlAllowCredentials"] is False
+    assert "StrictTransportSecurity" in config["SecurityHeadersConfig"]
+
+
 def _policy_statements(role: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
 

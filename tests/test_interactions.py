@@ -11,6 +11,7 @@ from job.interactions import (
     LIKE_RATING,
     EncodedRatings,
     Interactions,
+    SeenPairs,
     is_train,
     liked_matrix,
     popularity_order,
@@ -76,3 +77,20 @@ def test_interactions_see_every_rating_and_like_the_good_ones() -> None:
     seen = inputs.seen.mask(np.arange(r.n_users))
     np.testing.assert_array_equal(seen, r.liked(-np.inf).toarray() > 0)
     np.testing.assert_array_equal(inputs.liked.toarray(), r.liked().toarray())
+
+
+@pytest.mark.parametrize("shuffled", [False, True], ids=["stored by user", "any order"])
+def test_seen_pairs_are_each_users_movies_sorted(shuffled: bool) -> None:
+    rng = np.random.default_rng(5)
+    dense = rng.random((9, 14)) < 0.3
+    dense[4] = False  # a user with no ratings
+    users, movies = np.nonzero(dense)  # by user, then movie
+    if shuffled:
+        order = rng.permutation(len(users))
+        users, movies = users[order], movies[order]
+    seen = SeenPairs.from_pairs(users, movies, 9, 14)
+    np.testing.assert_array_equal(seen.counts, dense.sum(axis=1))
+    for user in range(9):
+        got = seen.movies[seen.indptr[user] : seen.indptr[user + 1]]
+        np.testing.assert_array_equal(got, np.flatnonzero(dense[user]))
+    np.testing.assert_array_equal(seen.mask(np.arange(9)), dense)

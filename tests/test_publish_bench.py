@@ -16,8 +16,8 @@ def test_bench_publish_runs_at_a_small_size(
     assert len([p for p in make_synthetic_out(tmp_path, 25).rglob("*") if p.is_file()]) == 25
     result = bench_publish(30)
     assert (result["objects"], result["first_uploaded"], result["rerun_uploaded"]) == (30, 30, 0)
-    # The first sends every object, the run's completion marker and the two entry points; the
-    # unchanged re-run sends nothing.
-    assert (result["first_puts"], result["rerun_puts"]) == (33, 0)
+    # The first sends every object, the run's completion marker, the two entry points and the
+    # runs index; the unchanged re-run sends nothing.
+    assert (result["first_puts"], result["rerun_puts"]) == (34, 0)
     table = capsys.readouterr().out
     assert "first" in table and "re-run" in table and "objects/s" in table and "PUTs" in table

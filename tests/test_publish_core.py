@@ -50,6 +50,7 @@ def test_publish_layout_content_types_and_order(
         | {
             "movielens/index.html",
             "movielens/latest.json",
+            "movielens/runs.json",
         }
     )
     assert set(keys) == expected  # nothing unpublished (model.keras, parts/ ...) went up
@@ -77,19 +78,23 @@ def test_publish_layout_content_types_and_order(
     assert latest["created_at"] == "2026-11-26T18:10:00Z"  # from the run id: run.json has none
     assert get(endpoint, bucket, "movielens/index.html").decode() == redirect_page(RUN_A)
     marker = json.loads(get(endpoint, bucket, run + MARKER))
+    # The marker also holds what the runs index says of the run (job.publish.runsindex).
+    assert marker.pop("changes") is None  # the first run: nothing to compare with
+    assert marker.pop("summary")["rmse"] is None  # the synthetic run.json has no metrics rows
     assert {k: v for k, v in marker.items() if k != "published_at"} == {
         k: v for k, v in latest.items() if k != "published_at"
     }
 
     # Order as the server saw it: every run object, then the run's completion marker, then
-    # latest.json (the switch), then index.html (which follows it).
+    # latest.json (the switch), then index.html (which follows it), then the runs index.
     puts = [p for p in proxy.puts() if not p.endswith(f"/{bucket}")]
-    assert puts[-3:] == [
+    assert puts[-4:] == [
         f"/{bucket}/{run}{MARKER}",
         f"/{bucket}/movielens/latest.json",
         f"/{bucket}/movielens/index.html",
+        f"/{bucket}/movielens/runs.json",
     ]
-    assert {p.removeprefix(f"/{bucket}/") for p in puts[:-3]} == {run + r for r in PUBLISHED}
+    assert {p.removeprefix(f"/{bucket}/") for p in puts[:-4]} == {run + r for r in PUBLISHED}
     # ... and as the store's own clock says it.
     newest_run_object = max(o["LastModified"] for k, o in keys.items() if k.startswith(run))
     assert keys["movielens/latest.json"]["LastModified"] >= newest_run_object
@@ -247,3 +252,32 @@ RECENT, STALE = 1000.0, 1000.0 - STALE_AFTER - 1  # last writes, seen at time 10
 )  # fmt: skip
 def test_runs_to_remove(runs: list[StoredRun], keep: int, named: str, removed: list[str]) -> None:
     assert runs_to_remove(runs, keep, RunRef(named[:16], named), now=1000.0) == removed
+
+
+def test_the_engine_goes_beside_the_runs_once(bucket: str, s3_server: str, tmp_path: Path) -> None:
+    """The SQL page's engine (OUT/engine/...) is published at PREFIX/engine/..., outside the
+    runs: the first run uploads it, a later run uploads nothing for it, and pruning the
+    first run leaves it."""
+    engine = {
+        "engine/duckdb-wasm-9.9.9/e.wasm": b"\0asm" + bytes(5000),
+        "engine/duckdb-wasm-9.9.9/w.js": b"1;",
+    }
+    outs = []
+    for run_id in (RUN_A, RUN_B):
+        out = make_out(tmp_path, run_id)
+        for rel, content in engine.items():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).write_bytes(content)
+        outs.append(out)
+    first = publish(outs[0], f"s3://{bucket}/k", endpoint_url=s3_server)
+    assert (first.shared_objects, first.shared_uploaded) == (2, 2)
+    assert "engine 2 of 2 uploaded" in first.describe()
+    second = publish(outs[1], f"s3://{bucket}/k", endpoint_url=s3_server, keep_runs=1)
+    assert (second.shared_objects, second.shared_uploaded) == (2, 0)
+    assert second.removed_runs == (RUN_A,)
+    keys = list_keys(s3_server, bucket, "k/")
+    assert {f"k/{rel}" for rel in engine} <= set(keys)
+    assert not [k for k in keys if k.startswith("k/runs/") and "/engine/" in k]
+    head = s3(s3_server).head_object(Bucket=bucket, Key="k/engine/duckdb-wasm-9.9.9/e.wasm")
+    assert (head["ContentType"], head["CacheControl"]) == ("application/wasm", IMMUTABLE_CACHE)
+    assert get(s3_server, bucket, "k/engine/duckdb-wasm-9.9.9/w.js") == b"1;"

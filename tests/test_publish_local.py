@@ -27,7 +27,12 @@ def test_local_publish_same_layout_and_idempotent(tmp_path: Path) -> None:
     assert (dest / "index.html").read_text() == redirect_page(RUN_A)
     assert json.loads((dest / "latest.json").read_text())["site"] == f"runs/{RUN_A}/site/index.html"
     assert summary.url == (dest / "index.html").resolve().as_uri()
-    assert sorted(p.name for p in dest.iterdir()) == ["index.html", "latest.json", "runs"]
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "index.html",
+        "latest.json",
+        "runs",
+        "runs.json",
+    ]
     assert [p.name for p in (dest / "runs").iterdir()] == [RUN_A]  # no staging left over
 
     again = publish(out, str(dest))

@@ -48,3 +48,27 @@ def test_fake_credentials_replace_the_callers_and_are_put_back(
     assert os.environ["AWS_PROFILE"] == "someones-real-profile"
     assert os.environ["AWS_ACCESS_KEY_ID"] == "AKIAREAL"
     assert "AWS_ENDPOINT_URL" not in os.environ
+
+
+def test_a_port_taken_before_the_server_binds_it_is_replaced_by_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process (a test running in parallel) can take the free port first."""
+    from job.publish import motoserver
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        taken_port = taken.getsockname()[1]
+        ports = iter([taken_port])
+        real_free_port = motoserver.free_port
+        monkeypatch.setattr(motoserver, "free_port", lambda: next(ports, None) or real_free_port())
+        with MotoServer() as server:
+            assert server.port != taken_port
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10):
+                pass
+        with (
+            pytest.raises(RuntimeError, match=f"port {taken_port} is in use"),
+            MotoServer(taken_port),
+        ):
+            pass

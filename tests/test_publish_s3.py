@@ -129,7 +129,11 @@ def test_transient_failures_are_retried(
     keys = list_keys(proxy.endpoint, bucket)
     assert {f"r/runs/{RUN_A}/{rel}" for rel in PUBLISHED} <= set(keys)
     assert json.loads(get(proxy.endpoint, bucket, "r/latest.json"))["run_id"] == RUN_A
-    assert proxy.puts()[-2:] == [f"/{bucket}/r/latest.json", f"/{bucket}/r/index.html"]
+    assert proxy.puts()[-3:] == [
+        f"/{bucket}/r/latest.json",
+        f"/{bucket}/r/index.html",
+        f"/{bucket}/r/runs.json",
+    ]
 
 
 def test_first_failed_upload_stops_new_ones_and_lets_those_in_flight_finish(

@@ -110,9 +110,14 @@ def test_s3_publish_killed_mid_upload_keeps_previous_site_and_rerun_sends_only_t
     puts = [p.removeprefix(f"/{bucket}/") for p in recorder.puts()]
     missing = {run_b_prefix + rel for rel in local_b} - set(landed)
     assert len(missing) == n_objects - allow
-    assert len(puts) == len(set(puts)) == len(missing) + 3  # no object sent twice
-    assert set(puts[:-3]) == missing
-    assert puts[-3:] == [run_b_prefix + MARKER, "site/latest.json", "site/index.html"]
+    assert len(puts) == len(set(puts)) == len(missing) + 4  # no object sent twice
+    assert set(puts[:-4]) == missing
+    assert puts[-4:] == [
+        run_b_prefix + MARKER,
+        "site/latest.json",
+        "site/index.html",
+        "site/runs.json",
+    ]
     assert (
         f"({n_objects - allow} uploaded, {allow} unchanged" in (tmp_path / "rerun.err").read_text()
     )
@@ -278,10 +283,11 @@ def test_twenty_publishes_keep_three_runs_and_leave_no_orphans(
         assert stored() == {f"runs/{r}/{rel}" for r in kept for rel in [*PUBLISHED, MARKER]} | {
             "index.html",
             "latest.json",
+            "runs.json",
         }
         assert json.loads(latest())["run_id"] == run_id
     seconds = time.monotonic() - started
-    assert puts == n_runs * (len(PUBLISHED) + 3)  # objects, marker, entry points
+    assert puts == n_runs * (len(PUBLISHED) + 4)  # objects, marker, entry points, runs index
     if kind == "s3":
         assert len(recorder.puts()) == puts  # what the server received, counted outside
         deletes = [m for m, p, code in recorder.log if m == "POST" and code == 200]

@@ -64,6 +64,20 @@ def test_ranked_top_k_is_the_full_sort_of_the_ranker_score(
     assert ratings.min() >= 0.5 and ratings.max() <= 5.0
 
 
+def test_score_matrix_with_a_ranker_is_the_compiled_blocks_scores(
+    setting: tuple[Interactions, WatchAndLike],
+) -> None:
+    """Evaluation's scores (numpy, no rating model) equal the score stage's compiled ones."""
+    inputs, ranker = setting
+    model = build_model(model_config("seed"), N_USERS, N_MOVIES, 3.5, seed=0, scale=HALF_STARS)
+    scorer = BlockScorer(model, inputs, K, 5, with_ratings=True, ranker=ranker)
+    users = np.array([4, 0, 9, 3, 22, 17], dtype="int32")  # cold users among them
+    compiled = np.concatenate([scorer(users[s : s + 5]).scores for s in (0, 5)])
+    matrix = scorer.score_matrix(users)
+    assert matrix.dtype == np.float64 and matrix.shape == (len(users), N_MOVIES)
+    np.testing.assert_array_equal(matrix, compiled.astype("float64"))
+
+
 def test_reasons_are_liked_movies_of_the_user(setting: tuple[Interactions, WatchAndLike]) -> None:
     inputs, ranker = setting
     picks = np.tile(np.arange(N_MOVIES), (N_USERS, 1))

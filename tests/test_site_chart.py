@@ -11,6 +11,7 @@ from site_support import MOVIE_IDS, build_fixed_run, fixed_ratings, fixed_title,
 
 from job import site
 from job.config import SIMILAR_MIN_RATINGS
+from job.data import natural_title
 from job.site.chart import star_label
 
 
@@ -99,7 +100,9 @@ def test_rating_chart_bars_are_the_movie_counts(fixed_site: Path) -> None:
             for v, c in reversed(list(zip(values, counts, strict=True)))
             if c
         )
-        assert title.text == f"How {sum(counts)} users rated {fixed_title(movie)}: {said}."
+        # The page's natural title ("The Movie 30 (1953)"), not GroupLens' ("Movie 30, The").
+        shown = natural_title(fixed_title(movie))
+        assert title.text == f"How {sum(counts)} users rated {shown}: {said}."
         scales = [
             float(g.get("transform", "").split()[3])
             for g in root.iter(f"{ns}g")

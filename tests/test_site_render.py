@@ -27,8 +27,8 @@ from site_support import (
     build_fixed_run,
     fixed_also_liked,
     fixed_ratings,
-    fixed_title,
     read_page,
+    shown_title,
 )
 
 from job import site
@@ -58,6 +58,7 @@ def test_every_page_is_written(fixed_site: Path) -> None:
     assert {p.stem for p in (fixed_site / "users").glob("*.html")} == {str(u) for u in USER_IDS}
     assert {p.stem for p in (fixed_site / "movies").glob("*.html")} == {str(m) for m in MOVIE_IDS}
     assert (fixed_site / "taste.html").is_file()
+    assert (fixed_site / "runs.html").is_file()
     for static in ("site.css", "search.js", "taste.js", "vendor/minisearch.min.js"):
         assert (fixed_site / "static" / static).is_file(), static
     assert (fixed_site / "static" / "vendor" / "minisearch-LICENSE.txt").is_file()
@@ -103,16 +104,16 @@ def test_user_page_reads_like_the_article(fixed_site: Path) -> None:
     top_rated, recommended = page.tables
     assert top_rated[0] == ["Rating", "Title", "Genres"]
     best = sorted(mine, key=lambda r: (-r[2], -r[3]))[:10]
-    assert [row[1] for row in top_rated[1:]] == [fixed_title(r[1]) for r in best]
+    assert [row[1] for row in top_rated[1:]] == [shown_title(r[1]) for r in best]
     assert recommended[0] == ["#", "Predicted", "Title", "Genres", "Why"]
     assert len(recommended) - 1 == 5
-    assert not {row[2] for row in recommended[1:]} & {fixed_title(r[1]) for r in mine}
+    assert not {row[2] for row in recommended[1:]} & {shown_title(r[1]) for r in mine}
     # Each pick says why: the movie behind it and the stars the user gave it (odd ranks
     # carry a reason in the fixed database).
     because = min(r[1] for r in mine)
     stars_given = next(r[2] for r in mine if r[1] == because)
     why = [row[4] for row in recommended[1:]]
-    assert why[0].startswith(f"because you rated {fixed_title(because)}")
+    assert why[0].startswith(f"because you rated {shown_title(because)}")
     assert stars(stars_given) in why[0]
     assert why[1] == "–"
     assert "cold-start" not in page.plain
@@ -179,9 +180,9 @@ def test_movie_page_lists_who_liked_it_also_liked(fixed_site: Path) -> None:
         }
         expected = sorted((o for o in score if score[o] > 0), key=lambda o: -score[o])
         page = read_page(fixed_site / "movies" / f"{movie}.html")
-        assert page.h1 == fixed_title(movie)
+        assert page.h1 == shown_title(movie)
         listed = [r[1] for r in page.tables[0][1:]] if expected else []
-        assert listed == [fixed_title(m) for m in expected[:N_SIMILAR]]
+        assert listed == [shown_title(m) for m in expected[:N_SIMILAR]]
 
 
 def test_movie_with_few_ratings_says_so(fixed_site: Path) -> None:
@@ -201,7 +202,7 @@ def test_titles_with_markup_render_as_text(fixed_site: Path) -> None:
     user = read_page(fixed_site / "users" / "1.html")  # user 1 rated movie 10
     assert XSS_TITLE in [row[1] for row in user.tables[0]]
     assert (
-        "Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)"
+        "Amélie (Le Fabuleux destin d'Amélie Poulain) (2001)"
         in read_page(fixed_site / "movies" / "20.html").h1
     )
 
@@ -311,6 +312,16 @@ def test_real_merge_output_renders(scored_run: Path, tmp_path: Path) -> None:
     recommended = [row[2] for row in page.tables[1][1:]]
     assert len(recommended) == 5
     assert not set(recommended) & {titles[m] for m in rated}
+
+
+def test_metrics_print_counts_as_integers_and_scores_to_four_places() -> None:
+    from job.site.render import metric_value
+
+    assert metric_value(559, "ranked_users") == "559"
+    assert metric_value(10083.0, "n") == "10,083"
+    assert metric_value(0.837893, "rmse") == "0.8379"
+    assert metric_value(19.178, "training_seconds") == "19.18"
+    assert metric_value(None, "rmse") == metric_value(float("nan"), "mae") == "–"
 
 
 def test_stars_round_to_half_stars() -> None:

@@ -6,13 +6,16 @@ import dataclasses
 import math
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
+import pytest
 
 from job.config import N_SIMILAR, PRESETS, SIMILAR_MIN_RATINGS, build_config
 from job.data import HALF_STARS
 from job.features import IdEncoding
-from job.itemitem import also_liked, fit_ease
+from job.itemitem import also_liked, covered_items, gram
+from job.layout import RANKER_FILE
 from job.manifest import read_manifest
 from job.split import TRAIN
 from job.train import (
@@ -20,7 +23,7 @@ from job.train import (
     MAX_BATCH,
     SplitData,
     TrainOutputs,
-    fit_item_item,
+    also_liked_neighbours,
     train_stage,
     training_settings,
 )
@@ -51,7 +54,7 @@ def test_training_settings_at_scale_grow_the_batch_and_the_rate_together() -> No
     )
 
 
-def test_fit_item_item_gives_neighbours_in_raw_ids() -> None:
+def test_also_liked_neighbours_are_in_raw_ids() -> None:
     rng = np.random.default_rng(3)
     n_users, n_movies = 40, 12
     pairs = np.unique(
@@ -60,20 +63,58 @@ def test_fit_item_item_gives_neighbours_in_raw_ids() -> None:
     ratings = rng.choice(HALF_STARS.values, len(pairs))
     encoding = IdEncoding(np.arange(n_users) + 100, np.arange(n_movies) * 10 + 7)
     data = SplitData(encoding, pairs, ratings, np.full(len(pairs), TRAIN), side=None)
-    config = dataclasses.replace(PRESETS["seed"], ease_l2=5.0, ease_watch_l2=5.0)
-    ranker, neighbours = fit_item_item(data, config)
-    # The same neighbours as also_liked on the liked part's co-like counts, decoded.
+    neighbours = also_liked_neighbours(data)
+    # The same neighbours as also_liked on the co-like counts of every liked rating, decoded.
     liked = data.rated.liked()
-    like, g = fit_ease(liked, config.ease_l2)
-    expected = also_liked(g, like.items, N_SIMILAR, SIMILAR_MIN_RATINGS)
+    items = covered_items(liked)
+    expected = also_liked(gram(liked, items), items, N_SIMILAR, SIMILAR_MIN_RATINGS)
+    assert len(expected) > 0
     assert list(neighbours.columns) == ["movie_id", "rank", "other_movie_id", "score"]
-    pd.testing.assert_series_equal(
-        neighbours["movie_id"],
-        pd.Series(encoding.decode_movies(expected["movie"].to_numpy()), name="movie_id"),
+    for column, raw in (("movie", "movie_id"), ("other", "other_movie_id")):
+        pd.testing.assert_series_equal(
+            neighbours[raw],
+            pd.Series(encoding.decode_movies(expected[column].to_numpy()), name=raw),
+        )
+    np.testing.assert_array_equal(neighbours["score"], expected["score"])
+
+
+@pytest.mark.parametrize(("ranker", "ease_fits"), [("ease", 2), ("rating", 1)])
+def test_one_run_fits_each_model_once(
+    ranker: str, ease_fits: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole run (train, score, merge, render) counts its fits: one Keras fit, and one
+    EASE fit per EASE model: the baseline over what users watched (the "ease" ranker's
+    watched part too, same data and L2) and, for the "ease" ranker, its liked part."""
+    from synth import write_movielens
+
+    import job.itemitem
+    from job.pipeline import run_all
+
+    ease_fits_seen: list[tuple[int, float]] = []
+    keras_fits: list[int] = []
+    fit_ease_model = job.itemitem.Ease.fit  # bound to Ease
+    fit_keras_model = keras.Model.fit
+
+    def counted_ease(
+        cls: type, g: np.ndarray, items: np.ndarray, n_movies: int, l2: float
+    ) -> job.itemitem.Ease:
+        ease_fits_seen.append((len(items), l2))
+        return fit_ease_model(g, items, n_movies, l2)
+
+    def counted_keras(model: keras.Model, *args: object, **kwargs: object) -> object:
+        keras_fits.append(1)
+        return fit_keras_model(model, *args, **kwargs)
+
+    monkeypatch.setattr(job.itemitem.Ease, "fit", classmethod(counted_ease))
+    monkeypatch.setattr(keras.Model, "fit", counted_keras)
+    data = write_movielens(tmp_path / "data", n_users=30, n_movies=40, per_user=12, seed=2)
+    config = build_config(
+        data=str(data), out=tmp_path / "out", preset="seed", epochs=2, ranker=ranker
     )
-    assert set(neighbours["other_movie_id"]) <= set(encoding.movie_ids.tolist())
-    np.testing.assert_array_equal(ranker.like.weights, like.weights)
-    assert ranker.watch.l2 == config.ease_watch_l2
+    run_all(config, verbose=0)
+    assert len(keras_fits) == 1
+    assert len(ease_fits_seen) == ease_fits, ease_fits_seen
+    assert (tmp_path / "out" / RANKER_FILE).exists() == (ranker == "ease")
 
 
 def test_train_stage_returns_its_typed_outputs(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ Layout under the target (``s3://BUCKET/PREFIX`` or a folder)::
     PREFIX/runs/RUN_ID/published.json              completion marker, written last
     PREFIX/latest.json                             {"run_id", "created_at", "site", ...}
     PREFIX/index.html                              redirect to runs/RUN_ID/site/index.html
+    PREFIX/runs.json                               the kept runs' metrics and what changed
 
 Why this shape: everything of a run goes under its own immutable prefix first (long cache);
 only when every object and the marker are listed are the two small entry points switched,
@@ -21,7 +22,8 @@ compares checksums and uploads only what is missing or changed, so a retry resum
 and a repeat is a no-op.
 
 Modules: ``core`` (the algorithm, once), ``storage`` (the interface it needs), ``s3`` and
-``local`` (its two implementations), ``runfiles`` (the run's files, content types, entry
+``local`` (its two implementations), ``runsindex`` (runs.json and what changed between two
+runs' top 10s), ``runfiles`` (the run's files, content types, entry
 points), ``target`` (URL parsing), ``motoserver`` and ``bench`` (a local S3 server for tests
 and ``python -m job bench-publish``).
 """

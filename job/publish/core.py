@@ -8,6 +8,7 @@
 3. Switch ``latest.json`` to the run by compare-and-swap, then make ``index.html`` follow it.
 4. With ``keep_runs``, delete complete runs beyond the newest N, never the one ``latest.json``
    names nor any created after it.
+5. Rebuild the runs index ``runs.json`` from the complete runs' markers (``runsindex``).
 
 Publishers racing to one target (two workflow runs, a re-run of an old one) keep the site
 whole by four rules:
@@ -43,7 +44,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,12 +54,24 @@ from job.progress import progress
 from job.publish.runfiles import (
     LocalFile,
     collect_files,
+    collect_shared_files,
     latest_document,
     read_run,
     redirect_page,
     run_created,
 )
-from job.publish.storage import Storage
+from job.publish.runsindex import (
+    MOVIES_FILE,
+    RUNS_INDEX,
+    TOP_K_FILE,
+    changes_document,
+    compare_top_k,
+    index_entry,
+    read_top_k,
+    run_summary,
+    runs_index,
+)
+from job.publish.storage import Storage, Stored
 from job.publish.target import PublishTarget, parse_target, resolve_endpoint_url
 
 logger = logging.getLogger(__name__)
@@ -101,6 +114,7 @@ class StoredRun:
     run: RunRef
     complete: bool
     last_modified: float | None = None
+    marker: dict[str, Any] | None = field(default=None, compare=False)  # a complete run's
 
 
 @dataclass(frozen=True)
@@ -120,6 +134,8 @@ class PublishSummary:
     removed_runs: tuple[str, ...] = ()
     puts: int = 0  # write requests, entry points and retries included (what a store bills)
     latest_run: str = ""  # the run the entry points name now: run_id, unless a newer run won
+    shared_objects: int = 0  # objects beside the runs (the SQL page's engine)
+    shared_uploaded: int = 0  # of those, sent this time (0 once any run has sent them)
 
     @property
     def is_latest(self) -> bool:
@@ -135,9 +151,14 @@ class PublishSummary:
             else f" but not the latest: the entry points name run {self.latest_run}, created "
             f"later; run {self.run_id} is kept under runs/{self.run_id}/"
         )
+        shared = (
+            f", engine {self.shared_uploaded} of {self.shared_objects} uploaded"
+            if self.shared_objects
+            else ""
+        )
         return (
             f"published run {self.run_id}{lost}: {self.objects} objects "
-            f"({self.uploaded} uploaded, {self.skipped} unchanged, {entry}), "
+            f"({self.uploaded} uploaded, {self.skipped} unchanged, {entry}{shared}), "
             f"{_human_bytes(self.bytes_uploaded)} of {_human_bytes(self.bytes_total)} sent "
             f"in {self.seconds:.1f} s, {self.puts} PUTs{removed} -> {self.url}"
         )
@@ -183,6 +204,7 @@ def publish(
     started = time.monotonic()
     run_id, created = read_run(Path(out_dir))
     files = collect_files(Path(out_dir))
+    shared = collect_shared_files(Path(out_dir))
     storage: Storage
     if parsed.kind == "s3":
         from job.publish.s3 import S3Storage
@@ -199,7 +221,13 @@ def publish(
         assert parsed.path is not None
         storage = LocalStorage(parsed.path)
     summary = publish_run(
-        storage, run_id, files, created=created, keep_runs=keep_runs, started=started
+        storage,
+        run_id,
+        files,
+        created=created,
+        keep_runs=keep_runs,
+        started=started,
+        shared=shared,
     )
     logger.log(logging.INFO if summary.is_latest else logging.WARNING, "%s", summary.describe())
     return summary
@@ -214,11 +242,14 @@ def publish_run(
     keep_runs: int | None = None,
     started: float | None = None,
     clock: Callable[[], float] = time.time,
+    shared: Sequence[LocalFile] = (),
 ) -> PublishSummary:
     """Steps 2-4 of the module docstring on any storage.
 
     ``created`` is the run's creation time (``runfiles.run_created``; by default read from
     the run id); ``clock`` tells pruning how old an incomplete run's last write is.
+    ``shared`` (the SQL page's engine) goes beside the runs, before the run's own objects,
+    so that a complete run never names an engine that is not there yet.
     """
     started = time.monotonic() if started is None else started
     ours = RunRef(created or run_created(run_id, None), run_id)
@@ -230,8 +261,13 @@ def publish_run(
         )
         if keep_runs is not None:
             refuse_without_room(storage, ours, RunRef.of(previous), keep_runs)
+    shared_uploaded, _ = upload_shared(storage, shared)
     uploaded, sent, marker_listed = upload_run(storage, run_id, files)
-    complete_run(storage, ours, files, uploaded=uploaded > 0, marker_listed=marker_listed)
+    # What the runs index says of this run, made once: when its marker is first written.
+    facts = {} if marker_listed else run_facts(storage, ours, files)
+    complete_run(
+        storage, ours, files, uploaded=uploaded > 0, marker_listed=marker_listed, facts=facts
+    )
 
     latest = latest_document(run_id, files, _now_iso(), ours.created)
     named, latest_written = switch_latest(
@@ -240,6 +276,7 @@ def publish_run(
     index_written = sync_index(storage)
 
     removed = prune_runs(storage, keep_runs, clock()) if keep_runs is not None else []
+    sync_runs_index(storage)
     if run_id in removed:
         raise PublishRefused(
             f"refused: run {run_id} was uploaded, but run {named.run_id} that "
@@ -260,6 +297,8 @@ def publish_run(
         removed_runs=tuple(removed),
         puts=storage.puts,
         latest_run=named.run_id,
+        shared_objects=len(shared),
+        shared_uploaded=shared_uploaded,
     )
 
 
@@ -268,21 +307,42 @@ def upload_run(storage: Storage, run_id: str, files: list[LocalFile]) -> tuple[i
     the run's completion marker was already listed)."""
     run_prefix = f"{RUNS}{run_id}/"
     existing = storage.list_objects(run_prefix)
-    todo = [
-        (run_prefix + f.rel, f)
-        for f in files
-        if existing.get(run_prefix + f.rel) != (f.etag, f.size)
-    ]
-    marker_listed = run_prefix + MARKER in existing
+    keyed = [(run_prefix + f.rel, f) for f in files]
+    sent, total = _upload_changed(storage, keyed, existing, storage.describe(run_prefix))
+    return sent, total, run_prefix + MARKER in existing
+
+
+def upload_shared(storage: Storage, files: Sequence[LocalFile]) -> tuple[int, int]:
+    """Upload the objects kept beside the runs (``PREFIX/engine/...``) that are missing or
+    changed; return (objects, bytes) sent. Their keys carry their version, so once any run
+    has sent them every later run finds them listed and sends nothing. Pruning never
+    removes them (it removes only under runs/)."""
+    if not files:
+        return 0, 0
+    prefixes = sorted({f.rel.split("/", 1)[0] + "/" for f in files})
+    existing = {k: v for p in prefixes for k, v in storage.list_objects(p).items()}
+    keyed = [(f.rel, f) for f in files]
+    return _upload_changed(storage, keyed, existing, f"{storage.describe()} beside the runs")
+
+
+def _upload_changed(
+    storage: Storage,
+    keyed: Sequence[tuple[str, LocalFile]],
+    existing: dict[str, Stored],
+    where: str,
+) -> tuple[int, int]:
+    """Upload the files whose key is missing from ``existing`` or listed with another ETag
+    or size; return (objects, bytes) sent."""
+    todo = [(key, f) for key, f in keyed if existing.get(key) != (f.etag, f.size)]
     logger.info(
         "publish: %d of %d objects to upload to %s (%d unchanged)",
         len(todo),
-        len(files),
-        storage.describe(run_prefix),
-        len(files) - len(todo),
+        len(keyed),
+        where,
+        len(keyed) - len(todo),
     )
     if not todo:
-        return 0, 0, marker_listed
+        return 0, 0
     total = sum(f.size for _, f in todo)
     lock = threading.Lock()  # the transfer manager reports from its worker threads
     with progress(total, "publish", unit="B", unit_scale=True) as bar:
@@ -297,7 +357,7 @@ def upload_run(storage: Storage, run_id: str, files: list[LocalFile]) -> tuple[i
             raise PublishError(
                 f"{exc}; the previous site is still served, re-run the same command to resume"
             ) from None
-    return len(todo), total, marker_listed
+    return len(todo), total
 
 
 def complete_run(
@@ -307,14 +367,17 @@ def complete_run(
     *,
     uploaded: bool,
     marker_listed: bool,
+    facts: dict[str, Any] | None = None,
 ) -> None:
     """Write the run's completion marker last, then list the run: every object and the marker
-    must be there before the entry points may name it."""
+    must be there before the entry points may name it. ``facts`` (``run_facts``) go into the
+    marker, for the runs index."""
     prefix = f"{RUNS}{ours.run_id}/"
     if marker_listed and not uploaded:
         return  # the listing before the upload found every object and the marker
     if not marker_listed:
         marker = latest_document(ours.run_id, list(files), _now_iso(), ours.created)
+        marker |= facts or {}
         storage.put_bytes(
             prefix + MARKER, (json.dumps(marker, indent=2) + "\n").encode("utf-8"), ENTRY_CACHE
         )
@@ -427,7 +490,7 @@ def stored_runs(storage: Storage) -> list[StoredRun]:
         body = storage.read(prefix + MARKER)
         marker = None if body is None else _latest_from(storage, body)
         if marker is not None and marker["run_id"] == run_id:
-            runs.append(StoredRun(RunRef.of(marker), complete=True))
+            runs.append(StoredRun(RunRef.of(marker), complete=True, marker=marker))
         else:
             ref = RunRef(run_created(run_id, None), run_id)
             runs.append(StoredRun(ref, complete=False, last_modified=storage.last_modified(prefix)))
@@ -471,6 +534,104 @@ def runs_to_remove(
         elif stored.last_modified is not None and now - stored.last_modified > stale_after:
             removed.append(stored.run.run_id)
     return removed
+
+
+def run_facts(storage: Storage, ours: RunRef, files: Sequence[LocalFile]) -> dict[str, Any]:
+    """What the runs index says of our run: its summary (from its run.json) and what changed
+    against the newest complete run created before it (``changes``: None for the first run).
+
+    What changed is extra: a previous run whose top_k cannot be read, or that is on another
+    dataset, gets a one-line reason instead of figures, and the publish goes on.
+    """
+    local = {f.rel: f.path for f in files}
+    try:
+        manifest = json.loads(local["run.json"].read_bytes()) if "run.json" in local else {}
+    except (OSError, ValueError):
+        manifest = {}
+    summary = run_summary(manifest)
+    older = [r for r in stored_runs(storage) if r.complete and r.run < ours]
+    if not older:
+        return {"summary": summary, "changes": None}
+    newest = max(older, key=lambda r: r.run)
+    previous, before = newest.run, (newest.marker or {}).get("summary") or {}
+    if before.get("dataset") and before.get("dataset") != summary["dataset"]:
+        reason = (
+            f"the previous run is on another dataset ({before['dataset']}), so their "
+            "recommendations are not compared"
+        )
+        return {
+            "summary": summary,
+            "changes": changes_document(previous.run_id, previous.created, reason=reason),
+        }
+    body = storage.read(f"{RUNS}{previous.run_id}/{TOP_K_FILE}")
+    try:
+        if body is None or TOP_K_FILE not in local:
+            raise ValueError(f"no {TOP_K_FILE} in {'this' if body else 'the previous'} run")
+        compared = compare_top_k(read_top_k(body), read_top_k(local[TOP_K_FILE].read_bytes()))
+        titles = _titles(local.get(MOVIES_FILE), compared.new_movie_users)
+    except Exception as exc:  # pyarrow and pandas raise many kinds for a damaged file
+        reason = f"cannot compare the top 10s: {_first_line(exc)}"
+        logger.warning("publish: run %s: %s", ours.run_id, reason)
+        return {
+            "summary": summary,
+            "changes": changes_document(previous.run_id, previous.created, reason=reason),
+        }
+    return {
+        "summary": summary,
+        "changes": changes_document(previous.run_id, previous.created, compared, titles),
+    }
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _titles(movies: Path | None, wanted: Any) -> dict[int, str]:
+    """The titles (as pages show them) of the movies ``wanted``, from the run's movies.parquet."""
+    if movies is None or not wanted:
+        return {}
+    import pandas as pd
+
+    from job.data import natural_title
+
+    frame = pd.read_parquet(movies, columns=["movie_id", "title"])
+    frame = frame[frame["movie_id"].isin(list(wanted))]
+    pairs = zip(frame["movie_id"], frame["title"], strict=True)
+    return {int(m): natural_title(str(t)) for m, t in pairs}
+
+
+def sync_runs_index(storage: Storage) -> bool:
+    """Write runs.json from the complete runs' markers, by compare-and-swap on the ETag read
+    before the listing, until a read after the write finds what the listing makes; return
+    whether we wrote it. (A run published before markers held a summary gets one from its
+    stored run.json.)"""
+    wrote = False
+    for _ in range(SWITCH_ATTEMPTS):
+        found = storage.read_versioned(RUNS_INDEX)
+        entries = []
+        for stored in stored_runs(storage):
+            if not stored.complete or stored.marker is None:
+                continue
+            summary = stored.marker.get("summary")
+            if not isinstance(summary, dict):
+                body = storage.read(f"{RUNS}{stored.run.run_id}/run.json")
+                try:
+                    summary = run_summary(json.loads(body) if body else {})
+                except ValueError:
+                    summary = run_summary({})
+            entries.append(index_entry(stored.marker, summary))
+        document = (json.dumps(runs_index(entries), indent=1) + "\n").encode("utf-8")
+        if found is not None and found[0] == document:
+            return wrote
+        if storage.put_if(RUNS_INDEX, document, ENTRY_CACHE, found[1] if found else None):
+            wrote = True
+        else:
+            logger.info("publish: %s changed since it was read; reading again", RUNS_INDEX)
+    raise PublishError(
+        f"{storage.describe(RUNS_INDEX)} changed {SWITCH_ATTEMPTS} times while this publish "
+        "rebuilt it; re-run the same command"
+    )
 
 
 def _now_iso() -> str:

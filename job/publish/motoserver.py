@@ -64,6 +64,7 @@ class MotoServer:
     """``python -m moto.server -H 127.0.0.1 -p PORT`` as a subprocess."""
 
     def __init__(self, port: int | None = None, *, startup_timeout: float = 30.0) -> None:
+        self._chosen_port = port
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.startup_timeout = startup_timeout
@@ -71,25 +72,41 @@ class MotoServer:
         self._log: Any = None
 
     def __enter__(self) -> MotoServer:
-        # moto.server's own main(), minus werkzeug's line per request: formatting and
-        # writing 10,000 access-log lines is CPU the benchmark should not pay.
+        # moto.server's own main(), minus two costs per request that a 10,000-object
+        # publish should not pay: werkzeug's access-log line, and moto listing and
+        # stat-ing its ~170 backend folders to route each request by host (a third of the
+        # server's CPU); the folder list is fixed for the life of the process.
         launcher = (
-            "import logging, sys; logging.getLogger('werkzeug').setLevel(logging.WARNING); "
+            "import functools, logging, sys; "
+            "logging.getLogger('werkzeug').setLevel(logging.WARNING); "
+            "from moto import backends; "
+            "backends.list_of_moto_modules = functools.cache("
+            "lambda listed=backends.list_of_moto_modules: tuple(listed())); "
             "from moto.server import main; main(sys.argv[1:])"
         )
-        self._log = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", launcher, "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        try:
-            _wait_until_up(self._proc, self.endpoint, self._log, self.startup_timeout)
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
+        # A free port can be taken by another process between free_port() and the server's
+        # bind (tests running in parallel start servers too): then try another one.
+        for attempt in range(_BIND_ATTEMPTS):
+            self._log = tempfile.TemporaryFile()
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", launcher, "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+            try:
+                _wait_until_up(self._proc, self.endpoint, self._log, self.startup_timeout)
+                return self
+            except _PortTaken:
+                self.__exit__()
+                if self._chosen_port is not None or attempt + 1 == _BIND_ATTEMPTS:
+                    raise RuntimeError(f"moto server: port {self.port} is in use") from None
+                self.port = free_port()
+                self.endpoint = f"http://127.0.0.1:{self.port}"
+            except BaseException:
+                self.__exit__()
+                raise
+        raise AssertionError("unreachable")
 
     def __exit__(self, *exc: object) -> None:
         if self._proc is not None:
@@ -115,6 +132,13 @@ class MotoServer:
         return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
 
+_BIND_ATTEMPTS = 5
+
+
+class _PortTaken(RuntimeError):
+    pass
+
+
 def _wait_until_up(
     proc: subprocess.Popen[bytes], endpoint: str, log: Any, startup_timeout: float
 ) -> None:
@@ -123,6 +147,8 @@ def _wait_until_up(
         if proc.poll() is not None:
             log.seek(0)
             tail = log.read()[-2000:].decode("utf-8", "replace")
+            if "Address already in use" in tail:
+                raise _PortTaken(tail)
             raise RuntimeError(f"moto server exited with {proc.returncode}: {tail}")
         try:
             with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):

@@ -20,6 +20,7 @@ from job.layout import (
     PUBLISHED_DIRS,
     PUBLISHED_FILES,
     RUN_JSON,
+    SHARED_DIRS,
     SITE_INDEX,
 )
 
@@ -145,6 +146,17 @@ def collect_files(out_dir: Path) -> list[LocalFile]:
     paths = [out_dir / name for name in PUBLISHED_FILES if (out_dir / name).is_file()]
     for name in PUBLISHED_DIRS:
         paths.extend(p for p in (out_dir / name).rglob("*") if p.is_file())
+    return _local_files(out_dir, paths)
+
+
+def collect_shared_files(out_dir: Path) -> list[LocalFile]:
+    """The files published beside the runs (``SHARED_DIRS``: the SQL page's engine), keyed
+    relative to the prefix: ``engine/duckdb-wasm-1.32.0/duckdb-eh.wasm``."""
+    paths = [p for name in SHARED_DIRS for p in (out_dir / name).rglob("*") if p.is_file()]
+    return _local_files(out_dir, paths)
+
+
+def _local_files(out_dir: Path, paths: list[Path]) -> list[LocalFile]:
     files = []
     for path in sorted(paths):
         try:

@@ -1,6 +1,8 @@
 """The static results site: ``data`` (reading a merged run), ``chart`` (the error-over-epochs
 plot, each movie's ratings), ``search`` (the title index), ``taste`` (the taste page's
-neighbours and its rule) and ``render`` (Jinja2 pages). Never imports Keras: everything comes
+neighbours and its rule), ``runs`` (the Runs page and "what changed", read from the bucket's
+runs.json at view time), ``sql`` (the SQL page's engine and database copy) and ``render``
+(Jinja2 pages). Never imports Keras: everything comes
 from DuckDB."""
 
 from job.site.chart import best_baseline, error_chart_svg

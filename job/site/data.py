@@ -19,7 +19,7 @@ import duckdb
 
 from job.baselines import BASELINE_NAMES
 from job.config import SIMILAR_MIN_RATINGS
-from job.data import RatingScale
+from job.data import RatingScale, natural_title
 from job.errors import JobError
 from job.layout import DATABASE_FILE, PARQUET_DIR, RUN_JSON, remake
 from job.manifest import Manifest, read_manifest
@@ -34,8 +34,9 @@ REQUIRED_TABLES = (
     "metrics",
     "runs",
 )
-# Columns of ``metrics`` that describe the row rather than score it.
-METRIC_INFO_COLUMNS = ("model", "n", "evaluated_on")
+# Columns of ``metrics`` that describe the row rather than score it: the index says them in
+# its text (the same for every row), not as table columns.
+METRIC_INFO_COLUMNS = ("model", "n", "evaluated_on", "ranked_users")
 # About 1,000 users per search shard keeps a shard near 10 kB: one small fetch per search,
 # whatever the size of the catalogue.
 USERS_PER_SHARD = 1000
@@ -71,6 +72,9 @@ class Movie:
     genres: tuple[str, ...]
     n_ratings: int
     mean_rating: float | None
+    # GroupLens' spelling ("Matrix, The (1999)"), as the database keeps it, where ``title``
+    # (what the pages show) differs: "" when they are the same.
+    grouplens_title: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,8 +284,17 @@ def _run_facts(manifest: Manifest, con: Any) -> dict[str, dict[str, Any]]:
 
 
 def _movies(con: Any) -> dict[int, Movie]:
+    """The catalogue, each title as people write it (``job.data.natural_title``)."""
     return {
-        int(m): Movie(int(m), str(t), _opt_int(y), tuple(g or ()), int(n or 0), _opt_float(r))
+        int(m): Movie(
+            int(m),
+            natural_title(str(t)),
+            _opt_int(y),
+            tuple(g or ()),
+            int(n or 0),
+            _opt_float(r),
+            "" if natural_title(str(t)) == str(t) else str(t),
+        )
         for m, t, y, g, n, r in con.execute(
             "SELECT movie_id, title, year, genres, n_ratings, mean_rating FROM movies"
             " ORDER BY movie_id"

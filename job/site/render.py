@@ -3,9 +3,13 @@
 ``render_site(out)`` reads a merged run (``OUT/recommendations.duckdb`` and ``OUT/run.json``)
 and writes ``OUT/site/``::
 
-    index.html              dataset, model, metrics against the baselines, the chart, search
+    index.html              dataset, model, metrics against the baselines, what changed since
+                            the previous run (``job.site.runs``), the chart, search
+    runs.html               the kept runs' metrics, a table and a chart (``job.site.runs``)
     popular.html            what a new user is shown: one pick per genre, each genre's best
     taste.html              "start from your taste": picks in, recommendations out (in JS)
+    sql.html                SQL in the browser (DuckDB-Wasm, over http(s); ``job.site.sql``)
+    sql/recommendations.duckdb  the tables in the storage format DuckDB-Wasm reads
     users/<id>.html         a user's top-rated movies and top recommendations
     movies/<id>.html        a movie: links out, tags, its ratings' chart, its neighbours
     search/users-<n>.js     the user-id index, one shard per ``id % n_shards``
@@ -45,9 +49,10 @@ import duckdb
 import jinja2
 
 from job.baselines import BASELINE_NAMES
+from job.config import default_cache_dir
 from job.errors import JobError
 from job.files import atomic_path
-from job.layout import SITE_DIR
+from job.layout import DATABASE_FILE, SITE_DIR
 from job.manifest import StageRecord
 from job.preflight import damaged_database, require
 from job.signals import ignore_interrupts
@@ -60,7 +65,21 @@ from job.site.chart import (
     ratings_description,
 )
 from job.site.data import TASTE_EXPLAINED, TASTE_SOURCE, SiteData, load_site_data
+from job.site.runs import RUNS_INDEX_URL, SUMMARY_METRICS, this_run
 from job.site.search import write_title_index
+from job.site.sql import (
+    BROWSER_DATABASE,
+    BROWSER_MODULE,
+    ENGINE,
+    ENGINE_FILES,
+    ENGINE_FOLDER,
+    EXAMPLES,
+    SqlEngine,
+    cli_query,
+    engine_for_site,
+    install_engine,
+    write_browser_database,
+)
 from job.site.taste import n_taste_shards, write_taste_shards
 
 log = logging.getLogger(__name__)
@@ -73,10 +92,20 @@ PAGE_TEMPLATES = (
     "index.html",
     "movie.html",
     "popular.html",
+    "runs.html",
+    "sql.html",
     "taste.html",
     "user.html",
 )
-STATIC_FILES = ("site.css", "search.js", "taste.js", "vendor/minisearch.min.js")
+STATIC_FILES = (
+    "site.css",
+    "search.js",
+    "taste.js",
+    "runs.js",
+    "sql.js",
+    "vendor/minisearch.min.js",
+    BROWSER_MODULE,
+)
 # Below this many pages a process pool costs more to start than it saves. Measured on 2
 # cores with ml-latest-small (10,354 pages): one process writes them in about 3 s; two
 # spawned workers took longer (each re-imports numpy and Jinja2 and unpickles the data).
@@ -106,6 +135,7 @@ def render_site(
     workers: int | None = None,
     n_top_rated: int = 10,
     n_popular: int = 100,
+    cache_dir: Path | None = None,
 ) -> SiteSummary:
     """Render ``OUT/site`` from a merged run (``job.pipeline.run_stage`` records its time).
 
@@ -117,6 +147,9 @@ def render_site(
         n_top_rated: a user's top-rated movies shown on their page.
         n_popular: the head of the cold-start ranking shown on popular.html (the table in
             the DuckDB file ranks the whole catalogue).
+        cache_dir: where the SQL page's engine is cached (fetched there on first use);
+            default ``$MOVIELENS_CACHE`` or ~/.cache/movielens-job. Without it (no network)
+            the page says the engine is missing.
 
     Raises:
         JobError: the run is not merged yet, or the templates are missing.
@@ -128,7 +161,17 @@ def render_site(
         data, timings = load_site_data(out, manifest, n_top_rated=n_top_rated, n_popular=n_popular)
     except duckdb.Error as exc:  # damage inside a table, past require's cheap checks
         raise damaged_database(out, exc) from None
-    summary = write_site(out / SITE_DIR, data, templates=templates, workers=workers)
+    engine = engine_for_site(cache_dir or default_cache_dir())
+    if engine.folder is not None:
+        install_engine(engine.folder, out)
+    summary = write_site(
+        out / SITE_DIR,
+        data,
+        templates=templates,
+        workers=workers,
+        database=out / DATABASE_FILE,
+        engine=engine,
+    )
     seconds = time.perf_counter() - started
     timings = {**timings, **summary.timings}
     log.info(
@@ -217,7 +260,7 @@ def make_environment(templates: Path) -> jinja2.Environment:
         stars=stars,
         genre_list=lambda genres: ", ".join(genres) if genres else "(no genres listed)",
         metric_label=metric_label,
-        metric_value=lambda x, column: _number(x, 2 if column in _NOT_A_SCORE else 4),
+        metric_value=metric_value,
     )
     env.globals["baseline_names"] = BASELINE_NAMES
     return env
@@ -231,12 +274,28 @@ METRIC_LABELS = {
     "mrr": "MRR",
     "auc": "AUC",
     "training_seconds": "Fit time (s)",
+    "ranked_users": "Ranked users",
 }
 
 
 def _number(value: Any, digits: int = 3) -> str:
     """A number to ``digits`` decimals; a dash where there is none."""
     return "–" if value is None or not _finite(value) else f"{float(value):.{digits}f}"
+
+
+# How a metrics column prints, by its meaning rather than by the type a row happens to hold:
+# counts as integers, seconds to two decimals, scores (errors, ranking metrics) to four.
+COUNT_COLUMNS = ("n", "ranked_users")
+SECONDS_COLUMNS = ("training_seconds",)
+
+
+def metric_value(value: Any, column: str) -> str:
+    """One cell of the metrics table: "559", "19.18", "0.8379"; a dash where there is none."""
+    if value is None or not _finite(value):
+        return "–"
+    if column in COUNT_COLUMNS:
+        return f"{round(float(value)):,}"
+    return _number(value, 2 if column in SECONDS_COLUMNS else 4)
 
 
 def metric_label(column: str) -> str:
@@ -304,6 +363,7 @@ def _site_globals(data: SiteData) -> dict[str, Any]:
         "movies": data.movies,
         "n_shards": data.n_shards,
         "user_id_range": (min(ids), max(ids)) if ids else (0, 0),
+        "runs_index_url": RUNS_INDEX_URL,
     }
 
 
@@ -346,8 +406,14 @@ def write_site(
     *,
     templates: Path | None = None,
     workers: int | None = None,
+    database: Path | None = None,
+    engine: SqlEngine | None = None,
 ) -> SiteSummary:
     """Write every page, the search shards and the static files; the folder appears whole.
+
+    ``database`` (the run's recommendations.duckdb) is copied for the SQL page in the format
+    DuckDB-Wasm reads, and ``engine`` says whether the page has its engine; without either
+    the page says why it cannot run.
 
     Raises:
         JobError: the templates are missing or a page refers to something undefined.
@@ -355,7 +421,7 @@ def write_site(
     started = time.perf_counter()
     if templates is None:
         templates = check_templates()
-    n_pages = len(data.users) + len(data.movies) + 3
+    n_pages = len(data.users) + len(data.movies) + 5  # index, popular, taste, sql, runs
     if workers is None:
         workers = (os.cpu_count() or 1) if n_pages >= PARALLEL_MIN_PAGES else 1
     workers = max(1, workers)
@@ -369,7 +435,15 @@ def write_site(
             if static.is_dir():
                 shutil.copytree(static, tmp / "static")
             _write_top_pages(tmp, data, templates)
-            timings["index"] = time.perf_counter() - started
+            sql_started = time.perf_counter()
+            engine = engine or SqlEngine(None, "this site was rendered without it")
+            if database is not None and engine.folder is not None:
+                write_browser_database(database, tmp / BROWSER_DATABASE)
+            elif database is None:
+                engine = SqlEngine(None, "this site was rendered without the run's database")
+            _write_sql_page(tmp, data, templates, engine)
+            timings["index"] = sql_started - started
+            timings["sql"] = time.perf_counter() - sql_started
             index_started = time.perf_counter()
             _write_search_shards(tmp / "search", data)
             write_title_index(tmp / "search", data.movies)
@@ -427,6 +501,10 @@ def _write_top_pages(site: Path, data: SiteData, templates: Path) -> None:
         popular_min_ratings=data.popular_min_ratings,
     )
     (site / "popular.html").write_text(popular, encoding="utf-8")
+    runs = env.get_template("runs.html").render(
+        root="", this_run=this_run(data), summary_metrics=SUMMARY_METRICS
+    )
+    (site / "runs.html").write_text(runs, encoding="utf-8")
     # The taste page's starting points, and what fills its list when the picks' neighbours
     # are too few: the one-per-genre picks, then the most popular movies.
     starters = [pick.movie.movie_id for pick in data.every_genre]
@@ -441,9 +519,26 @@ def _write_top_pages(site: Path, data: SiteData, templates: Path) -> None:
     (site / "taste.html").write_text(taste, encoding="utf-8")
 
 
+def _write_sql_page(site: Path, data: SiteData, templates: Path, engine: SqlEngine) -> None:
+    env = make_environment(templates)
+    env.globals.update(_site_globals(data))
+    page = env.get_template("sql.html").render(
+        root="",
+        examples=EXAMPLES,
+        first_cli=cli_query(EXAMPLES[0].sql),
+        engine_missing=engine.missing if engine.folder is None else "",
+        engine_name=f"{ENGINE.name} {ENGINE.version}",
+        engine_folder=ENGINE_FOLDER,
+        engine_files=ENGINE_FILES,
+        browser_module=BROWSER_MODULE,
+        browser_database=BROWSER_DATABASE,
+    )
+    (site / "sql.html").write_text(page, encoding="utf-8")
+
+
 # Higher is better for ranking metrics (ndcg, precision, recall, hit rate, map, auc, ...).
 _LOWER_IS_BETTER = ("rmse", "mae", "mse", "loss", "error")
-_NOT_A_SCORE = ("training_seconds",)  # shown, but no "best" to mark
+_NOT_A_SCORE = (*SECONDS_COLUMNS, *COUNT_COLUMNS)  # shown, but no "best" to mark
 
 
 def _best_per_column(
