@@ -7,8 +7,10 @@ python -m job score      predict every user's unwatched movies (optionally one s
 python -m job merge      build recommendations.duckdb and Parquet from the scored parts
 python -m job render     the static site
 python -m job publish    upload a run to s3://BUCKET/PREFIX or a local folder
+python -m job pull-latest  fetch the published run's model, to train --warm-start from it
 python -m job bench      scoring throughput against the article's approach
 python -m job bench-job  every stage of the job on a synthetic ml-10m/25m/32m-shaped dataset
+python -m job bench-warm-start  a warm start against a cold one on a dataset split by time
 python -m job tune       grid search of model settings on the validation set (tune.json)
 python -m job seeds      a preset's test metrics over several seeds, mean ± std (seeds.json)
 python -m job shard-plan, run-summary, publish-summary   for the GitHub workflow (job/workflow.py)
@@ -115,6 +117,13 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pull_latest(args: argparse.Namespace) -> int:
+    from job.publish.pull import pull_latest
+
+    print(pull_latest(args.source, args.out, args.endpoint_url))  # stdout: the run id
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     _load_keras(args)  # job.bench loads Keras
     from job.bench import BenchOptions, format_report, run_bench
@@ -146,6 +155,17 @@ def cmd_bench_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_warm_start(args: argparse.Namespace) -> int:
+    config = flags.config_from(args)  # validated before the slow imports
+    if not 0.0 < args.quantile < 1.0:
+        raise ConfigError(f"--quantile must be in (0, 1) (got {args.quantile})")
+    _load_keras(args)
+    from job.warmbench import format_table, run_warm_bench
+
+    print(format_table(run_warm_bench(config, args.quantile, _keras_verbosity())))
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     config = flags.config_from(args)  # validated before the slow imports
     _load_keras(args)
@@ -174,12 +194,12 @@ COMMANDS: dict[str, tuple[Handler, str, tuple[flags.Group, ...]]] = {
     "run": (
         cmd_run,
         "Run every stage: train, score, merge, render, and publish if asked.",
-        (flags.training_flags, flags.score_flags, flags.run_publish_flags),
+        (flags.training_flags, flags.warm_start_flag, flags.score_flags, flags.run_publish_flags),
     ),
     "train": (
         cmd_train,
         "Load and validate the data, split it, train the model, evaluate it against baselines.",
-        (flags.training_flags,),
+        (flags.training_flags, flags.warm_start_flag),
     ),
     "recommend": (
         cmd_recommend,
@@ -206,6 +226,11 @@ COMMANDS: dict[str, tuple[Handler, str, tuple[flags.Group, ...]]] = {
         "Upload a finished run to s3://BUCKET/PREFIX or a local folder.",
         (flags.publish_command_flags,),
     ),
+    "pull-latest": (
+        cmd_pull_latest,
+        "Fetch the published run's model (run.json, model.keras, encoding.json) for --warm-start.",
+        (flags.pull_flags,),
+    ),
     "bench": (
         cmd_bench,
         "Benchmark scoring: the fast path against the article's per-user predict.",
@@ -220,6 +245,11 @@ COMMANDS: dict[str, tuple[Handler, str, tuple[flags.Group, ...]]] = {
         cmd_bench_publish,
         "Benchmark publishing: upload a synthetic site to a local moto S3 server, then re-run it.",
         (flags.bench_publish_flags,),
+    ),
+    "bench-warm-start": (
+        cmd_bench_warm_start,
+        "Measure a warm start: train on the ratings before a time quantile, then on all of them cold and warm.",
+        (flags.warm_bench_flags,),
     ),
     "tune": (
         cmd_tune,

@@ -206,6 +206,8 @@ class Config:
     val_fraction: float = 0.1
     split: SplitKind = "random"
     cache_dir: Path = field(default_factory=lambda: default_cache_dir())
+    # A previous run folder whose model training starts from (job.warmstart); None: from scratch.
+    warm_start: Path | None = None
     score: ScoreOptions = field(default_factory=ScoreOptions)
     publish: PublishOptions | None = None
 
@@ -228,6 +230,7 @@ class Config:
         del raw["publish"]  # where a run goes is not part of what it is
         raw["out"] = str(self.out)
         raw["cache_dir"] = str(self.cache_dir)
+        raw["warm_start"] = None if self.warm_start is None else str(self.warm_start)
         return raw
 
 
@@ -259,7 +262,7 @@ def build_config(**flags: Any) -> Config:
     given = {name: value for name, value in flags.items() if value is not None}
     own = {f.name for f in dataclasses.fields(Config)} - {"model"}
     settings = {name: given.pop(name) for name in list(given) if name in own}
-    for name in ("out", "cache_dir"):
+    for name in ("out", "cache_dir", "warm_start"):
         if name in settings:
             settings[name] = Path(settings[name])
     return Config(**settings, model=model_config(settings.get("preset", DEFAULT_PRESET), **given))

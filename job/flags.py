@@ -73,6 +73,17 @@ def training_flags(
     cache_dir_flag(parser)
 
 
+def warm_start_flag(parser: argparse.ArgumentParser) -> None:
+    flag(
+        parser,
+        "--warm-start",
+        "start from this run folder's model (same preset) for the users and movies it knew; "
+        "`pull-latest` fetches the published one",
+        type=Path,
+        metavar="PREV_OUT",
+    )
+
+
 def cache_dir_flag(parser: argparse.ArgumentParser) -> None:
     flag(
         parser,
@@ -173,6 +184,28 @@ def publish_command_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", type=Path, help="the run's output folder")
     parser.add_argument("target", help="s3://BUCKET/PREFIX, file://PATH or a local folder")
     publish_flags(parser, "keep only the newest N runs under the prefix")
+
+
+def warm_bench_flags(parser: argparse.ArgumentParser) -> None:
+    training_flags(parser)
+    flag(
+        parser,
+        "--quantile",
+        "the first run trains on the ratings before this quantile of the timestamps",
+        type=float,
+        default=0.9,
+    )
+
+
+def pull_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "source",
+        help="the published site's address (https://...), s3://BUCKET/PREFIX or a local folder",
+    )
+    out_flag(
+        parser, "folder for the run's run.json, model.keras and encoding.json", Path("previous")
+    )
+    flag(parser, "--endpoint-url", "S3-compatible endpoint (default: $AWS_ENDPOINT_URL or AWS)")
 
 
 def bench_flags(parser: argparse.ArgumentParser) -> None:
@@ -278,6 +311,7 @@ def config_from(args: argparse.Namespace, **more: Any) -> Config:
         "val_fraction",
         "split",
         "cache_dir",
+        "warm_start",
     )
     flags = {name: getattr(args, name, None) for name in names}
     if getattr(args, "top_k", None) is not None:

@@ -47,7 +47,9 @@ ENGINE_DIR = "engine"
 DOWNSTREAM_OUTPUTS = (PARTS_DIR, DATABASE_FILE, PARQUET_DIR, SITE_DIR, ENGINE_DIR)
 
 # What a published run is made of (relative to the run folder); the rest stays local.
-PUBLISHED_FILES = (RUN_JSON, DATABASE_FILE)
+# The model and its encoding go up too: the next run can start from them (train --warm-start
+# after pull-latest), wherever it runs.
+PUBLISHED_FILES = (RUN_JSON, DATABASE_FILE, MODEL_FILE, ENCODING_FILE)
 PUBLISHED_DIRS = (SITE_DIR, PARQUET_DIR)
 SITE_INDEX = f"{SITE_DIR}/index.html"
 # Published beside the runs, not in them (PREFIX/engine/...): versioned in their names, the

@@ -297,12 +297,18 @@ class DLRMModel(FactorisedModel):
         rating_values: list[float] | None = None,
         n_genres: int = 1,
         n_tag_columns: int = 1,
+        genre_names: list[str] | None = None,
+        tag_names: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(n_users, n_movies, model_config, rating_mean, rating_values, **kwargs)
         cfg = self.cfg
         self.n_genres = n_genres
         self.n_tag_columns = n_tag_columns
+        # What each column of the genre and tag tables is: a warm start (job.warmstart) matches
+        # the embedding rows of a later run's vocabularies by name.
+        self.genre_names = list(genre_names or [])
+        self.tag_names = list(tag_names or [])
         self.dim = cfg.side_dim
         regularizer = self._embedding_regularizer()
         self.user_embedding = layers.Embedding(
@@ -460,6 +466,8 @@ class DLRMModel(FactorisedModel):
             **super().get_config(),
             "n_genres": self.n_genres,
             "n_tag_columns": self.n_tag_columns,
+            "genre_names": self.genre_names,
+            "tag_names": self.tag_names,
         }
 
 
@@ -515,6 +523,8 @@ def build_model(
             values,
             n_genres=int(side.genres.shape[1]),
             n_tag_columns=int(side.tags.shape[1]),
+            genre_names=list(side.genre_names),
+            tag_names=list(side.tag_names),
         )
         model.build()
         model.set_side_features(side)

@@ -108,8 +108,44 @@ def _check_train_outputs(out: Path, manifest: Manifest) -> None:
     """model.keras, encoding.json and dataset/ of the train stage that wrote run.json."""
     fix = train_command(out, manifest)
     facts = manifest.dataset
-    _check_model(out / MODEL_FILE, manifest, fix)
+    _check_model_files(out, manifest, fix)
+    for table, columns in DATASET_COLUMNS.items():
+        path = dataset_file(out, table)
+        metadata = _check_parquet(path, fix, columns)
+        if table == "ratings" and metadata.num_rows != facts.n_ratings:
+            raise JobError(
+                f"{path}: {metadata.num_rows} ratings, but {RUN_JSON} says {facts.n_ratings} "
+                f"(a file of another run?); {fix}"
+            )
+    if manifest.ranker == "ease":  # a preset that ranks by predicted rating has none
+        _check_ranker(out / RANKER_FILE, manifest, fix)
 
+
+WARM_START_FIX = "point --warm-start at another run folder, or train without it"
+
+
+def require_previous_run(folder: Path) -> Manifest:
+    """Before train with ``--warm-start FOLDER``: the run it names (a run folder, or one
+    downloaded by ``pull-latest``) has a whole run.json, model.keras and encoding.json, all
+    of one run. Returns its manifest.
+
+    Raises:
+        JobError: one line naming the file and what is wrong with it.
+    """
+    if not folder.is_dir():
+        what = "not a folder" if folder.exists() else "no such folder"
+        raise JobError(f"--warm-start {folder}: no run to start from ({what}); {WARM_START_FIX}")
+    if not (folder / RUN_JSON).exists():
+        raise JobError(f"{folder}: no run to start from (no {RUN_JSON}); {WARM_START_FIX}")
+    manifest = read_manifest(folder)
+    _check_model_files(folder, manifest, WARM_START_FIX)
+    return manifest
+
+
+def _check_model_files(out: Path, manifest: Manifest, fix: str) -> None:
+    """model.keras and encoding.json, whole and made for run.json's users and movies."""
+    facts = manifest.dataset
+    _check_model(out / MODEL_FILE, manifest, fix)
     encoding = out / ENCODING_FILE
     _check_nonempty(encoding, fix)
     raw = read_json(encoding, fix)
@@ -124,17 +160,6 @@ def _check_train_outputs(out: Path, manifest: Manifest) -> None:
             f"{encoding}: {sizes[0]} users and {sizes[1]} movies, but {RUN_JSON} says "
             f"{facts.n_users} and {facts.n_movies} (a file of another run?); {fix}"
         )
-
-    for table, columns in DATASET_COLUMNS.items():
-        path = dataset_file(out, table)
-        metadata = _check_parquet(path, fix, columns)
-        if table == "ratings" and metadata.num_rows != facts.n_ratings:
-            raise JobError(
-                f"{path}: {metadata.num_rows} ratings, but {RUN_JSON} says {facts.n_ratings} "
-                f"(a file of another run?); {fix}"
-            )
-    if manifest.ranker == "ease":  # a preset that ranks by predicted rating has none
-        _check_ranker(out / RANKER_FILE, manifest, fix)
 
 
 def _check_ranker(path: Path, manifest: Manifest, fix: str) -> None:

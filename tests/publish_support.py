@@ -48,10 +48,10 @@ PUBLISHED = {
     "site/search/users.json": "application/json",
     "site/data/history.csv": "text/csv; charset=utf-8",
     "site/robots.txt": "text/plain; charset=utf-8",
+    "model.keras": "application/octet-stream",
+    "encoding.json": "application/json",
 }
 NOT_PUBLISHED = (
-    "model.keras",
-    "encoding.json",
     "history.csv",
     "parts/part-0.parquet",
     "dataset/ratings.csv",
@@ -137,7 +137,7 @@ def make_out(root: Path, run_id: str = RUN_A, *, variant: str = "") -> Path:
         "site/search/users.json": json.dumps([557, 1, 2]),
         "site/data/history.csv": "epoch,mae\n1,0.9\n2,0.7\n",
         "site/robots.txt": "User-agent: *\n",
-        "model.keras": b"PK\x03\x04 not published",
+        "model.keras": b"PK\x03\x04 a model",
         "encoding.json": "{}",
         "history.csv": "epoch,mae\n",
         "parts/part-0.parquet": b"PAR1 part PAR1",

@@ -42,6 +42,7 @@ INPUTS = {
     "shards": "2",
     "keep_top": "20",
     "publish": True,
+    "warm_start": True,
 }
 GITHUB = {
     "repository": "Owner/MovieLens-Job",  # mixed case: the image job lower-cases it for GHCR
@@ -192,7 +193,7 @@ def _s3_text(s3: Any, key: str) -> str:
 @pytest.mark.container
 @pytest.mark.e2e
 def test_the_workflow_runs_and_publishes(
-    engine: Engine, tmp_path: Path, pytestconfig: pytest.Config
+    engine: Engine, tmp_path: Path, pytestconfig: pytest.Config, shipped_run: Path
 ) -> None:
     duckdb = pytest.importorskip("duckdb")
     with moto_server() as endpoint:
@@ -200,6 +201,9 @@ def test_the_workflow_runs_and_publishes(
         s3.create_bucket(Bucket=BUCKET)
         s3.put_bucket_policy(Bucket=BUCKET, Policy=public_read_policy(BUCKET))
         site_url = f"{endpoint}/{BUCKET}/{PREFIX}"  # moto serves the objects over plain HTTP
+        # An earlier run of the same preset, as far as a warm start reads it: latest.json and
+        # the model files of the run it names (a whole publish of it would cost ~30 s more).
+        previous_id = _put_previous_run(s3, shipped_run)
         run = WorkflowRun(
             workflow_file=RUN_WORKFLOW,
             repository=ROOT,
@@ -235,6 +239,7 @@ def test_the_workflow_runs_and_publishes(
         assert skipped == {"Make room for the GPU image", "Build and push the GPU image"}
         ran = [(s.job, s.name) for s in run.steps if s.status == "ran"]
         assert ("score (shard=0)", "Score") in ran and ("score (shard=1)", "Score") in ran
+        assert ("train", "Fetch the published model") in ran
 
         # What the site job made, as the runner's user, from the inputs.
         out = run.jobs["site"].workspaces[0] / "out"
@@ -245,6 +250,10 @@ def test_the_workflow_runs_and_publishes(
         assert manifest["config"]["preset"] == "seed"
         assert manifest["config"]["model"]["epochs"] == 1
         assert manifest["scoring"]["shards"] == 2 and manifest["scoring"]["keep_top"] == 20
+        # warm_start: the train job started from the published model, which knew every user.
+        assert manifest["warm_start"]["from_run"] == previous_id
+        assert manifest["warm_start"]["known_users"] == manifest["dataset"]["n_users"]
+        assert run_id != previous_id
 
         # The bucket: the entry points name this run, and its database holds every user's top_k.
         latest = json.loads(_s3_text(s3, "latest.json"))
@@ -287,6 +296,15 @@ def test_the_workflow_runs_and_publishes(
         assert links["Data"] == f"{site_url}/runs/{run_id}/recommendations.duckdb"
         with anonymous.open(links["Data"], timeout=30) as data:
             assert data.read() == database.read_bytes()
+
+
+def _put_previous_run(s3: Any, out: Path) -> str:
+    run_id = json.loads((out / "run.json").read_text(encoding="utf-8"))["run_id"]
+    for name in ("run.json", "model.keras", "encoding.json"):
+        s3.upload_file(str(out / name), BUCKET, f"{PREFIX}/runs/{run_id}/{name}")
+    latest = json.dumps({"run_id": run_id}).encode("utf-8")
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/latest.json", Body=latest)
+    return run_id
 
 
 def _credentials() -> dict[str, Any]:

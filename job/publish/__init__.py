@@ -6,6 +6,7 @@ Layout under the target (``s3://BUCKET/PREFIX`` or a folder)::
     PREFIX/runs/RUN_ID/recommendations.duckdb      the site links to ../recommendations.duckdb
     PREFIX/runs/RUN_ID/parquet/*.parquet
     PREFIX/runs/RUN_ID/run.json
+    PREFIX/runs/RUN_ID/model.keras, encoding.json  the model, for the next run's warm start
     PREFIX/runs/RUN_ID/published.json              completion marker, written last
     PREFIX/latest.json                             {"run_id", "created_at", "site", ...}
     PREFIX/index.html                              redirect to runs/RUN_ID/site/index.html

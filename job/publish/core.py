@@ -205,21 +205,7 @@ def publish(
     run_id, created = read_run(Path(out_dir))
     files = collect_files(Path(out_dir))
     shared = collect_shared_files(Path(out_dir))
-    storage: Storage
-    if parsed.kind == "s3":
-        from job.publish.s3 import S3Storage
-
-        storage = S3Storage(
-            parsed,
-            endpoint_url=resolve_endpoint_url(endpoint_url),
-            max_concurrency=max_concurrency,
-            max_attempts=max_attempts,
-        )
-    else:
-        from job.publish.local import LocalStorage
-
-        assert parsed.path is not None
-        storage = LocalStorage(parsed.path)
+    storage = open_storage(parsed, endpoint_url, max_concurrency, max_attempts)
     summary = publish_run(
         storage,
         run_id,
@@ -231,6 +217,28 @@ def publish(
     )
     logger.log(logging.INFO if summary.is_latest else logging.WARNING, "%s", summary.describe())
     return summary
+
+
+def open_storage(
+    target: PublishTarget,
+    endpoint_url: str | None = None,
+    max_concurrency: int = 32,
+    max_attempts: int | None = None,
+) -> Storage:
+    """The storage a parsed target names: an S3 bucket's prefix or a folder."""
+    if target.kind == "s3":
+        from job.publish.s3 import S3Storage
+
+        return S3Storage(
+            target,
+            endpoint_url=resolve_endpoint_url(endpoint_url),
+            max_concurrency=max_concurrency,
+            max_attempts=max_attempts,
+        )
+    from job.publish.local import LocalStorage
+
+    assert target.path is not None
+    return LocalStorage(target.path)
 
 
 def publish_run(

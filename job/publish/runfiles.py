@@ -29,7 +29,7 @@ from job.layout import (
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNKSIZE = 16 * 1024 * 1024
 
-_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 # Explicit types for what the site and data contain: mimetypes' answers depend on the host's
 # /etc/mime.types (and know nothing of .parquet or .duckdb), and a wrong type makes a browser
@@ -101,7 +101,7 @@ def read_run(out_dir: Path) -> tuple[str, str]:
     except JobError as exc:
         raise PublishError(str(exc)) from None
     run_id = manifest.get("run_id") if isinstance(manifest, dict) else None
-    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
+    if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
         raise PublishError(
             f'{run_json} has no valid "run_id" (got {run_id!r}): it must be letters, digits, '
             "'.', '_' or '-', e.g. 20261126T181000Z-1a2b3c4d"

@@ -1,0 +1,105 @@
+"""``python -m job bench-warm-start``: what a warm start saves, on a dataset split by time.
+
+Three trainings of one preset, as a weekly job meets them:
+
+1. **before**: the ratings before the ``quantile`` timestamp (the dataset as it was);
+2. **cold**: every rating, from scratch;
+3. **warm**: every rating, from the *before* run's model (``train --warm-start``).
+
+The split hashes each rating (``job.split``), so *before*'s training ratings are never in the
+later runs' validation or test sets, and *cold* and *warm* share theirs. The table gives each
+run's training time, epochs, validation RMSE (what early stopping judged) and test metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from job.config import Config
+from job.data import Dataset, load_dataset
+from job.manifest import Manifest
+from job.train import train_stage
+
+DEFAULT_QUANTILE = 0.9
+
+
+@dataclass(frozen=True)
+class WarmRow:
+    run: str
+    train_ratings: int
+    epochs: int
+    training_seconds: float
+    validation_rmse: float
+    test_rmse: float
+    test_ndcg_at_10: float | None
+
+    @classmethod
+    def of(cls, run: str, manifest: Manifest) -> WarmRow:
+        training: dict[str, Any] = manifest.extra.get("training", {})
+        model = manifest.metrics["rows"][0]
+        return cls(
+            run=run,
+            train_ratings=manifest.dataset.split["train"],
+            epochs=manifest.model.epochs_run,
+            training_seconds=manifest.training_seconds,
+            validation_rmse=float(training["validation_rmse"]),
+            test_rmse=float(model["rmse"]),
+            test_ndcg_at_10=model.get("ndcg_at_10"),
+        )
+
+
+def write_earlier(dataset: Dataset, quantile: float, folder: Path) -> int:
+    """A MovieLens folder of ``dataset``'s ratings (and tags) before its ``quantile``
+    timestamp, with the whole catalogue; returns that timestamp."""
+    cutoff = int(dataset.ratings["timestamp"].quantile(quantile))
+    folder.mkdir(parents=True, exist_ok=True)
+    ratings = dataset.ratings[dataset.ratings["timestamp"] < cutoff]
+    ratings.rename(columns={"user_id": "userId", "movie_id": "movieId"}).to_csv(
+        folder / "ratings.csv", index=False
+    )
+    dataset.movies[["movie_id", "title", "genres"]].rename(columns={"movie_id": "movieId"}).to_csv(
+        folder / "movies.csv", index=False
+    )
+    tags = dataset.tags
+    if "timestamp" in tags:
+        tags = tags[tags["timestamp"] < cutoff]
+    tags.rename(columns={"user_id": "userId", "movie_id": "movieId"}).to_csv(
+        folder / "tags.csv", index=False
+    )
+    return cutoff
+
+
+def run_warm_bench(
+    config: Config, quantile: float = DEFAULT_QUANTILE, verbose: int = 0
+) -> list[WarmRow]:
+    """Train *before*, *cold* and *warm* under ``config.out``; one row each."""
+    dataset = load_dataset(config.data, config.cache_dir)
+    earlier = config.out / "earlier-data"
+    write_earlier(dataset, quantile, earlier)
+    runs = {
+        "before": dataclasses.replace(config, data=str(earlier), out=config.out / "before"),
+        "cold": dataclasses.replace(config, out=config.out / "cold"),
+        "warm": dataclasses.replace(
+            config, out=config.out / "warm", warm_start=config.out / "before"
+        ),
+    }
+    return [WarmRow.of(name, train_stage(run, verbose).manifest) for name, run in runs.items()]
+
+
+def format_table(rows: list[WarmRow]) -> str:
+    """The runs side by side, then the warm run against the cold one."""
+    frame = pd.DataFrame([dataclasses.asdict(row) for row in rows])
+    lines = [frame.to_string(index=False, float_format=lambda x: f"{x:.4f}")]
+    by_run = {row.run: row for row in rows}
+    if {"cold", "warm"} <= by_run.keys():
+        cold, warm = by_run["cold"], by_run["warm"]
+        lines.append(
+            f"warm against cold: {warm.training_seconds / cold.training_seconds:.2f}x the "
+            f"training time, validation RMSE {warm.validation_rmse - cold.validation_rmse:+.4f}"
+        )
+    return "\n".join(lines)
