@@ -112,7 +112,24 @@ class FactorisedModel(keras.Model):
         0.640 for the DLRM model), since with Adam it keeps pulling rarely rated users and
         movies towards zero between their rare updates.
         """
-        return keras.regularizers.L2(self.cfg.l2) if self.cfg.l2 else None
+        if not self.cfg.l2 or self.cfg.l2_scope != "tables":
+            return None
+        return keras.regularizers.L2(self.cfg.l2)
+
+    def _batch_penalty(self, users: Any, movies: Any) -> Any:
+        """``l2_scope="batch"``: l2 x the mean over the batch's ratings of the squared norms
+        of the rows they look up (embeddings and biases)."""
+        total = 0.0
+        for name, ids in (
+            ("user_embedding", users),
+            ("user_bias", users),
+            ("movie_embedding", movies),
+            ("movie_bias", movies),
+        ):
+            table = getattr(self, name, None)
+            if table is not None:
+                total = total + ops.mean(ops.sum(ops.square(table(ids)), axis=-1))
+        return self.cfg.l2 * total
 
     def _biases(self) -> None:
         regularizer = self._embedding_regularizer()
@@ -163,6 +180,8 @@ class FactorisedModel(keras.Model):
         outputs = self.pair_outputs(
             self.user_parts(users), self.movie_parts(movies), training=training
         )
+        if training and self.cfg.l2 and self.cfg.l2_scope == "batch":
+            self.add_loss(self._batch_penalty(users, movies))
         rating = ops.expand_dims(self.to_rating(outputs), -1)
         return ops.concatenate([rating, outputs], axis=-1) if self.classes else rating
 
@@ -312,10 +331,16 @@ class DLRMModel(FactorisedModel):
         self.dim = cfg.side_dim
         regularizer = self._embedding_regularizer()
         self.user_embedding = layers.Embedding(
-            n_users, self.dim, embeddings_regularizer=regularizer, name="user_embedding"
+            n_users,
+            self.dim,
+            embeddings_regularizer=regularizer,
+            name="user_embedding",
         )
         self.movie_embedding = layers.Embedding(
-            n_movies, self.dim, embeddings_regularizer=regularizer, name="movie_embedding"
+            n_movies,
+            self.dim,
+            embeddings_regularizer=regularizer,
+            name="movie_embedding",
         )
         # A Dense layer without bias over pooled multi-hot rows is a pooled embedding lookup.
         self.genre_embedding = layers.Dense(self.dim, use_bias=False, name="genre_embedding")

@@ -375,3 +375,38 @@ def test_side_features_never_have_an_empty_dimension() -> None:
     assert (
         side.genres.shape == (2, 1) and side.tags.shape == (2, 1) and side.genre_names == ("Drama",)
     )
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "dlrm"])
+def test_batch_l2_penalises_the_rows_a_batch_looks_up(architecture: str) -> None:
+    """l2_scope="batch": l2 x the batch mean of each rating's squared row norms (embeddings
+    and biases), against a numpy loop; "tables" adds no such loss (a regularizer does)."""
+    config = model_config("seed", architecture=architecture, biases=True, l2=0.05, l2_scope="batch")
+    side = SideFeatures.empty(6) if architecture == "dlrm" else None
+    model = build_model(config, 5, 6, 3.0, seed=1, side=side)
+    for name in ("user_bias", "movie_bias"):  # zeros at first: give them something to sum
+        layer = getattr(model, name)
+        layer.set_weights([np.random.default_rng(2).normal(size=layer.get_weights()[0].shape)])
+    pairs = np.array([[0, 1], [0, 5], [4, 2]], dtype="int32")
+    model(pairs, training=True)
+    tables = {
+        name: getattr(model, name).get_weights()[0]
+        for name in ("user_embedding", "user_bias", "movie_embedding", "movie_bias")
+    }
+    expected = 0.0
+    for name, column in (
+        ("user_embedding", 0),
+        ("user_bias", 0),
+        ("movie_embedding", 1),
+        ("movie_bias", 1),
+    ):
+        expected += np.mean([np.sum(tables[name][row] ** 2) for row in pairs[:, column]])
+    (loss,) = model.losses
+    np.testing.assert_allclose(float(loss), 0.05 * expected, rtol=1e-5)
+
+    model(pairs, training=False)  # predicting adds no penalty
+    tables_scope = build_model(
+        model_config("seed", architecture=architecture, l2=0.05), 5, 6, 3.0, seed=1, side=side
+    )
+    assert tables_scope.user_embedding.embeddings_regularizer is not None
+    assert model.user_embedding.embeddings_regularizer is None
