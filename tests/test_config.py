@@ -46,6 +46,7 @@ def test_model_flags_replace_the_presets() -> None:
         ({"split": "sideways"}, "--split must be 'random' or 'temporal'"),
         ({"epochs": 0}, "model.epochs must be at least 1"),
         ({"score": None, "ranker": "best"}, "unknown ranker 'best'"),
+        ({"score": None, "l2_scope": "rows"}, "unknown l2_scope 'rows'"),
     ],
 )
 def test_bad_flags_are_refused_when_the_config_is_made(flags: dict, message: str) -> None:
