@@ -105,6 +105,22 @@ STEPS_PER_EXECUTION = 16
 WARM_PATIENCE = 1
 
 
+class EpochClock(keras.callbacks.Callback):
+    """Seconds from the start of ``fit`` to the end of each epoch (run.json's
+    ``training.epoch_seconds``: when a warm start reached a given validation error)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = time.perf_counter()
+        self.ends: list[float] = []
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.ends.append(round(time.perf_counter() - self.started, 3))
+
+
 def training_settings(config: ModelConfig, n_train: int) -> ModelConfig:
     """``config`` as trained on ``n_train`` ratings: unchanged below ``LARGE_TRAINING``."""
     if n_train < LARGE_TRAINING:
@@ -263,6 +279,7 @@ def train(
         mode="min",
         restore_best_weights=config.restore_best_weights,
     )
+    clock = EpochClock()
     started = time.perf_counter()
     fitted = model.fit(
         x=train_pairs,
@@ -270,7 +287,7 @@ def train(
         batch_size=config.batch_size,
         epochs=config.epochs,
         validation_data=(val_pairs, training_targets(model, val_ratings)),
-        callbacks=[stop],
+        callbacks=[stop, clock],
         shuffle=True,
         verbose=verbose,
     )
@@ -292,6 +309,7 @@ def train(
         # What the kept weights score on the validation set (what warm starts are judged by).
         "validation_rmse": round(validation.rmse or float("nan"), 6),
         "ratings_per_second": round(len(train_ratings) * len(history) / max(seconds, 1e-9)),
+        "epoch_seconds": clock.ends,
     }
     return TrainingResult(
         model=model,

@@ -11,7 +11,7 @@ from synth import write_movielens
 
 from job.config import build_config
 from job.data import load_dataset
-from job.warmbench import format_table, run_warm_bench, write_earlier
+from job.warmbench import WarmRow, format_table, run_warm_bench, seconds_to_reach, write_earlier
 
 
 def test_the_earlier_folder_is_the_ratings_before_the_quantile(tmp_path: Path) -> None:
@@ -47,3 +47,17 @@ def test_three_runs_and_the_warm_one_starts_from_the_earlier(tmp_path: Path) -> 
     assert manifests["warm"]["warm_start"]["from_run"] == manifests["before"]["run_id"]
     table = format_table(rows)
     assert "warm against cold:" in table and "validation RMSE" in table
+
+
+def _row(run: str, rmse: tuple[float, ...], seconds: tuple[float, ...]) -> WarmRow:
+    return WarmRow(
+        run, 100, len(rmse), sum(seconds), min(rmse, default=0.9), 0.9, None, rmse, seconds
+    )
+
+
+def test_seconds_to_reach_is_the_first_epoch_within_the_margin_of_the_cold_best() -> None:
+    cold = _row("cold", (0.95, 0.90, 0.86, 0.87), (3.0, 5.0, 7.0, 9.0))
+    assert seconds_to_reach(_row("warm", (0.88, 0.864, 0.87), (2.5, 4.0, 5.5)), cold) == 4.0
+    assert seconds_to_reach(_row("warm", (0.85,), (2.0,)), cold) == 2.0
+    assert seconds_to_reach(_row("warm", (0.9, 0.88), (2.0, 3.0)), cold) is None
+    assert seconds_to_reach(_row("warm", (), ()), cold) is None  # no squared-error val_loss
