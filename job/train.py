@@ -100,8 +100,9 @@ LARGE_MIN_DELTA = 0.001
 STEPS_PER_EXECUTION = 16
 # A warm start (job.warmstart) begins near the previous optimum and overfits from its second
 # epoch on: on ml-latest-small split at the 90th percentile of time (`bench-warm-start`), the
-# tuned preset's warm run was best at epoch 2 of 5 under patience 3 (val MAE 0.6407, 0.6387,
-# then 0.6415, 0.6493, 0.6635). Patience 1 keeps the same weights and stops two epochs sooner.
+# previous default's warm run was best at epoch 2 of 5 under patience 3 (val MAE 0.6407,
+# 0.6387, then 0.6415, 0.6493, 0.6635); the current default's at epoch 1 (0.6401, then
+# 0.6405). Patience 1 keeps the same weights and stops two epochs sooner.
 WARM_PATIENCE = 1
 
 
