@@ -363,12 +363,14 @@ def test_dispatch_inputs() -> None:
         "runner",
         "shards",
         "publish",
+        "warm_start",
     }
     assert set(inputs["dataset"]["options"]) == set(DATASETS)
     assert inputs["preset"]["default"] == DEFAULT_PRESET  # the job's own default
     assert inputs["epochs"]["default"] == inputs["keep_top"]["default"] == ""  # empty: the job's
     assert inputs["runner"]["options"] == ["cpu", "gpu"]
-    assert inputs["publish"]["type"] == "boolean"
+    assert inputs["publish"]["type"] == inputs["warm_start"]["type"] == "boolean"
+    assert inputs["warm_start"]["default"] is False  # the first run has nothing to start from
     for job_id in ("train", "score"):
         assert "inputs.runner == 'gpu'" in wf["jobs"][job_id]["runs-on"]
     assert wf["concurrency"]["cancel-in-progress"] is False

@@ -193,7 +193,7 @@ def _s3_text(s3: Any, key: str) -> str:
 @pytest.mark.container
 @pytest.mark.e2e
 def test_the_workflow_runs_and_publishes(
-    engine: Engine, tmp_path: Path, pytestconfig: pytest.Config, shipped_run: Path
+    engine: Engine, tmp_path: Path, pytestconfig: pytest.Config, tiny_run: Path
 ) -> None:
     duckdb = pytest.importorskip("duckdb")
     with moto_server() as endpoint:
@@ -201,9 +201,10 @@ def test_the_workflow_runs_and_publishes(
         s3.create_bucket(Bucket=BUCKET)
         s3.put_bucket_policy(Bucket=BUCKET, Policy=public_read_policy(BUCKET))
         site_url = f"{endpoint}/{BUCKET}/{PREFIX}"  # moto serves the objects over plain HTTP
-        # An earlier run of the same preset, as far as a warm start reads it: latest.json and
-        # the model files of the run it names (a whole publish of it would cost ~30 s more).
-        previous_id = _put_previous_run(s3, shipped_run)
+        # An earlier run of the same preset (seed), as far as a warm start reads it:
+        # latest.json and the model files of the run it names. A tiny run, whose users 1-50
+        # are ml-latest-small's first 50: those rows are carried over, the rest start fresh.
+        previous_id = _put_previous_run(s3, tiny_run)
         run = WorkflowRun(
             workflow_file=RUN_WORKFLOW,
             repository=ROOT,
@@ -250,9 +251,11 @@ def test_the_workflow_runs_and_publishes(
         assert manifest["config"]["preset"] == "seed"
         assert manifest["config"]["model"]["epochs"] == 1
         assert manifest["scoring"]["shards"] == 2 and manifest["scoring"]["keep_top"] == 20
-        # warm_start: the train job started from the published model, which knew every user.
+        # warm_start: the train job started from the published model, for the users it knew.
+        known = set(_user_ids(tiny_run)) & set(_user_ids(out))
         assert manifest["warm_start"]["from_run"] == previous_id
-        assert manifest["warm_start"]["known_users"] == manifest["dataset"]["n_users"]
+        assert manifest["warm_start"]["known_users"] == len(known) > 0
+        assert manifest["warm_start"]["new_users"] == manifest["dataset"]["n_users"] - len(known)
         assert run_id != previous_id
 
         # The bucket: the entry points name this run, and its database holds every user's top_k.
@@ -305,6 +308,10 @@ def _put_previous_run(s3: Any, out: Path) -> str:
     latest = json.dumps({"run_id": run_id}).encode("utf-8")
     s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/latest.json", Body=latest)
     return run_id
+
+
+def _user_ids(out: Path) -> list[int]:
+    return json.loads((out / "encoding.json").read_text(encoding="utf-8"))["user_ids"]
 
 
 def _credentials() -> dict[str, Any]:
