@@ -127,8 +127,12 @@ def score_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def publish_flags(parser: argparse.ArgumentParser, keep_runs: str) -> None:
+def endpoint_url_flag(parser: argparse.ArgumentParser) -> None:
     flag(parser, "--endpoint-url", "S3-compatible endpoint (default: $AWS_ENDPOINT_URL or AWS)")
+
+
+def publish_flags(parser: argparse.ArgumentParser, keep_runs: str) -> None:
+    endpoint_url_flag(parser)
     flag(parser, "--keep-runs", keep_runs, type=int)
 
 
@@ -205,7 +209,7 @@ def pull_flags(parser: argparse.ArgumentParser) -> None:
     out_flag(
         parser, "folder for the run's run.json, model.keras and encoding.json", Path("previous")
     )
-    flag(parser, "--endpoint-url", "S3-compatible endpoint (default: $AWS_ENDPOINT_URL or AWS)")
+    endpoint_url_flag(parser)
 
 
 def bench_flags(parser: argparse.ArgumentParser) -> None:

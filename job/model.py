@@ -331,16 +331,10 @@ class DLRMModel(FactorisedModel):
         self.dim = cfg.side_dim
         regularizer = self._embedding_regularizer()
         self.user_embedding = layers.Embedding(
-            n_users,
-            self.dim,
-            embeddings_regularizer=regularizer,
-            name="user_embedding",
+            n_users, self.dim, embeddings_regularizer=regularizer, name="user_embedding"
         )
         self.movie_embedding = layers.Embedding(
-            n_movies,
-            self.dim,
-            embeddings_regularizer=regularizer,
-            name="movie_embedding",
+            n_movies, self.dim, embeddings_regularizer=regularizer, name="movie_embedding"
         )
         # A Dense layer without bias over pooled multi-hot rows is a pooled embedding lookup.
         self.genre_embedding = layers.Dense(self.dim, use_bias=False, name="genre_embedding")

@@ -112,7 +112,7 @@ class EpochClock(keras.callbacks.Callback):
 
     def __init__(self) -> None:
         super().__init__()
-        self.started = time.perf_counter()
+        self.started = 0.0
         self.ends: list[float] = []
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
