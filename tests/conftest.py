@@ -10,31 +10,7 @@ from typing import Any
 
 import pytest
 
-
-def _share_the_cores() -> None:
-    """Under pytest-xdist each worker is one of N processes on the machine's cores: its
-    TensorFlow and OpenBLAS thread pools (and those of the job processes it starts, which
-    inherit this environment) get cores / N threads instead of every core each. Both pools
-    spin while they wait, so N workers times every core's threads spent much of a 2-core
-    machine's CPU waiting for each other. Set before numpy or TensorFlow is imported; a
-    variable already set by the caller is kept."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers <= 1:
-        return
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
-    for name in (
-        "OMP_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "TF_NUM_INTRAOP_THREADS",
-        "TF_NUM_INTEROP_THREADS",
-    ):
-        os.environ.setdefault(name, threads)
-
-
-_share_the_cores()
-
-from job.cli import main  # noqa: E402  (after the thread limits above)
+from job.cli import main
 
 # The publishing tests' S3 fixtures (moto server, bucket, fault proxies), defined once.
 pytest_plugins = ["publish_fixtures"]
@@ -45,20 +21,6 @@ pytest_plugins = ["publish_fixtures"]
 # (--dist loadgroup). shipped_run: the whole job on the shipped dataset; scenarios: eleven
 # signalled job processes (test_hardening_signals); checkov_report: checkov over infra/.
 ONE_WORKER_FIXTURES = ("shipped_run", "scenarios", "checkov_report")
-# The shipped site's tests over http (the `published` fixture: the shipped run published to
-# a moto server, ~11,000 PUTs) are a group of their own: their worker makes its own shipped
-# run (30 s) and publishes it while the other worker runs the same tests from the folder,
-# instead of one worker doing both one after the other.
-PUBLISHED_GROUP = "published"
-
-
-def _group_of(item: pytest.Item) -> str | None:
-    names = getattr(item, "fixturenames", ())
-    callspec = getattr(item, "callspec", None)
-    over_http = callspec is not None and callspec.params.get("origin") == "http"
-    if "published" in names or over_http:
-        return PUBLISHED_GROUP
-    return next((name for name in ONE_WORKER_FIXTURES if name in names), None)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the markers
@@ -67,9 +29,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     image's build, started below, overlaps everything else."""
     items.sort(key=lambda item: item.get_closest_marker("container") is not None)
     for item in items:
-        group = _group_of(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+        for name in ONE_WORKER_FIXTURES:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(name))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
