@@ -158,10 +158,13 @@
 
     function say(message) { status.textContent = message; }
     function links() { return Array.prototype.slice.call(list.querySelectorAll("a")); }
-    function close() { list.hidden = true; list.textContent = ""; }
+    function close() { list.hidden = true; list.textContent = ""; list.removeAttribute("data-for"); }
 
     function show(result, text) {
       list.textContent = "";
+      // Which query the list answers: an earlier query's answer is replaced when the latest
+      // one's arrives (and with it any focus on its links).
+      list.setAttribute("data-for", text);
       var items = [];
       if (result.user) {
         items.push({ href: root + "users/" + result.user.id + ".html", label: "User #" + result.user.id,
