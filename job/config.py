@@ -42,6 +42,12 @@ class ModelConfig:
     epochs: int = 20
     patience: int = 0  # early stopping on val MAE; the article stops at the first worse epoch
     restore_best_weights: bool = False
+    # Learning-rate schedule, in optimizer steps; 0 and 0 keep the rate constant, as the presets
+    # were tuned at batch 500. job.train.training_settings sets both at scale: the rate rises
+    # linearly from ~0 over warmup_steps (Adam's first large-batch steps otherwise overshoot)
+    # and halves every halve_every steps from the first.
+    warmup_steps: int = 0
+    halve_every: int = 0
     # DLRM only: side features (genres, year, tags) and the two MLPs around the interaction.
     # Every vector that takes part in the dot products (user, movie, genres, tags, bottom MLP
     # output) has side_dim entries, so user_dim and movie_dim apply to the mlp only.
@@ -77,6 +83,10 @@ class ModelConfig:
         if not self.hidden:
             raise ConfigError(
                 "model.hidden needs at least one layer (the mlp's first layer is factorised)"
+            )
+        if self.warmup_steps < 0 or self.halve_every < 0:
+            raise ConfigError(
+                f"model.warmup_steps and halve_every must be >= 0 (got {self.warmup_steps}, {self.halve_every})"
             )
         if self.n_tags < 0:
             raise ConfigError(f"model.n_tags must be >= 0 (got {self.n_tags})")

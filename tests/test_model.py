@@ -25,6 +25,7 @@ from job.interactions import EncodedRatings, Interactions
 from job.model import (
     DLRMModel,
     RatingModel,
+    WarmupHalving,
     build_model,
     predict_classes,
     predict_ratings,
@@ -256,6 +257,50 @@ def test_config_refuses_bad_layer_sizes() -> None:
         ModelConfig(top=(0,))
     with pytest.raises(ConfigError, match="hidden"):
         ModelConfig(hidden=())
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        ModelConfig(warmup_steps=-1)
+
+
+# ---------------------------------------------------------------------------------------
+# The learning-rate schedule used at scale
+
+
+def test_warmup_halving_rises_linearly_then_halves_every_period() -> None:
+    peak, warmup, period = 0.004, 10, 40
+    steps = np.arange(200)
+    expected = (
+        peak
+        * np.minimum(1.0, (steps + 1) / warmup)
+        * 0.5 ** (np.maximum(0, steps - warmup) / period)
+    )
+    schedule = WarmupHalving(peak, warmup, period)
+    got = keras.ops.convert_to_numpy(schedule(keras.ops.convert_to_tensor(steps)))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert got[warmup - 1] == pytest.approx(peak) and got[warmup + period] == pytest.approx(
+        peak / 2
+    )
+    constant = WarmupHalving(peak, 0, 0)  # no warm-up, no decay: the peak throughout
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(constant(keras.ops.convert_to_tensor(steps))), peak, rtol=1e-6
+    )
+
+
+def test_a_scheduled_model_trains_on_its_schedule_and_saves_it(tmp_path: Path) -> None:
+    config = model_config("seed", learning_rate=0.01, warmup_steps=4, halve_every=8)
+    model = build_model(config, N_USERS, N_MOVIES, 3.5, seed=0)
+    rng = np.random.default_rng(0)
+    pairs = np.stack([rng.integers(0, N_USERS, 64), rng.integers(0, N_MOVIES, 64)], axis=1)
+    model.fit(pairs, rng.normal(0, 1, 64).astype("float32"), batch_size=8, epochs=2, verbose=0)
+    assert int(model.optimizer.iterations) == 16
+    # The rate the optimizer uses now: past the warm-up, 16 steps halving every 8.
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01 / 4, rel=1e-5)
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras").optimizer
+    assert reloaded.get_config()["learning_rate"]["config"] == {
+        "peak": 0.01,
+        "warmup_steps": 4,
+        "halve_every": 8,
+    }
 
 
 # ---------------------------------------------------------------------------------------

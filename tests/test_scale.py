@@ -3,6 +3,7 @@ scale, and the typed fast path for ratings.csv (same frame as the checked string
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -33,7 +34,23 @@ def test_training_settings_at_scale_grow_the_batch_and_the_learning_rate(
         tuned.learning_rate * math.sqrt(batch / tuned.batch_size)
     )
     assert large.patience == 1 and large.epochs <= 10
-    assert (large.side_dim, large.output, large.l2) == (tuned.side_dim, tuned.output, tuned.l2)
+    # Warmed up over half an epoch, halved every epoch.
+    steps_per_epoch = math.ceil(n_train / batch)
+    assert abs(large.warmup_steps - steps_per_epoch / 2) <= 0.5
+    assert large.halve_every == steps_per_epoch
+    # Nothing else changes.
+    assert (
+        dataclasses.replace(
+            large,
+            batch_size=tuned.batch_size,
+            learning_rate=tuned.learning_rate,
+            warmup_steps=0,
+            halve_every=0,
+            patience=tuned.patience,
+            epochs=tuned.epochs,
+        )
+        == tuned
+    )
     seed = model_config("seed")  # patience 0 stays 0
     assert training_settings(seed, n_train).patience == 0
 

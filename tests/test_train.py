@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from pathlib import Path
 
 import keras
@@ -11,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from job.config import N_SIMILAR, PRESETS, SIMILAR_MIN_RATINGS, build_config
+from job.config import N_SIMILAR, SIMILAR_MIN_RATINGS, build_config
 from job.data import HALF_STARS
 from job.features import IdEncoding
 from job.itemitem import also_liked, covered_items, gram
@@ -19,39 +17,11 @@ from job.layout import RANKER_FILE
 from job.manifest import read_manifest
 from job.split import TRAIN
 from job.train import (
-    LARGE_TRAINING,
-    MAX_BATCH,
     SplitData,
     TrainOutputs,
     also_liked_neighbours,
     train_stage,
-    training_settings,
 )
-
-
-def test_training_settings_change_nothing_below_the_threshold() -> None:
-    config = PRESETS["seed"]
-    assert training_settings(config, LARGE_TRAINING - 1) is config
-
-
-def test_training_settings_at_scale_grow_the_batch_and_the_rate_together() -> None:
-    config = PRESETS["seed"]
-    scaled = training_settings(config, 100_000_000)
-    assert scaled.batch_size == MAX_BATCH
-    assert math.isclose(
-        scaled.learning_rate,
-        config.learning_rate * math.sqrt(MAX_BATCH / config.batch_size),
-    )
-    assert (
-        dataclasses.replace(
-            scaled,
-            batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            patience=config.patience,
-            epochs=config.epochs,
-        )
-        == config
-    )
 
 
 def test_also_liked_neighbours_are_in_raw_ids() -> None:
