@@ -518,6 +518,35 @@ def test_search_by_keyboard_alone(shipped: Shipped, origin: Origin, tab: Tab) ->
     assert tab.problems == []
 
 
+@pytest.mark.e2e
+@needs_browser
+def test_a_later_answer_keeps_the_keyboard_place_in_the_results(shipped: Shipped, tab: Tab) -> None:
+    """Arrowing through the answer to "die h" while the answer to a longer query arrives:
+    focus stays on the same movie (or position), not dropped to the page."""
+    tab.open(shipped.site / "movies" / "1.html")
+    box = tab.page.get_by_role("searchbox", name="Search movies and users")
+    box.fill("die h")
+    first = tab.page.locator('#site-search-results[data-for="die h"] a')
+    first.nth(1).wait_for()
+    box.press("ArrowDown")
+    tab.page.keyboard.press("ArrowDown")
+    chosen = tab.page.evaluate("document.activeElement.getAttribute('href')")
+    # The box changes without taking focus (as when the last keys' answer is still on its way).
+    tab.page.evaluate(
+        """() => {
+            const box = document.getElementById("site-search");
+            box.value = "die hard";
+            box.dispatchEvent(new Event("input"));
+        }"""
+    )
+    later = tab.page.locator('#site-search-results[data-for="die hard"] a')
+    later.first.wait_for()
+    hrefs = [later.nth(i).get_attribute("href") for i in range(later.count())]
+    focused = tab.page.evaluate("document.activeElement.getAttribute('href')")
+    assert focused == (chosen if chosen in hrefs else hrefs[min(1, len(hrefs) - 1)])
+    assert tab.problems == []
+
+
 def loaded_files(tab: Tab) -> list[Path]:
     return [Path(unquote(urlsplit(url).path)) for url in tab.requests]
 

@@ -161,9 +161,12 @@
     function close() { list.hidden = true; list.textContent = ""; list.removeAttribute("data-for"); }
 
     function show(result, text) {
+      // Someone arrowing through an earlier answer keeps their place when the latest one
+      // replaces it: the same movie if it is still listed, else the same position.
+      var focusedAt = links().indexOf(document.activeElement);
+      var focusedHref = focusedAt >= 0 ? document.activeElement.getAttribute("href") : null;
       list.textContent = "";
-      // Which query the list answers: an earlier query's answer is replaced when the latest
-      // one's arrives (and with it any focus on its links).
+      // Which query the list answers (the tests wait for the answer to the whole query).
       list.setAttribute("data-for", text);
       var items = [];
       if (result.user) {
@@ -187,6 +190,11 @@
         list.appendChild(li);
       });
       list.hidden = items.length === 0;
+      if (focusedAt >= 0) {
+        var now = links();
+        var same = now.filter(function (a) { return a.getAttribute("href") === focusedHref; })[0];
+        (same || now[Math.min(focusedAt, now.length - 1)] || input).focus();
+      }
       var numeric = /^#?\d+$/.test(text.trim());
       if (items.length) {
         var shown = result.total > result.movies.length ? " (first " + result.movies.length + " shown)" : "";
