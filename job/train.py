@@ -94,9 +94,9 @@ LARGE_PATIENCE = 1
 LARGE_EPOCHS = 10
 LARGE_MIN_DELTA = 0.001
 # The large-batch rate is warmed up over half an epoch and halved every epoch from the first
-# step (the schedule in ModelConfig). Chosen on validation at 3.1M synthetic ratings, batch 2,048 (README,
-# "Large-batch settings"): RMSE 0.6293 against 0.6576 with a constant rate on latent-factor
-# data (ALS 0.6252), and 0.6184 against 0.6301 with the genre signal.
+# step (the schedule in ModelConfig). Chosen on validation at 3.1M synthetic ratings, batch
+# 2,048 (README, "Large-batch settings"): RMSE 0.6293 against 0.6576 with a constant rate on
+# latent-factor data (ALS 0.6252), and 0.6184 against 0.6301 with the genre signal.
 LARGE_WARMUP_EPOCHS = 0.5
 # Training steps per call into the compiled train function (Keras' steps_per_execution): the
 # same batches in the same order, so the same weights and history (checked on
