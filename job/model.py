@@ -214,7 +214,7 @@ class WarmupHalving(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step: Any) -> Any:
         step = ops.cast(step, "float32")
         rising = ops.minimum(1.0, (step + 1.0) / max(self.warmup_steps, 1))
-        halvings = step / self.halve_every if self.halve_every else 0.0 * step
+        halvings = step / self.halve_every if self.halve_every else ops.zeros_like(step)
         return self.peak * rising * ops.power(0.5, halvings)
 
     def get_config(self) -> dict[str, Any]:
