@@ -43,7 +43,8 @@ run: $(VENV)/.installed
 	$(PY) -m job run --out $(OUT) $(ARGS)
 
 # Everything a contributor needs, the CPU image included. The GPU image (6 GB of CUDA wheels,
-# most of ten minutes to build cold) has its own target, which .ci/run also runs.
+# 3-6 minutes to build cold, past the 10 minutes with make test) has its own target, which
+# .ci/run also runs.
 test: $(VENV)/.installed $(TOOLS)/.installed
 	$(PY) -m ruff check job tests
 	$(PY) -m mypy
