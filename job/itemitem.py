@@ -17,6 +17,8 @@ liked ones beyond it (ml-25m, ml-32m), with a logged note. Movies outside get no
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,35 @@ MAX_ITEMS = 10_000
 # Shrinkage of the also-liked cosine: two movies liked together by 2 people out of 3 must not
 # outrank two liked together by 200 out of 300.
 COSINE_SHRINK = 10.0
+# Below this many rows per thread, a thread costs more than it saves (sparse_times_dense).
+MIN_ROWS_PER_THREAD = 16
+
+
+def sparse_times_dense(
+    rows: sparse.csr_matrix, dense: np.ndarray, workers: int | None = None
+) -> np.ndarray:
+    """``rows @ dense``, in row chunks on ``workers`` threads (default: every core).
+
+    The scoring and evaluation stages spend about half their time here (a block of users'
+    histories times EASE's items x items weights). scipy's CSR product reads a row of
+    ``dense`` once per non-zero, and users in a block share their popular movies; each
+    chunk in column order (CSC) reads it once per chunk instead (1.4x on one core), and
+    scipy's product releases the GIL, so chunks run on every core (2.8x on 2 cores; README,
+    "Where the time went"). Each output row is summed by one thread in column order, so the
+    result is the same whatever the chunking.
+    """
+    n = rows.shape[0]
+    workers = min(workers or _cores(), max(1, n // MIN_ROWS_PER_THREAD))
+    if workers == 1:
+        return np.asarray(rows.tocsc() @ dense)
+    bounds = np.linspace(0, n, workers + 1).astype(int)
+    with ThreadPoolExecutor(workers) as pool:
+        chunks = pool.map(lambda lo, hi: rows[lo:hi].tocsc() @ dense, bounds[:-1], bounds[1:])
+        return np.vstack(list(chunks))
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def covered_items(
@@ -126,7 +157,7 @@ class Ease:
         """(b, n_movies) float32 scores of the users whose liked rows are given; 0 outside
         the covered items."""
         out = np.zeros((liked_rows.shape[0], self.n_movies), dtype=np.float32)
-        out[:, self.items] = liked_rows[:, self.items] @ self.weights
+        out[:, self.items] = sparse_times_dense(liked_rows[:, self.items], self.weights)
         return out
 
     def reasons(self, liked_rows: sparse.csr_matrix, recommended: np.ndarray) -> np.ndarray:

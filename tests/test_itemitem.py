@@ -9,7 +9,15 @@ import pytest
 from scipy import sparse
 
 from job.interactions import liked_matrix
-from job.itemitem import WatchAndLike, also_liked, covered_items, fit_ease, gram
+from job.itemitem import (
+    MIN_ROWS_PER_THREAD,
+    WatchAndLike,
+    also_liked,
+    covered_items,
+    fit_ease,
+    gram,
+    sparse_times_dense,
+)
 
 N_USERS, N_MOVIES = 40, 15
 
@@ -37,6 +45,19 @@ def test_ease_matches_its_closed_form(l2: float) -> None:
     scores = np.zeros((N_USERS, N_MOVIES))
     scores[:, ease.items] = x[:, ease.items] @ expected
     np.testing.assert_allclose(ease.scores(liked), scores, atol=1e-4)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 7])
+def test_sparse_times_dense_is_the_product_in_any_number_of_chunks(workers: int) -> None:
+    rng = np.random.default_rng(5)
+    n_rows = 6 * MIN_ROWS_PER_THREAD + 5  # chunks of unequal size, up to 6 of them
+    rows = sparse.random(n_rows, 37, density=0.2, format="csr", dtype=np.float32, rng=rng)
+    dense = rng.standard_normal((37, 11)).astype(np.float32)
+    got = sparse_times_dense(rows, dense, workers=workers)
+    np.testing.assert_allclose(got, rows.toarray().astype(np.float64) @ dense, atol=1e-5)
+    # Bit for bit the same whatever the chunking: scores do not depend on the machine's cores.
+    np.testing.assert_array_equal(got, sparse_times_dense(rows, dense, workers=1))
+    assert sparse_times_dense(rows[:0], dense, workers=workers).shape == (0, 11)
 
 
 def test_covered_items_drop_rare_movies_and_cap_the_most_liked() -> None:
