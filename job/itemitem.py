@@ -52,8 +52,8 @@ def sparse_times_dense(
 ) -> np.ndarray:
     """``rows @ dense``, in row chunks on ``workers`` threads (default: every core).
 
-    The scoring and evaluation stages spend about half their time here (a block of users'
-    histories times EASE's items x items weights). scipy's CSR product reads a row of
+    The score stage spent about half its time here (a block of users' histories times
+    EASE's items x items weights; evaluation ranks through it too). scipy's CSR product reads a row of
     ``dense`` once per non-zero, and users in a block share their popular movies; each
     chunk in column order (CSC) reads it once per chunk instead (1.4x on one core), and
     scipy's product releases the GIL, so chunks run on every core (2.8x on 2 cores; README,
