@@ -36,7 +36,7 @@ from job.features import IdEncoding, SideFeatures, side_features
 from job.interactions import ColdStart, Interactions, SeenPairs, liked_matrix
 from job.itemitem import WatchAndLike, fit_watch_and_like
 from job.layout import PARTS_DIR, summary_path
-from job.memory import peak_rss, reset_peak_rss
+from job.memory import peak_rss, reset_peak_rss, usable_cores
 from job.model import FactorisedModel, build_model, predict_ratings
 from job.rank import BlockScorer, score_blocks
 from job.synthetic import (
@@ -458,7 +458,7 @@ def gb(n_bytes: int | None) -> str:
 def format_report(result: BenchResult) -> str:
     """The benchmark as a plain-text table with the speed-up."""
     shape = result.shape
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = usable_cores()
     lines = [
         f"Scoring benchmark: synthetic {shape.name} catalogue: {shape.users:,} users x "
         f"{shape.movies:,} movies, {result.n_ratings:,} ratings (long-tailed), top-{result.top_k}",

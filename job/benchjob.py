@@ -34,6 +34,7 @@ from job.config import Config, PublishOptions, default_cache_dir
 from job.errors import ConfigError
 from job.layout import RUN_JSON
 from job.manifest import StageRecord, read_manifest
+from job.memory import usable_cores
 from job.pipeline import Measured, publish, run_all, run_stage
 from job.synthetic import Shape, write_movielens_folder
 from job.train import TrainOutputs
@@ -152,9 +153,7 @@ def run_bench_job(
 
 def _machine_facts(load_before: tuple[float, float, float]) -> dict[str, Any]:
     return {
-        "cpus": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
+        "cpus": usable_cores(),
         "machine": platform.machine(),
         "load_average_before": round(load_before[0], 2),
         "load_average_after": round(os.getloadavg()[0], 2),

@@ -17,7 +17,6 @@ liked ones beyond it (ml-25m, ml-32m), with a logged note. Movies outside get no
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from scipy.linalg import lapack
 
 from job.config import ModelConfig
 from job.files import atomic_path
+from job.memory import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -53,25 +53,21 @@ def sparse_times_dense(
     """``rows @ dense``, in row chunks on ``workers`` threads (default: every core).
 
     The score stage spent about half its time here (a block of users' histories times
-    EASE's items x items weights; evaluation ranks through it too). scipy's CSR product reads a row of
-    ``dense`` once per non-zero, and users in a block share their popular movies; each
-    chunk in column order (CSC) reads it once per chunk instead (1.4x on one core), and
+    EASE's items x items weights; evaluation ranks through it too). scipy's CSR product reads
+    a row of ``dense`` once per non-zero, and users in a block share their popular movies;
+    each chunk in column order (CSC) reads it once per chunk instead (1.4x on one core), and
     scipy's product releases the GIL, so chunks run on every core (2.8x on 2 cores; README,
     "Where the time went"). Each output row is summed by one thread in column order, so the
     result is the same whatever the chunking.
     """
     n = rows.shape[0]
-    workers = min(workers or _cores(), max(1, n // MIN_ROWS_PER_THREAD))
+    workers = min(workers or usable_cores(), max(1, n // MIN_ROWS_PER_THREAD))
     if workers == 1:
         return np.asarray(rows.tocsc() @ dense)
     bounds = np.linspace(0, n, workers + 1).astype(int)
     with ThreadPoolExecutor(workers) as pool:
         chunks = pool.map(lambda lo, hi: rows[lo:hi].tocsc() @ dense, bounds[:-1], bounds[1:])
         return np.vstack(list(chunks))
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def covered_items(

@@ -1,4 +1,5 @@
-"""Peak resident set size and CPU time of this process, per phase: what ``bench`` and ``bench-job`` report.
+"""Peak resident set size and CPU time of this process, per phase, and the cores it may use:
+what ``bench`` and ``bench-job`` report.
 
 Linux keeps a high-water mark (``VmHWM``) that ``/proc/self/clear_refs`` resets, so each
 phase (scoring, one stage) gets its own peak, not the process' peak so far. Elsewhere the
@@ -8,8 +9,16 @@ numbers fall back to ``getrusage``'s peak since start.
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 from pathlib import Path
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def reset_peak_rss() -> int | None:
