@@ -19,7 +19,7 @@ TEST_WORKERS ?= -n auto --dist loadgroup
 # uv is installed first, by pip, from its own export (hashes required); it then installs every
 # environment from the lock's exports, hashes required, several times faster than pip.
 PIP_LOCKED := -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps
-UV_LOCKED := pip install --quiet --require-hashes --no-deps
+UV_LOCKED := pip install --quiet --compile-bytecode --require-hashes --no-deps
 
 .PHONY: run test test-gpu-image lint bench tools lock clean
 
