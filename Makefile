@@ -54,8 +54,9 @@ test: $(VENV)/.installed $(TOOLS)/.installed
 test-gpu-image: $(VENV)/.installed
 	$(PY) -m pytest -m gpu_image $(ARGS)
 
+# Development tools (tests/bench: benchmarks, the model search), e.g. ARGS="scoring --shape ml-1m".
 bench: $(VENV)/.installed
-	$(PY) -m job bench $(ARGS)
+	PYTHONPATH=tests $(PY) -m bench $(ARGS)
 
 # After editing dependencies in pyproject.toml: resolve again and rewrite the exports.
 # tests/test_lock.py fails until this has been run and its output committed.

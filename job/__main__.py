@@ -2,7 +2,7 @@ import contextlib
 import os
 import sys
 
-from job.signals import ignore_from_now
+from job.core.signals import ignore_from_now
 
 try:
     from job.cli import main
@@ -12,7 +12,7 @@ except KeyboardInterrupt:  # Ctrl-C before main() took over the signal (while st
     ignore_from_now()
     print("error: interrupted", file=sys.stderr)
     code = 130
-ignore_from_now()  # the outcome is decided and reported (job.signals says why)
+ignore_from_now()  # the outcome is decided and reported (job.core.signals says why)
 # End here rather than through the interpreter's shutdown: once the exit code is reported,
 # nothing the libraries' teardown does (TensorFlow's and its threads' take hundreds of
 # milliseconds on a busy machine) may change it. Once, under load, a Ctrl-C run printed its

@@ -3,12 +3,12 @@ stage measured.
 
     python -m job bench-job --shape ml-10m [--no-publish] [--keep-top 100] [--out DIR]
 
-1. ``generate``: ``job.synthetic`` writes a MovieLens folder of the shape (reused when the
+1. ``generate``: ``job.data.synthetic`` writes a MovieLens folder of the shape (reused when the
    same shape and seed are already there: ml-25m's takes minutes).
 2. The real stages, in ``job.pipeline``'s order, through the same functions: ``train``
    (load, split, fit, evaluate, the EASE ranker), ``score`` (every user, ``--keep-top``
-   predictions each), ``merge``, ``render``, and ``publish`` to a local moto S3 server
-   (then published again, to count the re-run's PUTs) unless ``--no-publish``.
+   predictions each), ``merge``, ``render``, and ``publish`` to a local folder (then
+   published again, to count the re-run's writes) unless ``--no-publish``.
 
 Each stage gets a row: wall seconds, CPU seconds (this process and the child processes it
 waited for, e.g. render's workers; the moto server's own CPU is noted apart), peak RSS of
@@ -24,20 +24,21 @@ import logging
 import os
 import platform
 import resource
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from job.config import Config, PublishOptions, default_cache_dir
-from job.errors import ConfigError
-from job.layout import RUN_JSON
-from job.manifest import StageRecord, read_manifest
-from job.memory import usable_cores
+from job.core.config import Config, PublishOptions, default_cache_dir
+from job.core.errors import ConfigError
+from job.core.layout import RUN_JSON
+from job.core.memory import usable_cores
+from job.data.synthetic import Shape, write_movielens_folder
 from job.pipeline import Measured, publish, run_all, run_stage
-from job.synthetic import Shape, write_movielens_folder
-from job.train import TrainOutputs
+from job.runfolder.manifest import StageRecord, read_manifest
+from job.stages.train import TrainOutputs
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def run_bench_job(
     config: Config, size: Shape, publish: bool = True, verbose: int = 0, signal: str = "genre"
 ) -> BenchJobResult:
     """Write the shape's data into ``config.data`` (or reuse it), run every stage of the job
-    on it through ``job.pipeline.run_all``, and publish to a local S3 server twice; measure
+    on it through ``job.pipeline.run_all``, and publish to a local folder twice; measure
     each stage (``job.pipeline.run_stage``) and store the table in run.json."""
     folder = Path(config.data)
     result = BenchJobResult(size, config.out, folder, config.preset, config.score.keep_top)
@@ -260,26 +261,16 @@ def _train_rows(result: BenchJobResult, measured: Measured[TrainOutputs]) -> Non
 
 
 def _publish(out: Path, result: BenchJobResult) -> None:
-    import boto3
-
-    from job.publish.motoserver import MotoServer, fake_credentials
-
-    with fake_credentials(), MotoServer() as server:
-        boto3.client("s3", endpoint_url=server.endpoint).create_bucket(Bucket="bench-job")
-        options = PublishOptions("s3://bench-job/site", endpoint_url=server.endpoint)
+    # A local folder target runs the same publish algorithm as a bucket, with nothing to install:
+    # the image has no S3 server to stand one in.
+    with tempfile.TemporaryDirectory(prefix="bench-job-publish-") as folder:
+        options = PublishOptions(folder)
         for label in ("publish", "publish again (re-run)"):
-            server_cpu = server.cpu_seconds()
             measured = publish(out, options)
             summary = measured.value
-            after = server.cpu_seconds()
-            server_note = (
-                f"; moto server {after - server_cpu:.0f} CPU s"
-                if after is not None and server_cpu is not None
-                else ""
-            )
             note = (
-                f"{summary.uploaded:,} uploaded, {summary.puts:,} PUTs, "
-                f"{summary.bytes_uploaded / 1e6:,.0f} MB{server_note}"
+                f"{summary.uploaded:,} uploaded, {summary.puts:,} writes, "
+                f"{summary.bytes_uploaded / 1e6:,.0f} MB to a local folder"
             )
             _add_row(result, measured, summary.objects, "objects", label, note=note)
             result.facts[f"{label.split()[0]}_{'rerun' if 're-run' in label else 'first'}_puts"] = (

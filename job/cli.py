@@ -1,26 +1,13 @@
 """Command line: a thin layer that parses flags, calls the stage, and turns errors into one line.
 
-python -m job run        every stage on a dataset (train, score, merge, render, publish)
-python -m job train      load, split, train, evaluate
-python -m job recommend  the article's example predictions for one user
-python -m job score      predict every user's unwatched movies (optionally one shard)
-python -m job merge      build recommendations.duckdb and Parquet from the scored parts
-python -m job render     the static site
-python -m job publish    upload a run to s3://BUCKET/PREFIX or a local folder
-python -m job pull-latest  fetch the published run's model, to train --warm-start from it
-python -m job bench      scoring throughput against the article's approach
-python -m job bench-job  every stage of the job on a synthetic ml-10m/25m/32m-shaped dataset
-python -m job bench-warm-start  a warm start against a cold one on a dataset split by time
-python -m job tune       grid search of model settings on the validation set (tune.json)
-python -m job seeds      a preset's test metrics over several seeds, mean ± std (seeds.json)
-python -m job shard-plan, run-summary, publish-summary   for the GitHub workflow (job/workflow.py)
+Each stage also runs alone on a previous stage's run folder (--out), so one stage can be timed,
+re-run, or run on another machine. `python -m job COMMAND --help` shows a command's flags.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import logging
 import os
 import sys
@@ -30,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from job import flags
-from job.config import ScoreOptions
-from job.errors import ConfigError, JobError
-from job.signals import Interrupts
+from job.core.config import ScoreOptions
+from job.core.errors import ConfigError, JobError
+from job.core.signals import Interrupts
 
 if TYPE_CHECKING:
     pass
@@ -40,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("job")
 
 
-def _keras_verbosity() -> int:
+def keras_verbosity() -> int:
     """Keras' progress bar at INFO, one line per epoch when not on a terminal, none under -q."""
     if log.getEffectiveLevel() > logging.INFO:
         return 0
@@ -59,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _load_keras(args)
     from job.pipeline import run_all
 
-    result = run_all(config, verbose=_keras_verbosity())
+    result = run_all(config, verbose=keras_verbosity())
     if result.site_url:
         print(result.site_url)  # stdout: the address alone, as `publish` prints it
     return 0
@@ -70,13 +57,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     _load_keras(args)
     from job.pipeline import train
 
-    train(config, verbose=_keras_verbosity())
+    train(config, verbose=keras_verbosity())
     return 0
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     _load_keras(args)
-    from job.recommend import example_for_user, format_example
+    from job.stages.recommend import example_for_user, format_example
 
     print(format_example(example_for_user(args.out, args.user, n_recommend=args.n)))
     return 0
@@ -84,7 +71,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from job.pipeline import score
-    from job.score import resolve_shard
+    from job.stages.score import resolve_shard
 
     # The shard comes from the flag or AWS Batch's environment.
     shard, options = resolve_shard(args.shard, os.environ), flags.score_options(args)
@@ -110,7 +97,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     options = flags.publish_options(args)
     from job.pipeline import publish
-    from job.preflight import require
+    from job.runfolder.preflight import require
 
     require(args.out, "publish")
     print(publish(args.out, options).value.url)  # stdout: the address alone, for scripts
@@ -124,63 +111,17 @@ def cmd_pull_latest(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    _load_keras(args)  # job.bench loads Keras
-    from job.bench import BenchOptions, format_report, run_bench
-
-    names = [f.name for f in dataclasses.fields(BenchOptions)]
-    options = BenchOptions(**{name: getattr(args, name) for name in names})
-    print(format_report(run_bench(options)))
-    return 0
-
-
 def cmd_bench_job(args: argparse.Namespace) -> int:
     from job.benchjob import format_table, run_bench_job, synthetic_folder
-    from job.synthetic import resolve_shape
+    from job.data.synthetic import resolve_shape
 
     size = resolve_shape(args.shape, args.users, args.movies, args.ratings)
     data = args.data_dir or synthetic_folder(size, args.seed, args.signal)
     keep_top = None if args.keep_top == 0 else args.keep_top
     config = flags.config_from(args, data=str(data), score=ScoreOptions(keep_top=keep_top))
     _load_keras(args)
-    result = run_bench_job(config, size, not args.no_publish, _keras_verbosity(), args.signal)
+    result = run_bench_job(config, size, not args.no_publish, keras_verbosity(), args.signal)
     print(format_table(result))
-    return 0
-
-
-def cmd_bench_publish(args: argparse.Namespace) -> int:
-    from job.publish.bench import bench_publish
-
-    bench_publish(args.objects)
-    return 0
-
-
-def cmd_bench_warm_start(args: argparse.Namespace) -> int:
-    config = flags.config_from(args)  # validated before the slow imports
-    if not 0.0 < args.quantile < 1.0:
-        raise ConfigError(f"--quantile must be in (0, 1) (got {args.quantile})")
-    _load_keras(args)
-    from job.warmbench import format_table, run_warm_bench
-
-    print(format_table(run_warm_bench(config, args.quantile, _keras_verbosity())))
-    return 0
-
-
-def cmd_tune(args: argparse.Namespace) -> int:
-    config = flags.config_from(args)  # validated before the slow imports
-    _load_keras(args)
-    from job.tune import run_tune
-
-    run_tune(config)
-    return 0
-
-
-def cmd_seeds(args: argparse.Namespace) -> int:
-    config = flags.config_from(args)  # validated before the slow imports
-    _load_keras(args)
-    from job.tune import run_seeds
-
-    run_seeds(config, args.seeds)
     return 0
 
 
@@ -231,57 +172,62 @@ COMMANDS: dict[str, tuple[Handler, str, tuple[flags.Group, ...]]] = {
         "Fetch the published run's model (run.json, model.keras, encoding.json) for --warm-start.",
         (flags.pull_flags,),
     ),
-    "bench": (
-        cmd_bench,
-        "Benchmark scoring: the fast path against the article's per-user predict.",
-        (flags.bench_flags,),
-    ),
     "bench-job": (
         cmd_bench_job,
         "Run every stage of the job on a synthetic MovieLens-shaped dataset; measure each stage.",
         (flags.bench_job_flags,),
     ),
-    "bench-publish": (
-        cmd_bench_publish,
-        "Benchmark publishing: upload a synthetic site to a local moto S3 server, then re-run it.",
-        (flags.bench_publish_flags,),
-    ),
-    "bench-warm-start": (
-        cmd_bench_warm_start,
-        "Measure a warm start: train on the ratings before a time quantile, then on all of them cold and warm.",
-        (flags.warm_bench_flags,),
-    ),
-    "tune": (
-        cmd_tune,
-        "Grid-search model settings (job/tune.py's TUNE_GRID) on the validation set; writes OUT/tune.json.",
-        (flags.tune_flags,),
-    ),
-    "seeds": (
-        cmd_seeds,
-        "Train and test a preset once per seed; print mean ± std; writes OUT/seeds.json.",
-        (flags.training_flags, flags.seeds_flags),
-    ),
 }
+
+
+# How `python -m job --help` lists the commands: a user's path first, tools last.
+COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("The whole job", ("run",)),
+    ("One stage at a time, on a run folder", ("train", "score", "merge", "render", "publish")),
+    ("Using a run", ("recommend", "pull-latest")),
+    ("Steps of the GitHub workflow", ("shard-plan", "run-summary", "publish-summary")),
+    ("Sizing a runner", ("bench-job",)),
+)
+
+
+def _logging_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="only warnings and errors"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="debug logging"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m job",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m job", formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _logging_flags(parser, False)
+    # -q and -v also after the command; there they only override what was given before it.
+    after_command = argparse.ArgumentParser(add_help=False)
+    _logging_flags(after_command, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (handler, help, groups) in COMMANDS.items():
-        sub = commands.add_parser(name, help=help, description=help)
+        sub = commands.add_parser(name, description=help, parents=[after_command])
         sub.set_defaults(handler=handler)
         for group in groups:
             group(sub)
     from job.workflow import add_commands as add_workflow_commands
 
-    add_workflow_commands(commands)
+    add_workflow_commands(commands, [after_command])
+    parser.description = _command_list(commands.choices)
     return parser
+
+
+def _command_list(parsers: dict[str, argparse.ArgumentParser]) -> str:
+    width = max(len(name) for name in parsers) + 2
+    lines = [__doc__ or ""]
+    for title, names in COMMAND_GROUPS:
+        lines.append(f"{title}:")
+        lines += [f"  {name:<{width}}{parsers[name].description}" for name in names]
+        lines.append("")
+    return "\n".join(lines).rstrip()
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -354,8 +300,10 @@ def _without_matplotlib() -> Iterator[None]:
                 del sys.modules[name]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Parse, run the command's handler, and turn errors and signals into exit codes
+    (``parser``: another command set on the same runner, as the development tools use)."""
+    args = (parser or build_parser()).parse_args(argv)
     configure_logging(args.quiet, args.verbose)
     started = time.perf_counter()
     with Interrupts() as signals:
@@ -382,9 +330,9 @@ def _error_code(exc: Exception, out: Path) -> int:
     if isinstance(exc, JobError):
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
-    from job.files import full_or_read_only
+    from job.core.files import full_or_read_only
 
-    # A write outside job.files.atomic_path (a library's cache, a log) on a full or
+    # A write outside job.core.files.atomic_path (a library's cache, a log) on a full or
     # read-only file system.
     error = full_or_read_only(exc, out)
     if error is None:

@@ -9,12 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from job.config import TUNE_BASE, Config, PublishOptions, ScoreOptions, build_config, default_of
+from job.core.config import Config, PublishOptions, ScoreOptions, build_config, default_of
+from job.data.shapes import SHAPES, SIGNALS
+from job.publish.target import parse_target
 
-# job.synthetic's SHAPES and SIGNALS, named here so that parsing flags imports no pandas
-# (tests/test_flags.py checks that they agree).
-SHAPES = ["ml-latest-small", "ml-1m", "ml-10m", "ml-25m", "ml-32m"]
-SIGNALS = ["genre", "latent"]
 PRESET_HELP = "model preset: seed (the article's network), tuned, dlrm, classes, ..."
 
 Group = Callable[[argparse.ArgumentParser], None]  # adds a group of flags to a command
@@ -141,7 +139,7 @@ def shape_flags(parser: argparse.ArgumentParser, otherwise: tuple[str, str, str]
         parser,
         "--shape",
         "a MovieLens dataset's size; --users/--movies/--ratings override it",
-        choices=SHAPES,
+        choices=list(SHAPES),
     )
     flag(parser, "--users", f"synthetic users (default: the shape's{otherwise[0]})", type=int)
     flag(parser, "--movies", f"synthetic movies (default: the shape's{otherwise[1]})", type=int)
@@ -190,17 +188,6 @@ def publish_command_flags(parser: argparse.ArgumentParser) -> None:
     publish_flags(parser, "keep only the newest N runs under the prefix")
 
 
-def warm_bench_flags(parser: argparse.ArgumentParser) -> None:
-    training_flags(parser)
-    flag(
-        parser,
-        "--quantile",
-        "the first run trains on the ratings before this quantile of the timestamps",
-        type=float,
-        default=0.9,
-    )
-
-
 def pull_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "source",
@@ -210,37 +197,6 @@ def pull_flags(parser: argparse.ArgumentParser) -> None:
         parser, "folder for the run's run.json, model.keras and encoding.json", Path("previous")
     )
     endpoint_url_flag(parser)
-
-
-def bench_flags(parser: argparse.ArgumentParser) -> None:
-    shape_flags(parser, (", else 2000", ", else 5000", ", else 165 per user"))
-    flag(parser, "--top-k", "top K per user", type=int, default=default_of(ScoreOptions, "top_k"))
-    flag(
-        parser,
-        "--block-users",
-        "users per block (default: sized to ~128 MiB of intermediates)",
-        type=int,
-    )
-    flag(
-        parser,
-        "--reference-users",
-        "users timed on the article's path, one model.predict each",
-        type=int,
-        default=5,
-    )
-    flag(parser, "--seed", "seed of the synthetic data and the random weights", type=int, default=0)
-    flag(
-        parser,
-        "--preset",
-        "whose architecture and ranker to score with; seed: the article's network",
-        default=default_of(Config, "preset"),
-    )
-    parser.add_argument(
-        "--no-whole-process",
-        dest="whole_process",
-        action="store_false",
-        help="leave out timing `python -m job score` as a process of its own on a run folder",
-    )
 
 
 def bench_job_flags(parser: argparse.ArgumentParser) -> None:
@@ -259,7 +215,7 @@ def bench_job_flags(parser: argparse.ArgumentParser) -> None:
         "--signal",
         "what the synthetic ratings are made of: genre (taste x genre, movie quality, user "
         "bias) or latent (user x movie factors, no bias: the global mean is the best baseline)",
-        choices=SIGNALS,
+        choices=list(SIGNALS),
         default="genre",
     )
     flag(
@@ -270,7 +226,7 @@ def bench_job_flags(parser: argparse.ArgumentParser) -> None:
         default=100,
     )
     parser.add_argument(
-        "--no-publish", action="store_true", help="leave out publishing to a local S3 server"
+        "--no-publish", action="store_true", help="leave out publishing (to a local folder)"
     )
     flag(
         parser,
@@ -278,28 +234,6 @@ def bench_job_flags(parser: argparse.ArgumentParser) -> None:
         "seed of the data and the run",
         type=int,
         default=default_of(Config, "seed"),
-    )
-
-
-def bench_publish_flags(parser: argparse.ArgumentParser) -> None:
-    flag(parser, "--objects", "files in the synthetic site", type=int, default=10_000)
-
-
-def tune_flags(parser: argparse.ArgumentParser) -> None:
-    training_flags(
-        parser,
-        TUNE_BASE,
-        "preset whose settings the grid's values replace (the grid's declared base)",
-    )
-
-
-def seeds_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        default=[1, 2, 3],
-        help="seeds, each its own split, initialisation and shuffling (default: 1 2 3)",
     )
 
 
@@ -321,7 +255,7 @@ def config_from(args: argparse.Namespace, **more: Any) -> Config:
     if getattr(args, "top_k", None) is not None:
         flags["score"] = score_options(args)
     if getattr(args, "publish", None):
-        flags["publish"] = PublishOptions(args.publish, args.endpoint_url, args.keep_runs)
+        flags["publish"] = publish_options(args, args.publish)
     return build_config(**{**flags, **more})
 
 
@@ -329,5 +263,8 @@ def score_options(args: argparse.Namespace) -> ScoreOptions:
     return ScoreOptions(args.top_k, args.keep_top, args.block_users, args.max_rows)
 
 
-def publish_options(args: argparse.Namespace) -> PublishOptions:
-    return PublishOptions(args.target, args.endpoint_url, args.keep_runs)
+def publish_options(args: argparse.Namespace, target: str | None = None) -> PublishOptions:
+    """The publish flags, with the target parsed now: a bad bucket fails before any training."""
+    options = PublishOptions(target or args.target, args.endpoint_url, args.keep_runs)
+    parse_target(options.target)
+    return options

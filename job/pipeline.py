@@ -18,16 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from job.config import Config, PublishOptions, ScoreOptions
-from job.manifest import StageRecord
-from job.memory import cpu_seconds, peak_rss, reset_peak_rss
+from job.core.config import Config, PublishOptions, ScoreOptions
+from job.core.memory import cpu_seconds, peak_rss, reset_peak_rss
+from job.runfolder.manifest import StageRecord
 
 if TYPE_CHECKING:
     from job.publish import PublishSummary, PublishTarget
-    from job.score import ScoreSummary, Shard
     from job.site import SiteSummary
-    from job.store import MergeOutputs
-    from job.train import TrainOutputs
+    from job.stages.merge import MergeOutputs
+    from job.stages.score import ScoreSummary, Shard
+    from job.stages.train import TrainOutputs
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def run_stage(stage: str, out: Path, body: Callable[[], T]) -> Measured[T]:
 
 
 def train(config: Config, verbose: int = 1) -> Measured[TrainOutputs]:
-    from job.train import train_stage
+    from job.stages.train import train_stage
 
     measured = run_stage("train", config.out, lambda: train_stage(config, verbose=verbose))
     log.info("run %s written to %s", measured.value.manifest.run_id, config.out)
@@ -76,13 +76,13 @@ def train(config: Config, verbose: int = 1) -> Measured[TrainOutputs]:
 def score(
     out: Path, shard: Shard | None = None, options: ScoreOptions | None = None
 ) -> Measured[ScoreSummary]:
-    from job.score import score_stage
+    from job.stages.score import score_stage
 
     return run_stage("score", out, lambda: score_stage(out, shard, options))
 
 
 def merge(out: Path) -> Measured[MergeOutputs]:
-    from job.store import merge_stage
+    from job.stages.merge import merge_stage
 
     return run_stage("merge", out, lambda: merge_stage(out))
 

@@ -17,10 +17,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from job.errors import ConfigError
+from job.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from job.manifest import Manifest
+    from job.runfolder.manifest import Manifest
 
 # GitHub runs at most 256 jobs from one matrix.
 MAX_SHARDS = 256
@@ -138,24 +138,27 @@ def _cmd_shard_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_run_summary(args: argparse.Namespace) -> int:
-    from job.manifest import read_manifest
+    from job.runfolder.manifest import read_manifest
 
     print(run_summary(read_manifest(args.out), args.runner or None))
     return 0
 
 
 def _cmd_publish_summary(args: argparse.Namespace) -> int:
-    from job.manifest import read_manifest
+    from job.runfolder.manifest import read_manifest
 
     print(publish_summary(read_manifest(args.out).run_id, args.target, args.site_url))
     return 0
 
 
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register the workflow's commands on the CLI's subcommands."""
+def add_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
+    """Register the workflow's commands on the CLI's subcommands (``parents``: shared flags)."""
 
     def command(name: str, handler: Any, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help)
+        sub = commands.add_parser(name, description=help, parents=parents)
         sub.set_defaults(handler=handler)
         return sub
 

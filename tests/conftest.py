@@ -76,8 +76,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     from synth import write_movielens
 
-    from job.config import build_config
-    from job.train import train_stage
+    from job.core.config import build_config
+    from job.stages.train import train_stage
 
     root = tmp_path_factory.mktemp("tiny")
     data = write_movielens(root / "data", n_users=50, n_movies=80, per_user=15, seed=3)
@@ -92,9 +92,9 @@ def scored_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     recommendations.duckdb and parquet/. Read-only too."""
     import shutil
 
-    from job.config import ScoreOptions
+    from job.core.config import ScoreOptions
     from job.pipeline import merge
-    from job.score import score_stage
+    from job.stages.score import score_stage
 
     out = tmp_path_factory.mktemp("scored") / "out"
     shutil.copytree(tiny_run, out)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from job.files import HOST, TEMPORARY
+from job.core.files import HOST, TEMPORARY
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS: list[tuple[str, str, str, str]] = []

@@ -8,9 +8,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from bench.motoserver import moto_server
 from publish_support import FaultProxy, isolate_aws, s3
-
-from job.publish.motoserver import moto_server
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 import boto3
 import pytest
+from bench.motoserver import FAKE_CREDENTIALS
 
 from job.cli import main
-from job.publish.motoserver import FAKE_CREDENTIALS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -115,7 +115,7 @@ def cli(argv: list[str]) -> int:
     """``python -m job`` in-process, with the logging set up as it was before. The out folders
     here are shaped like a finished run, not made by one, so the CLI's run-folder check
     (preflight.require, tested on real runs in test_hardening_folders.py) is skipped."""
-    with restored_logging(), mock.patch("job.preflight.require"):
+    with restored_logging(), mock.patch("job.runfolder.preflight.require"):
         return main(argv)
 
 

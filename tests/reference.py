@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pandas as pd
 
-from job.interactions import Interactions
-from job.model import predict_ratings
+from job.data.interactions import Interactions
+from job.models.rating import predict_ratings
 
 
 def reference_predictions(

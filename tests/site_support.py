@@ -23,9 +23,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from job.config import N_SIMILAR
-from job.interactions import liked_matrix
-from job.itemitem import also_liked, covered_items, gram
+from job.core.config import N_SIMILAR
+from job.data.interactions import liked_matrix
+from job.models.itemitem import also_liked, covered_items, gram
 from job.pipeline import render
 
 XSS_TITLE = '<script>alert(1)</script> & "Friends" (2001)'
@@ -57,7 +57,7 @@ def fixed_title(movie_id: int) -> str:
 
 def shown_title(movie_id: int) -> str:
     """The title as the pages show it: "The Movie 30 (1953)" for "Movie 30, The (1953)"."""
-    from job.data import natural_title
+    from job.data.movielens import natural_title
 
     return natural_title(fixed_title(movie_id))
 

@@ -1,8 +1,8 @@
-"""Tiny seeded MovieLens-shaped folders for tests: a thin wrapper over ``job.synthetic``, the
+"""Tiny seeded MovieLens-shaped folders for tests: a thin wrapper over ``job.data.synthetic``, the
 one generator the tests, ``bench`` and ``bench-job`` share."""
 
 from __future__ import annotations
 
-from job.synthetic import write_movielens
+from job.data.synthetic import write_movielens
 
 __all__ = ["write_movielens"]

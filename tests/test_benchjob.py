@@ -9,8 +9,8 @@ import pytest
 
 from job.benchjob import stored_table
 from job.cli import main
-from job.data import load_dataset
-from job.synthetic import resolve_shape, write_movielens_folder
+from job.data.movielens import load_dataset
+from job.data.synthetic import resolve_shape, write_movielens_folder
 
 
 def test_synthetic_folder_is_a_movielens_folder_the_loader_accepts(tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ def test_bench_job_runs_every_stage_at_a_tiny_shape(
         assert stage in printed
     table = stored_table(out)
     rerun = next(row for row in table["stages"] if row["stage"] == "publish again (re-run)")
-    assert "0 PUTs" in rerun["note"]  # a re-run of the same run sends nothing
+    assert "0 writes" in rerun["note"]  # a re-run of the same run sends nothing
     score = next(row for row in table["stages"] if row["stage"] == "score")
     assert score["count"] > 0 and score["rate_unit"] == "pairs/s" and score["peak_rss_bytes"] > 0
     assert table["fit_ratings_per_second"] > 0 and table["shape"]["users"] == 40

@@ -26,15 +26,15 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 import duckdb
 import pytest
+from bench.motoserver import FAKE_CREDENTIALS, MotoServer
 from publish_support import get, public_read_policy, s3
 from site_support import XSS_TITLE, broken_links, build_fixed_run
 
 import job
 from job import site
-from job.baselines import BASELINE_NAMES
-from job.data import natural_title
+from job.core.baselines import BASELINE_NAMES
+from job.data.movielens import natural_title
 from job.publish import content_type
-from job.publish.motoserver import FAKE_CREDENTIALS, MotoServer
 
 SCREENSHOTS = Path(__file__).parent / "artifacts" / "screenshots"
 ARTIFACTS = SCREENSHOTS.parent

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from job.cli import build_parser
-from job.config import Config, ScoreOptions, build_config, default_of
-from job.errors import ConfigError
+from job.core.config import Config, ScoreOptions, build_config, default_of
+from job.core.errors import ConfigError
 from job.flags import config_from, training_flags
 
 
@@ -35,10 +35,3 @@ def test_every_option_is_validated_when_the_config_is_made() -> None:
     args = build_parser().parse_args(["run", "--publish", "s3://b/p", "--keep-runs", "0"])
     with pytest.raises(ConfigError, match="--keep-runs must be at least 1"):
         config_from(args)
-
-
-def test_the_flags_synthetic_names_are_the_generators() -> None:
-    from job import flags, synthetic
-
-    assert list(synthetic.SHAPES) == flags.SHAPES
-    assert list(synthetic.SIGNALS) == flags.SIGNALS

@@ -22,8 +22,8 @@ import pytest
 from hardening import CLI, ROOT, one_error_line, record, snapshot, subprocess_env, temporaries
 
 from job.cli import main
-from job.errors import JobError
-from job.files import atomic_path, atomic_write_text
+from job.core.errors import JobError
+from job.core.files import atomic_path, atomic_write_text
 from job.pipeline import render
 
 # A run of the tiny data is ~4 MB (the database ~3 MB); rendered, it also holds the SQL
@@ -218,12 +218,12 @@ def test_a_full_disk_anywhere_is_one_line(
 ) -> None:
     """A write outside atomic_path (a library's own file) meeting a full disk: the CLI's
     one handler gives one line naming the folder; other errors keep their traceback."""
-    import job.store
+    import job.stages.merge
 
     def full(out: Path) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache" / "x.bin"))
 
-    monkeypatch.setattr(job.store, "merge_stage", full)
+    monkeypatch.setattr(job.stages.merge, "merge_stage", full)
     capsys.readouterr()
     code = main(["-q", "merge", "--out", str(tmp_path / "out")])
     line = one_error_line(capsys.readouterr().err)
@@ -233,14 +233,14 @@ def test_a_full_disk_anywhere_is_one_line(
     def bug(out: Path) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(job.store, "merge_stage", bug)
+    monkeypatch.setattr(job.stages.merge, "merge_stage", bug)
     with pytest.raises(OSError, match="Input/output error"):
         main(["-q", "merge", "--out", str(tmp_path / "out")])
 
 
 def test_library_errors_that_carry_the_os_message_are_recognised(tmp_path: Path) -> None:
     """DuckDB and HDF5 wrap the OS error in their own exception; its text is enough."""
-    from job.files import disk_error
+    from job.core.files import disk_error
 
     class LibraryError(Exception):
         pass

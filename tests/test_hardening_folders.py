@@ -30,7 +30,7 @@ from hardening import (
     truncate,
 )
 
-import job.layout as rf
+import job.core.layout as rf
 from job.cli import main
 from job.pipeline import render
 
@@ -95,7 +95,7 @@ def _ranked_by_ease(damage: Damage) -> Damage:
     def damaged(out: Path) -> None:
         import numpy as np
 
-        from job.itemitem import Ease, WatchAndLike
+        from job.models.itemitem import Ease, WatchAndLike
 
         raw = json.loads((out / "run.json").read_text())
         raw["config"]["model"]["ranker"] = "ease"
@@ -387,15 +387,15 @@ def test_damaged_folder_is_one_line_and_nothing_written(
 
 
 def test_every_stage_checks_through_require() -> None:
-    """One place checks a stage's inputs: job.preflight has a check for every stage after
+    """One place checks a stage's inputs: job.runfolder.preflight has a check for every stage after
     train, and each stage's module calls require (train: require_new_run)."""
-    from job.preflight import CHECKS, STAGES
+    from job.runfolder.preflight import CHECKS, STAGES
 
     sources = {
-        "train": "job/train.py",
-        "score": "job/score.py",
-        "recommend": "job/recommend.py",
-        "merge": "job/store.py",
+        "train": "job/stages/train.py",
+        "score": "job/stages/score.py",
+        "recommend": "job/stages/recommend.py",
+        "merge": "job/stages/merge.py",
         "render": "job/site/render.py",
         "publish": "job/cli.py",
     }

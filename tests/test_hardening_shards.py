@@ -21,8 +21,8 @@ import pytest
 from hardening import CLI, ROOT, record, subprocess_env, temporaries
 
 from job.cli import main
-from job.layout import part_path, summary_path
-from job.preflight import require
+from job.core.layout import part_path, summary_path
+from job.runfolder.preflight import require
 
 N = 4
 
@@ -107,7 +107,7 @@ def test_a_shard_never_removes_another_shards_fresh_part(
     part into place but not yet replaced its stale summary when shard 0 starts. Shard 0
     removes its own stale files and the other count's, never shard 1's; and a stale file
     another process removed first is no error."""
-    from job.store import remove_stale_parts
+    from job.stages.merge import remove_stale_parts
 
     parts = tmp_path / "parts"
     parts.mkdir()

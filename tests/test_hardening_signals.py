@@ -24,9 +24,9 @@ import pytest
 from hardening import CLI, ROOT, one_error_line, record, snapshot, subprocess_env, temporaries
 
 from job.cli import main
-from job.errors import JobError
+from job.core.errors import JobError
 from job.pipeline import render
-from job.preflight import require
+from job.runfolder.preflight import require
 
 DEADLINE_S = 300  # all scenarios together; a hung child fails its test instead of the suite
 

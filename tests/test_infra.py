@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from job.config import DEFAULT_PRESET
+from job.core.config import DEFAULT_PRESET
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
@@ -35,7 +35,6 @@ README = ROOT / "README.md"  # its Container images and Deploy sections
 DOCKERFILES = sorted(INFRA.glob("Dockerfile.*"))
 TEMPLATES = sorted(INFRA.glob("*.yaml"))
 WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.yml"))
-SUBCOMMANDS = ("run", "train", "recommend", "score", "merge", "render", "publish", "bench")
 DATASETS = ("ml-latest-small", "ml-latest", "ml-25m", "ml-32m", "ml-1m", "ml-10m", "ml-100k")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from synth import write_movielens
 
-from job.data import load_folder
-from job.errors import DataError
+from job.core.errors import DataError
+from job.data.movielens import load_folder
 
 
 def write_links(folder: Path, text: str) -> Path:
@@ -75,7 +75,7 @@ def test_merge_writes_links_and_tags_tables(scored_run: Path) -> None:
 
 
 def test_a_run_trained_before_links_existed_still_merges(scored_run: Path, tmp_path: Path) -> None:
-    from job.store import merge_stage
+    from job.stages.merge import merge_stage
 
     out = tmp_path / "out"
     shutil.copytree(scored_run, out)

@@ -1,6 +1,6 @@
 """The tests mirror the package: every module of job/ has its own test file.
 
-``job/train.py`` is tested in ``tests/test_train.py``, ``job/publish/core.py`` in
+``job/stages/train.py`` is tested in ``tests/test_stages_train.py``, ``job/publish/core.py`` in
 ``tests/test_publish_core.py`` (the subpackage's name as a prefix keeps the names flat and
 unique, so the tests can keep importing their helpers from tests/ by bare name).
 Scenario suites that cross modules (test_publish_stress.py, test_browser.py,
@@ -24,7 +24,7 @@ def expected_test_file(module: Path) -> str:
 
 
 def test_expected_names_follow_the_package() -> None:
-    assert expected_test_file(PACKAGE / "train.py") == "test_train.py"
+    assert expected_test_file(PACKAGE / "stages" / "train.py") == "test_stages_train.py"
     assert expected_test_file(PACKAGE / "publish" / "core.py") == "test_publish_core.py"
 
 

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from synth import write_movielens
 
-from job.baselines import BASELINE_NAMES
 from job.cli import main
-from job.config import build_config
-from job.manifest import Manifest, load_run, read_manifest
-from job.recommend import example_for_user, format_example
-from job.train import train_stage
+from job.core.baselines import BASELINE_NAMES
+from job.core.config import build_config
+from job.runfolder.manifest import Manifest, load_run, read_manifest
+from job.stages.recommend import example_for_user, format_example
+from job.stages.train import train_stage
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +152,8 @@ def test_one_stage_runner_measures_and_records_once(tiny_run: Path, tmp_path: Pa
     a stage returns (with the stage's time) and is left alone by a stage that returns none."""
     from dataclasses import dataclass
 
-    from job.manifest import StageRecord
     from job.pipeline import STAGES, run_stage
+    from job.runfolder.manifest import StageRecord
 
     assert STAGES == ("train", "score", "merge", "render", "publish")
     shutil.copy(tiny_run / "run.json", tmp_path / "run.json")
@@ -178,7 +178,7 @@ def test_run_all_publishes_to_the_target_it_parsed_before_training(
     tiny_data: Path, tmp_path: Path
 ) -> None:
     """Every stage in order, the publish stage last, to the target run_all parsed once."""
-    from job.config import PublishOptions
+    from job.core.config import PublishOptions
     from job.pipeline import STAGES, run_all
 
     site = tmp_path / "site"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from bench.publish import make_synthetic_out
 from publish_support import (
     FaultProxy,
     Gate,
@@ -31,9 +32,8 @@ from publish_support import (
 )
 from publish_support import s3 as s3_client
 
-from job.errors import PublishRefused
+from job.core.errors import PublishRefused
 from job.publish import publish, redirect_page
-from job.publish.bench import make_synthetic_out
 from job.publish.core import (
     LATEST_KEY,
     MARKER,

@@ -29,7 +29,7 @@ from publish_support import (
 )
 
 from job.cli import main
-from job.errors import PublishError, PublishRefused
+from job.core.errors import PublishError, PublishRefused
 from job.publish import ENTRY_CACHE, IMMUTABLE_CACHE, publish, redirect_page
 from job.publish.core import MARKER, STALE_AFTER, RunRef, StoredRun, runs_to_remove
 
@@ -187,7 +187,7 @@ def test_keep_runs_removes_old_runs_but_never_the_latest(
     # The next pruning publish removes the complete runs beyond N, oldest first.
     again = publish(make_out(tmp_path, RUN_C), target, endpoint_url=s3_server, keep_runs=1)
     assert again.removed_runs == (RUN_A, RUN_B) and runs() == {RUN_C}
-    # --keep-runs is validated once, with the other options (job.config), before anything
+    # --keep-runs is validated once, with the other options (job.core.config), before anything
     # is read or sent.
     code = main(["-q", "publish", str(make_out(tmp_path, RUN_A)), target, "--keep-runs", "0"])
     assert code == 2 and runs() == {RUN_C}

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from publish_support import PUBLISHED, RUN_A, RUN_B, RUN_C, cli, make_out
 
-from job.errors import PublishError
+from job.core.errors import PublishError
 from job.publish import publish, redirect_page
 from job.publish.core import MARKER
 

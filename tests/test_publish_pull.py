@@ -9,7 +9,7 @@ import pytest
 from hardening import one_error_line
 from publish_support import RUN_A, RUN_B, make_out, public_read_policy, s3
 
-from job.errors import JobError
+from job.core.errors import JobError
 from job.publish import publish
 from job.publish.pull import PULLED_FILES, pull_latest
 

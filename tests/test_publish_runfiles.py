@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from publish_support import PUBLISHED, RUN_A, make_out
 
-from job.errors import PublishError
+from job.core.errors import PublishError
 from job.publish import content_type, publish, redirect_page
 from job.publish.core import RunRef
 from job.publish.runfiles import run_created

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.motoserver import moto_server
+from bench.publish import make_synthetic_out
 from publish_support import (
     PUBLISHED,
     RUN_A,
@@ -30,10 +32,8 @@ from publish_support import (
     s3,
 )
 
-from job.errors import PublishError
+from job.core.errors import PublishError
 from job.publish import publish
-from job.publish.bench import make_synthetic_out
-from job.publish.motoserver import moto_server
 
 
 @pytest.mark.browser

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bench.motoserver import moto_server
 from publish_support import isolate_aws, s3
 
 from job.publish.local import LocalStorage
-from job.publish.motoserver import moto_server
 from job.publish.runfiles import LocalFile, checksums
 from job.publish.s3 import S3Storage
 from job.publish.storage import Storage

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from bench.publish import make_synthetic_out
 from publish_support import (
     PUBLISHED,
     RUN_A,
@@ -32,7 +33,6 @@ from publish_support import make_out as make_small_out
 from publish_support import s3 as s3_client
 
 from job.publish import publish, redirect_page
-from job.publish.bench import make_synthetic_out
 from job.publish.core import MARKER
 
 

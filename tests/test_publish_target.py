@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from publish_support import cli, make_out
 
-from job.errors import PublishError
+from job.core.errors import PublishError
 from job.publish import parse_target
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import job.data
-from job.config import PRESETS, model_config
-from job.data import SHIPPED_DIR, _read_csv_layout
-from job.synthetic import write_movielens
-from job.train import LARGE_TRAINING, MAX_BATCH, training_settings
+import job.data.movielens
+from job.core.config import PRESETS, model_config
+from job.data.movielens import SHIPPED_DIR, _read_csv_layout
+from job.data.synthetic import write_movielens
+from job.stages.train import LARGE_TRAINING, MAX_BATCH, training_settings
 
 
 def test_training_settings_change_nothing_below_the_scale_threshold() -> None:
@@ -57,7 +57,7 @@ def test_training_settings_at_scale_grow_the_batch_and_the_learning_rate(
 
 def _string_path(folder: Path, monkeypatch: pytest.MonkeyPatch) -> pd.DataFrame:
     with monkeypatch.context() as patch:
-        patch.setattr(job.data, "_typed_ratings", lambda path: None)
+        patch.setattr(job.data.movielens, "_typed_ratings", lambda path: None)
         return _read_csv_layout(folder)[0]
 
 
@@ -70,7 +70,7 @@ def test_typed_ratings_fast_path_reads_what_the_string_path_reads(
         if folder == "shipped"
         else write_movielens(tmp_path / "data", n_users=20, n_movies=30, per_user=8)
     )
-    assert job.data._typed_ratings(path / "ratings.csv") is not None  # the fast path ran
+    assert job.data.movielens._typed_ratings(path / "ratings.csv") is not None  # the fast path ran
     pd.testing.assert_frame_equal(_read_csv_layout(path)[0], _string_path(path, monkeypatch))
 
 
@@ -83,7 +83,7 @@ def test_typed_ratings_leave_anything_unusual_to_the_string_path(line: str, tmp_
     lines = path.read_text().splitlines()
     lines[2] = line
     path.write_text("\n".join(lines) + "\n")
-    assert job.data._typed_ratings(path) is None
+    assert job.data.movielens._typed_ratings(path) is None
 
 
 @pytest.mark.parametrize("preset", ["seed", "tuned"])
@@ -92,12 +92,12 @@ def test_ranked_top_k_alone_equals_the_full_block(preset: str) -> None:
     the top K picks only: the same picks, scores and ratings as the full block."""
     import numpy as np
 
-    from job.data import HALF_STARS
-    from job.features import SideFeatures
-    from job.interactions import Interactions
-    from job.itemitem import WatchAndLike, fit_ease
-    from job.model import build_model
-    from job.rank import BlockScorer
+    from job.data.features import SideFeatures
+    from job.data.interactions import Interactions
+    from job.data.movielens import HALF_STARS
+    from job.models.itemitem import WatchAndLike, fit_ease
+    from job.models.rank import BlockScorer
+    from job.models.rating import build_model
 
     rng = np.random.default_rng(3)
     n_users, n_movies = 31, 45

@@ -10,8 +10,8 @@ import pytest
 from site_support import MOVIE_IDS, build_fixed_run, fixed_ratings, fixed_title, read_page
 
 from job import site
-from job.config import SIMILAR_MIN_RATINGS
-from job.data import natural_title
+from job.core.config import SIMILAR_MIN_RATINGS
+from job.data.movielens import natural_title
 from job.site.chart import star_label
 
 

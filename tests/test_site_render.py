@@ -33,9 +33,9 @@ from site_support import (
 
 from job import site
 from job.cli import main
-from job.config import N_SIMILAR
-from job.errors import JobError
-from job.itemitem import COSINE_SHRINK
+from job.core.config import N_SIMILAR
+from job.core.errors import JobError
+from job.models.itemitem import COSINE_SHRINK
 from job.site.render import stars
 
 GOLDEN = Path(__file__).parent / "golden"

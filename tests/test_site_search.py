@@ -11,7 +11,7 @@ import pytest
 from site_support import build_fixed_run
 
 from job import site
-from job.data import SHIPPED_DIR, natural_title
+from job.data.movielens import SHIPPED_DIR, natural_title
 from job.site import search
 
 

@@ -25,8 +25,8 @@ import markupsafe
 import pytest
 
 from job import site
-from job.errors import DataError
-from job.layout import DATABASE_FILE, SITE_DIR
+from job.core.errors import DataError
+from job.core.layout import DATABASE_FILE, SITE_DIR
 from job.site import sql
 
 README = Path(__file__).parents[1] / "README.md"

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from job.cli import main
-from job.errors import ConfigError
-from job.layout import RUN_JSON
-from job.manifest import Manifest, read_manifest
+from job.core.errors import ConfigError
+from job.core.layout import RUN_JSON
+from job.runfolder.manifest import Manifest, read_manifest
 from job.workflow import (
     MAX_SHARDS,
     github_output,

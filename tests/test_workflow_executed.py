@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import pytest
 import yaml
+from bench.motoserver import FAKE_CREDENTIALS, moto_server
 from containers import Engine, cpu_image_tag, usable_engine
 from publish_support import public_read_policy
 from workflow_runner import (
@@ -28,8 +29,6 @@ from workflow_runner import (
     interpolate,
     read_outputs,
 )
-
-from job.publish.motoserver import FAKE_CREDENTIALS, moto_server
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_WORKFLOW = ROOT / ".github" / "workflows" / "run.yml"

@@ -25,8 +25,7 @@ and a repeat is a no-op.
 Modules: ``core`` (the algorithm, once), ``storage`` (the interface it needs), ``s3`` and
 ``local`` (its two implementations), ``runsindex`` (runs.json and what changed between two
 runs' top 10s), ``runfiles`` (the run's files, content types, entry
-points), ``target`` (URL parsing), ``motoserver`` and ``bench`` (a local S3 server for tests
-and ``python -m job bench-publish``).
+points), ``pull`` (the latest run's model, for a warm start) and ``target`` (URL parsing).
 """
 
 from job.publish.core import ENTRY_CACHE, IMMUTABLE_CACHE, PublishSummary, publish

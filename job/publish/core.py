@@ -49,8 +49,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from job.errors import PublishError, PublishRefused
-from job.progress import progress
+from job.core.errors import PublishError, PublishRefused
+from job.core.progress import progress
 from job.publish.runfiles import (
     LocalFile,
     collect_files,
@@ -182,7 +182,7 @@ def publish(
             ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, else AWS S3.
         keep_runs: keep only the newest N complete runs under ``runs/`` (never the one
             ``latest.json`` names, nor runs created after it); None keeps every run. At
-            least 1: validated once, by ``job.config.PublishOptions``, as the CLI passes it.
+            least 1: validated once, by ``job.core.config.PublishOptions``, as the CLI passes it.
         max_concurrency: parallel uploads.
         max_attempts: attempts per request, retries included; defaults to
             ``AWS_MAX_ATTEMPTS`` or 10.
@@ -601,7 +601,7 @@ def _titles(movies: Path | None, wanted: Any) -> dict[int, str]:
         return {}
     import pandas as pd
 
-    from job.data import natural_title
+    from job.data.movielens import natural_title
 
     frame = pd.read_parquet(movies, columns=["movie_id", "title"])
     frame = frame[frame["movie_id"].isin(list(wanted))]

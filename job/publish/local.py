@@ -1,4 +1,4 @@
-"""``Storage`` on a local folder: the bucket's layout, written with ``job.files`` atomic writes.
+"""``Storage`` on a local folder: the bucket's layout, written with ``job.core.files`` atomic writes.
 
 Each object appears complete under its final name or not at all (a temporary and a rename),
 as an S3 PUT does, so a reader of the folder sees what a reader of the bucket sees. Where a
@@ -17,12 +17,12 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from job.errors import PublishError
-from job.files import atomic_path, atomic_write_bytes
+from job.core.errors import PublishError
+from job.core.files import atomic_path, atomic_write_bytes
 from job.publish.runfiles import LocalFile, checksums
 from job.publish.storage import Stored
 
-# job.files.atomic_path's temporaries (".NAME.RANDOM.tmpSUFFIX") and deleted runs on their way
+# job.core.files.atomic_path's temporaries (".NAME.RANDOM.tmpSUFFIX") and deleted runs on their way
 # out (".trash-RUN-PID"): what a SIGKILL can leave.
 _TEMPORARY = re.compile(r"^\..+\.tmp(\.[^.]*)?$")
 _TRASH = ".trash-"

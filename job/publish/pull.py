@@ -18,9 +18,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from job.errors import JobError, PublishError
-from job.files import atomic_path
-from job.layout import ENCODING_FILE, MODEL_FILE, RUN_JSON
+from job.core.errors import JobError, PublishError
+from job.core.files import atomic_path
+from job.core.layout import ENCODING_FILE, MODEL_FILE, RUN_JSON
 from job.publish.core import LATEST_KEY, RUNS, open_storage
 from job.publish.runfiles import RUN_ID_RE
 from job.publish.target import parse_target

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from job.errors import JobError, PublishError
-from job.files import read_json
-from job.layout import (
+from job.core.errors import JobError, PublishError
+from job.core.files import read_json
+from job.core.layout import (
     DATABASE_FILE,
     PARQUET_DIR,
     PUBLISHED_DIRS,

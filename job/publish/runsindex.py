@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from job.baselines import BASELINE_NAMES
+from job.core.baselines import BASELINE_NAMES
 
 if TYPE_CHECKING:  # pandas is imported where a comparison is made, not with job.publish
     import pandas as pd

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from job.errors import PublishError
+from job.core.errors import PublishError
 from job.publish import runfiles
 from job.publish.runfiles import LocalFile, content_type
 from job.publish.storage import Stored

@@ -13,7 +13,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from job.baselines import BASELINE_NAMES
+from job.core.baselines import BASELINE_NAMES
 
 # ---------------------------------------------------------------------------------------
 # The chart

@@ -17,12 +17,12 @@ from typing import Any
 
 import duckdb
 
-from job.baselines import BASELINE_NAMES
-from job.config import SIMILAR_MIN_RATINGS
-from job.data import RatingScale, natural_title
-from job.errors import JobError
-from job.layout import DATABASE_FILE, PARQUET_DIR, RUN_JSON, remake
-from job.manifest import Manifest, read_manifest
+from job.core.baselines import BASELINE_NAMES
+from job.core.config import SIMILAR_MIN_RATINGS
+from job.core.errors import JobError
+from job.core.layout import DATABASE_FILE, PARQUET_DIR, RUN_JSON, remake
+from job.data.movielens import RatingScale, natural_title
+from job.runfolder.manifest import Manifest, read_manifest
 
 REQUIRED_TABLES = (
     "movies",
@@ -284,7 +284,7 @@ def _run_facts(manifest: Manifest, con: Any) -> dict[str, dict[str, Any]]:
 
 
 def _movies(con: Any) -> dict[int, Movie]:
-    """The catalogue, each title as people write it (``job.data.natural_title``)."""
+    """The catalogue, each title as people write it (``job.data.movielens.natural_title``)."""
     return {
         int(m): Movie(
             int(m),

@@ -48,14 +48,14 @@ from typing import Any
 import duckdb
 import jinja2
 
-from job.baselines import BASELINE_NAMES
-from job.config import default_cache_dir
-from job.errors import JobError
-from job.files import atomic_path
-from job.layout import DATABASE_FILE, SITE_DIR
-from job.manifest import StageRecord
-from job.preflight import damaged_database, require
-from job.signals import ignore_interrupts
+from job.core.baselines import BASELINE_NAMES
+from job.core.config import default_cache_dir
+from job.core.errors import JobError
+from job.core.files import atomic_path
+from job.core.layout import DATABASE_FILE, SITE_DIR
+from job.core.signals import ignore_interrupts
+from job.runfolder.manifest import StageRecord
+from job.runfolder.preflight import damaged_database, require
 from job.site.chart import (
     RatingChart,
     _finite,

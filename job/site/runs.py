@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from job.baselines import BASELINE_NAMES
+from job.core.baselines import BASELINE_NAMES
 from job.site.data import SiteData
 
 # From the site's root folder: the bucket's layout is PREFIX/runs/RUN_ID/site/, and the

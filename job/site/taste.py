@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from job.layout import DATABASE_FILE
+from job.core.layout import DATABASE_FILE
 from job.site.data import Movie, Similar
 from job.site.search import script_json
 

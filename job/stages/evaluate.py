@@ -1,0 +1,448 @@
+"""Baselines and test metrics: is the model better than predicting an average?
+
+Two kinds of metric, for the model and every baseline alike:
+
+- rating error on held-out ratings: RMSE and MAE (and the classifier's accuracy);
+- ranking among each user's unwatched movies: precision@10, recall@10 and nDCG@10, with the
+  held-out ratings of 4 stars or more as the relevant movies, and the catalogue coverage of
+  the top-10 lists.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import keras
+import numpy as np
+from scipy import sparse
+
+from job.core.baselines import BASELINE_NAMES, EASE, POPULARITY
+from job.core.config import EASE_BASELINE_L2, RANK_SAMPLE_USERS, ModelConfig
+from job.data.interactions import EncodedRatings, Interactions, popularity_order
+from job.data.movielens import RatingScale
+from job.models.itemitem import Ease, WatchAndLike, fit_ease, fit_watch_and_like
+from job.models.rank import BlockScorer
+from job.models.rating import predict_classes, predict_ratings
+
+log = logging.getLogger(__name__)
+
+RANK_K = 10  # the "@10" of the ranking metrics (their column names say 10)
+RELEVANT_RATING = 4.0  # a held-out rating of this or more marks a relevant movie
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """One row of ``run.json``'s metrics (and the DuckDB ``metrics`` table).
+
+    ``accuracy`` is the classifier's (most likely class == the rating), None for other
+    models; ranking columns are None where there was nothing to rank.
+    """
+
+    model: str
+    rmse: float | None  # None for a ranking baseline, which predicts no rating
+    mae: float | None
+    n: int
+    accuracy: float | None = None
+    precision_at_10: float | None = None
+    recall_at_10: float | None = None
+    ndcg_at_10: float | None = None
+    coverage_at_10: float | None = None
+    ranked_users: int | None = None  # users the ranking columns average over
+    training_seconds: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_ranking(self, ranking: RankingMetrics | None) -> Metrics:
+        if ranking is None:
+            return self
+        return replace(
+            self,
+            precision_at_10=ranking.precision,
+            recall_at_10=ranking.recall,
+            ndcg_at_10=ranking.ndcg,
+            coverage_at_10=ranking.coverage,
+            ranked_users=ranking.n_users,
+        )
+
+
+def error_metrics(name: str, predicted: np.ndarray, actual: np.ndarray) -> Metrics:
+    error = np.asarray(predicted, "float64") - np.asarray(actual, "float64")
+    if error.size == 0:
+        return Metrics(name, float("nan"), float("nan"), 0)
+    return Metrics(
+        name, float(np.sqrt(np.mean(error**2))), float(np.mean(np.abs(error))), int(error.size)
+    )
+
+
+def clip(ratings: np.ndarray, scale: RatingScale) -> np.ndarray:
+    return np.clip(ratings, scale.low, scale.high)
+
+
+def global_mean_baseline(train_ratings: np.ndarray, n_movies: int) -> np.ndarray:
+    """Per-movie predictions that are all the training mean (the article's first baseline)."""
+    return np.full(n_movies, float(np.mean(train_ratings)))
+
+
+def movie_mean_baseline(
+    train_movies: np.ndarray, train_ratings: np.ndarray, n_movies: int
+) -> np.ndarray:
+    """Each movie's mean training rating; the global mean for movies with none (the article's
+    second, and best, baseline)."""
+    sums = np.bincount(train_movies, weights=train_ratings, minlength=n_movies)
+    counts = np.bincount(train_movies, minlength=n_movies)
+    fallback = float(np.mean(train_ratings))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), fallback)
+
+
+@dataclass(frozen=True)
+class BiasModel:
+    """rating ≈ mean + b_user + b_movie, fitted by regularised alternating least squares."""
+
+    mean: float
+    user_bias: np.ndarray
+    movie_bias: np.ndarray
+
+    def predict(self, users: np.ndarray, movies: np.ndarray) -> np.ndarray:
+        return self.mean + self.user_bias[users] + self.movie_bias[movies]
+
+
+def fit_biases(
+    users: np.ndarray,
+    movies: np.ndarray,
+    ratings: np.ndarray,
+    n_users: int,
+    n_movies: int,
+    reg_user: float = 15.0,
+    reg_movie: float = 10.0,
+    iterations: int = 10,
+) -> BiasModel:
+    """The user+movie bias baseline. The regularisation (the values Surprise's BaselineOnly
+    uses) shrinks the biases of users and movies with few ratings towards zero."""
+    mean = float(np.mean(ratings))
+    b_user = np.zeros(n_users)
+    b_movie = np.zeros(n_movies)
+    n_u = np.bincount(users, minlength=n_users)
+    n_m = np.bincount(movies, minlength=n_movies)
+    for _ in range(iterations):
+        residual = ratings - mean - b_user[users]
+        b_movie = np.bincount(movies, weights=residual, minlength=n_movies) / (reg_movie + n_m)
+        residual = ratings - mean - b_movie[movies]
+        b_user = np.bincount(users, weights=residual, minlength=n_users) / (reg_user + n_u)
+    return BiasModel(mean, b_user, b_movie)
+
+
+def accuracy(predicted_ratings: np.ndarray, actual: np.ndarray) -> float:
+    """Share of exact hits: the predicted class's rating equals the actual rating."""
+    if len(actual) == 0:
+        return float("nan")
+    return float(np.mean(np.isclose(predicted_ratings, actual)))
+
+
+# ---------------------------------------------------------------------------------------
+# Ranking: precision@k, recall@k, nDCG@k and coverage among each user's unwatched movies
+
+
+@dataclass(frozen=True)
+class RankingMetrics:
+    precision: float  # mean over users of hits@k / k
+    recall: float  # mean over users of hits@k / (their relevant movies)
+    ndcg: float  # mean over users of DCG@k / ideal DCG@k, binary relevance
+    coverage: float  # distinct movies in all top-k lists / catalogue size
+    n_users: int  # users with at least one relevant held-out movie (the mean's denominator)
+
+
+# users (B,) int -> (B, n_movies) scores, higher is better
+ScoreFunction = Callable[[np.ndarray], np.ndarray]
+
+
+def _rows_of(sorted_users: np.ndarray, block_users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For pairs sorted by user: (row in block, index into the pairs) of the block's users' pairs."""
+    starts = np.searchsorted(sorted_users, block_users, side="left")
+    ends = np.searchsorted(sorted_users, block_users, side="right")
+    lengths = ends - starts
+    rows = np.repeat(np.arange(len(block_users)), lengths)
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return rows, offsets + np.arange(int(lengths.sum()))
+
+
+def top_k_stable(scores: np.ndarray, k: int) -> np.ndarray:
+    """(b, min(k, n)) column indexes of each row's ``k`` highest scores, best first, ties
+    by column: ``np.argsort(-scores, axis=1, kind="stable")[:, :k]`` without sorting whole
+    rows. Only the candidates (scores at or above each row's k-th highest) are sorted."""
+    b, n = scores.shape
+    k = min(k, n)
+    if k == 0 or b == 0:
+        return np.zeros((b, k), dtype=np.int64)
+    neg = -scores
+    kth = np.partition(neg, k - 1, axis=1)[:, k - 1 : k]
+    candidates = neg <= kth
+    if candidates.sum() > b * (4 * k + 64):  # mostly ties (a constant baseline): sort rows
+        return np.argsort(neg, axis=1, kind="stable")[:, :k]
+    rows, cols = np.nonzero(candidates)  # by row, then column
+    order = np.lexsort((cols, neg[rows, cols], rows))  # by row, then score, then column
+    rows, cols = rows[order], cols[order]
+    starts = np.searchsorted(rows, np.arange(b))
+    rank = np.arange(len(rows)) - starts[rows]
+    keep = rank < k
+    top = np.empty((b, k), dtype=np.int64)
+    top[rows[keep], rank[keep]] = cols[keep]
+    return top
+
+
+def ranking_metrics(
+    score_block: ScoreFunction,
+    n_movies: int,
+    seen: tuple[np.ndarray, np.ndarray],
+    held_out: tuple[np.ndarray, np.ndarray, np.ndarray],
+    order: np.ndarray,
+    k: int = RANK_K,
+    relevant_rating: float = RELEVANT_RATING,
+    block: int = 64,
+) -> RankingMetrics | None:
+    """Rank every movie a user has not rated in ``seen`` and score the top ``k``.
+
+    Args:
+        score_block: users (B,) -> (B, n_movies) scores (e.g. predicted ratings, unclipped).
+        seen: (users, movies) of the ratings the model learnt from (train and validation):
+            never candidates.
+        held_out: (users, movies, ratings) of the test ratings; every user among them is
+            ranked, those with a rating >= ``relevant_rating`` are the relevant movies.
+        order: the tie-break, movies in preferred order (``popularity_order``); among equal
+            scores the earlier movie ranks first.
+        block: users scored at once; memory is ``block x n_movies``.
+
+    Returns:
+        Means over users with at least one relevant movie, coverage over all ranked users;
+        None if no user has a relevant held-out movie.
+    """
+    seen_users, seen_movies = (np.asarray(a) for a in seen)
+    ho_users, ho_movies, ho_ratings = (np.asarray(a) for a in held_out)
+    by_user = np.argsort(seen_users, kind="stable")
+    seen_users, seen_movies = seen_users[by_user], seen_movies[by_user]
+    relevant = ho_ratings >= relevant_rating
+    rel_users, rel_movies = ho_users[relevant], ho_movies[relevant]
+    by_user = np.argsort(rel_users, kind="stable")
+    rel_users, rel_movies = rel_users[by_user], rel_movies[by_user]
+    # Columns are permuted into the tie-break order, so a stable sort on the score alone
+    # breaks ties by it; ``position`` maps a movie index to its column.
+    position = np.empty(n_movies, dtype="int64")
+    position[order] = np.arange(n_movies)
+    users = np.unique(ho_users)
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    precision, recall, ndcg = [], [], []
+    shown = np.zeros(n_movies, dtype=bool)
+    for start in range(0, len(users), block):
+        block_users = users[start : start + block]
+        scores = np.asarray(score_block(block_users), "float64")[:, order]
+        rows, index = _rows_of(seen_users, block_users)
+        scores[rows, position[seen_movies[index]]] = -np.inf
+        top = top_k_stable(scores, k)
+        candidate = np.isfinite(np.take_along_axis(scores, top, axis=1))
+        top_movies = order[top]
+        shown[top_movies[candidate]] = True
+        is_relevant = np.zeros((len(block_users), n_movies), dtype=bool)
+        rows, index = _rows_of(rel_users, block_users)
+        is_relevant[rows, rel_movies[index]] = True
+        n_relevant = is_relevant.sum(axis=1)
+        hits = np.take_along_axis(is_relevant, top_movies, axis=1) & candidate
+        judged = n_relevant > 0
+        if not judged.any():
+            continue
+        hits, n_rel = hits[judged], n_relevant[judged]
+        n_hits = hits.sum(axis=1)
+        precision.append(n_hits / k)
+        recall.append(n_hits / n_rel)
+        ideal = np.cumsum(discount)[np.minimum(n_rel, k) - 1]
+        ndcg.append((hits * discount).sum(axis=1) / ideal)
+    if not precision:
+        return None
+    return RankingMetrics(
+        precision=float(np.mean(np.concatenate(precision))),
+        recall=float(np.mean(np.concatenate(recall))),
+        ndcg=float(np.mean(np.concatenate(ndcg))),
+        coverage=float(shown.sum() / n_movies),
+        n_users=int(sum(len(p) for p in precision)),
+    )
+
+
+def constant_scorer(per_movie: np.ndarray) -> ScoreFunction:
+    """A baseline's scores: the same per-movie value for every user."""
+    return lambda users: np.broadcast_to(per_movie, (len(users), len(per_movie)))
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """What evaluation reads: every rating, which of them trained the model (and fit the
+    baselines), and which are held out to judge them."""
+
+    rated: EncodedRatings
+    train: np.ndarray  # bool mask over rated
+    held_out: np.ndarray  # bool mask over rated
+    scale: RatingScale
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """The baselines fit on the training ratings, and each fit's seconds."""
+
+    global_mean: np.ndarray  # per movie
+    movie_mean: np.ndarray
+    biases: BiasModel
+    counts: np.ndarray  # training ratings per movie (popularity)
+    watched: sparse.csr_matrix  # training users x movies they rated
+    ease_watched: Ease  # EASE over every training rating
+    seconds: dict[str, float]
+
+
+def fit_baselines(trained: EncodedRatings) -> Baselines:
+    fitting: dict[str, float] = {}
+
+    def timed(baseline: str, fit: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        fitted = fit()
+        fitting[baseline] = round(time.perf_counter() - started, 3)
+        return fitted
+
+    users, movies, ratings = trained.users, trained.movies, trained.ratings
+    n_users, n_movies = trained.n_users, trained.n_movies
+    global_mean = timed(BASELINE_NAMES[0], lambda: global_mean_baseline(ratings, n_movies))
+    movie_mean = timed(BASELINE_NAMES[1], lambda: movie_mean_baseline(movies, ratings, n_movies))
+    biases = timed(BASELINE_NAMES[2], lambda: fit_biases(users, movies, ratings, n_users, n_movies))
+    counts = timed(POPULARITY, lambda: np.bincount(movies, minlength=n_movies).astype(float))
+    watched = trained.liked(-np.inf)
+    ease_watched, _ = timed(EASE, lambda: fit_ease(watched, EASE_BASELINE_L2))
+    return Baselines(global_mean, movie_mean, biases, counts, watched, ease_watched, fitting)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """evaluate's metrics rows, and the models it fit that a run ships (fit once)."""
+
+    rows: list[Metrics]
+    ranker: WatchAndLike | None  # the preset's EASE ranker (None: it ranks by rating)
+
+
+def evaluate(
+    name: str,
+    model: keras.Model,
+    split: HeldOut,
+    config: ModelConfig,
+    seed: int = 0,
+    training_seconds: float | None = None,
+    sample_users: int = RANK_SAMPLE_USERS,
+) -> Evaluation:
+    """Held-out metrics of the model, of the three rating baselines and two ranking ones,
+    and the preset's ranker as it was judged.
+
+    Rating error (RMSE, MAE; accuracy for the classifier) on the ``held_out`` ratings, all
+    clipped to the scale. Ranking metrics among each held-out user's unwatched movies: every
+    movie except those the user rated outside ``held_out`` (train and validation) is a
+    candidate, ranked by the preset's recommendation score (``config.ranker``, through the
+    scorer the score stage uses, fit on the train split alone), ties by training popularity
+    (``interactions.popularity_order``). Ranking is judged on a seeded sample of at most
+    ``sample_users`` held-out users (all of them on smaller data), stated in each row's
+    ``ranked_users``. The ranking baselines, popularity and EASE over every rating, have no
+    rating error. ``training_seconds`` is the model's; the baselines' are their own fits.
+
+    The ranker (``config.ranker == "ease"``) is fit on the train split, like the rating
+    model: the run ships the models whose metrics it reports, each fit once.
+    """
+    trained, held = split.rated.where(split.train), split.rated.where(split.held_out)
+    fitted = fit_baselines(trained)
+    log.info("Average rating in training set is %.2f stars", float(np.mean(trained.ratings)))
+    rows = _error_rows(name, model, held, split.scale, fitted, training_seconds)
+    ranker = (
+        fit_watch_and_like(fitted.watched, trained.liked(), config, reuse=fitted.ease_watched)
+        if config.ranker == "ease"
+        else None
+    )
+    scorers = _ranking_scorers(model, split, ranker, fitted)
+    order = popularity_order(trained.movies, split.rated.n_movies)
+    known = split.rated.where(~split.held_out)
+    seen = (known.users, known.movies)
+    judged = sample(np.unique(held.users), sample_users, seed)
+    in_sample = np.isin(held.users, judged)
+    sampled = (held.users[in_sample], held.movies[in_sample], held.ratings[in_sample])
+    metrics = [
+        row.with_ranking(ranking_metrics(score, split.rated.n_movies, seen, sampled, order))
+        for row, score in zip(rows, scorers, strict=True)
+    ]
+    return Evaluation(metrics, ranker)
+
+
+def _error_rows(
+    name: str,
+    model: keras.Model,
+    held: EncodedRatings,
+    scale: RatingScale,
+    fitted: Baselines,
+    training_seconds: float | None,
+) -> list[Metrics]:
+    """The rows in BASELINE_NAMES' order after the model's, with their rating errors."""
+    users, movies, actual = held.users, held.movies, held.ratings
+    model_row = error_metrics(name, clip(predict_ratings(model, users, movies), scale), actual)
+    if getattr(model, "classes", False):
+        model_row = replace(
+            model_row, accuracy=accuracy(predict_classes(model, users, movies), actual)
+        )
+    no_error = Metrics(POPULARITY, None, None, len(actual))
+    rows = [
+        replace(
+            model_row,
+            training_seconds=None if training_seconds is None else round(training_seconds, 3),
+        ),
+        error_metrics(BASELINE_NAMES[0], fitted.global_mean[movies], actual),
+        error_metrics(BASELINE_NAMES[1], fitted.movie_mean[movies], actual),
+        error_metrics(BASELINE_NAMES[2], clip(fitted.biases.predict(users, movies), scale), actual),
+        no_error,
+        replace(no_error, model=EASE),
+    ]
+    rows[1:] = [replace(row, training_seconds=fitted.seconds[row.model]) for row in rows[1:]]
+    return rows
+
+
+def _ranking_scorers(
+    model: keras.Model,
+    split: HeldOut,
+    ranker: WatchAndLike | None,
+    fitted: Baselines,
+) -> list[ScoreFunction]:
+    """The model's ranking, through the production scorer, and each baseline's.
+
+    Everything is fit on the train split; a user's history (the scorer's input, as at
+    scoring time) is every rating outside the held-out set, the same ratings that are never
+    candidates."""
+    known = ~split.held_out
+    history = Interactions.from_ratings(
+        split.rated.users[known],
+        split.rated.movies[known],
+        split.rated.ratings[known],
+        split.train[known],
+        split.rated.n_users,
+        split.rated.n_movies,
+        split.scale,
+    )
+    scorer = BlockScorer(model, history, RANK_K, with_ratings=True, ranker=ranker)
+    ease_watched, biases = fitted.ease_watched, fitted.biases
+    # The user's bias shifts every movie alike, so it cannot change a user's ranking.
+    return [
+        scorer.score_matrix,
+        constant_scorer(fitted.global_mean),
+        constant_scorer(fitted.movie_mean),
+        constant_scorer(biases.mean + biases.movie_bias),
+        constant_scorer(fitted.counts),
+        lambda users: ease_watched.scores(history.watched[users]),
+    ]
+
+
+def sample(users: np.ndarray, at_most: int, seed: int) -> np.ndarray:
+    """``users`` if there are at most ``at_most``, else a seeded sample of that many, sorted."""
+    if len(users) <= at_most:
+        return users
+    return np.sort(np.random.default_rng(seed).choice(users, size=at_most, replace=False))

@@ -1,0 +1,119 @@
+"""The one scoring path with the default preset's ranker, against a brute-force numpy sort."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from job.core.config import model_config
+from job.data.interactions import Interactions
+from job.data.movielens import HALF_STARS
+from job.models.itemitem import WatchAndLike, fit_ease
+from job.models.rank import BlockScorer, nearest_neighbours
+from job.models.rating import build_model
+
+N_USERS, N_MOVIES, K = 23, 37, 7
+COLD_USERS = (3, 4)  # no training rating: the cold-start rule ranks by popularity
+
+
+@pytest.fixture(scope="module")
+def setting() -> tuple[Interactions, WatchAndLike]:
+    rng = np.random.default_rng(7)
+    pairs = np.unique(
+        np.stack([rng.integers(0, N_USERS, 300), rng.integers(0, N_MOVIES, 300)], axis=1), axis=0
+    )
+    ratings = rng.choice(HALF_STARS.values, len(pairs))
+    is_train = ~np.isin(pairs[:, 0], COLD_USERS)
+    inputs = Interactions.from_ratings(
+        pairs[:, 0], pairs[:, 1], ratings, is_train, N_USERS, N_MOVIES, HALF_STARS
+    )
+    ranker = WatchAndLike(
+        watch=fit_ease(inputs.watched, 3.0, min_likes=1)[0],
+        like=fit_ease(inputs.liked, 2.0, min_likes=1)[0],
+    )
+    return inputs, ranker
+
+
+@pytest.mark.parametrize("block_users", [1, 5, N_USERS])
+def test_ranked_top_k_is_the_full_sort_of_the_ranker_score(
+    setting: tuple[Interactions, WatchAndLike], block_users: int
+) -> None:
+    inputs, ranker = setting
+    model = build_model(model_config("seed"), N_USERS, N_MOVIES, 3.5, seed=0, scale=HALF_STARS)
+    scorer = BlockScorer(model, inputs, K, block_users, with_ratings=True, ranker=ranker)
+    users = np.arange(N_USERS, dtype="int32")
+    blocks = [scorer(users[s : s + block_users]) for s in range(0, N_USERS, block_users)]
+    top_scores = np.concatenate([b.top_scores for b in blocks])
+    top_movies = np.concatenate([b.top_movies for b in blocks])
+    top_ratings = np.concatenate([b.top_ratings for b in blocks])
+    ratings = np.concatenate([b.ratings for b in blocks])
+
+    # Brute force: the ranker's score, popularity for users it cannot place, seen masked.
+    expected = ranker.scores(inputs.watched, inputs.liked).astype("float64")
+    unknown = inputs.cold.cold_users | ~ranker.knows(inputs.watched)
+    expected[unknown] = inputs.cold.popularity
+    expected[inputs.seen.mask(users)] = -np.inf
+    best = -np.sort(-expected, axis=1)[:, :K]
+    np.testing.assert_allclose(top_scores, best, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.take_along_axis(expected, top_movies, 1), best, rtol=1e-5, atol=1e-6
+    )
+    assert unknown[list(COLD_USERS)].all()
+    # Each pick carries its predicted rating, clipped to the scale.
+    np.testing.assert_allclose(top_ratings, np.take_along_axis(ratings, top_movies, 1))
+    assert ratings.min() >= 0.5 and ratings.max() <= 5.0
+
+
+def test_score_matrix_with_a_ranker_is_the_compiled_blocks_scores(
+    setting: tuple[Interactions, WatchAndLike],
+) -> None:
+    """Evaluation's scores (numpy, no rating model) equal the score stage's compiled ones."""
+    inputs, ranker = setting
+    model = build_model(model_config("seed"), N_USERS, N_MOVIES, 3.5, seed=0, scale=HALF_STARS)
+    scorer = BlockScorer(model, inputs, K, 5, with_ratings=True, ranker=ranker)
+    users = np.array([4, 0, 9, 3, 22, 17], dtype="int32")  # cold users among them
+    compiled = np.concatenate([scorer(users[s : s + 5]).scores for s in (0, 5)])
+    matrix = scorer.score_matrix(users)
+    assert matrix.dtype == np.float64 and matrix.shape == (len(users), N_MOVIES)
+    np.testing.assert_array_equal(matrix, compiled.astype("float64"))
+
+
+def test_reasons_are_liked_movies_of_the_user(setting: tuple[Interactions, WatchAndLike]) -> None:
+    inputs, ranker = setting
+    picks = np.tile(np.arange(N_MOVIES), (N_USERS, 1))
+    reasons = ranker.reasons(inputs.liked, picks)
+    for user in range(N_USERS):
+        liked = set(inputs.liked[user].indices)
+        given = reasons[user][reasons[user] >= 0]
+        assert set(given) <= liked
+        if not liked:
+            assert (reasons[user] == -1).all()
+
+
+def brute_force_neighbours(vectors: np.ndarray, k: int, allowed: np.ndarray) -> list[list[int]]:
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    answer = []
+    for row in range(len(vectors)):
+        scores = unit @ unit[row]
+        options = [i for i in np.argsort(-scores, kind="stable") if allowed[i] and i != row]
+        answer.append(options[:k])
+    return answer
+
+
+@pytest.mark.parametrize("k", [1, 3, 40])  # 40: more than there are candidates
+@pytest.mark.parametrize("block", [1, 7, 1000])
+@pytest.mark.parametrize("masked", [False, True])
+def test_nearest_neighbours_match_brute_force(k: int, block: int, masked: bool) -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(30, 4)).astype("float32")
+    allowed = rng.random(30) < 0.6 if masked else np.ones(30, bool)
+    index, similarity = nearest_neighbours(
+        vectors, k, candidates=allowed if masked else None, block=block
+    )
+    assert index.shape == similarity.shape == (30, k)
+    expected = brute_force_neighbours(vectors, k, allowed)
+    for row in range(30):
+        found = [int(i) for i in index[row] if i >= 0]
+        assert found == expected[row]
+        assert np.all(np.diff(similarity[row][: len(found)]) <= 1e-6)
+        assert np.all(similarity[row][len(found) :] == -np.inf)

@@ -1,0 +1,99 @@
+"""The train stage's parts: settings at scale, the item-item fit in raw ids, the typed result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from job.core.config import N_SIMILAR, SIMILAR_MIN_RATINGS, build_config
+from job.core.layout import RANKER_FILE
+from job.data.features import IdEncoding
+from job.data.movielens import HALF_STARS
+from job.data.split import TRAIN
+from job.models.itemitem import also_liked, covered_items, gram
+from job.runfolder.manifest import read_manifest
+from job.stages.train import (
+    SplitData,
+    TrainOutputs,
+    also_liked_neighbours,
+    train_stage,
+)
+
+
+def test_also_liked_neighbours_are_in_raw_ids() -> None:
+    rng = np.random.default_rng(3)
+    n_users, n_movies = 40, 12
+    pairs = np.unique(
+        np.stack([rng.integers(0, n_users, 300), rng.integers(0, n_movies, 300)], axis=1), axis=0
+    )
+    ratings = rng.choice(HALF_STARS.values, len(pairs))
+    encoding = IdEncoding(np.arange(n_users) + 100, np.arange(n_movies) * 10 + 7)
+    data = SplitData(encoding, pairs, ratings, np.full(len(pairs), TRAIN), side=None)
+    neighbours = also_liked_neighbours(data)
+    # The same neighbours as also_liked on the co-like counts of every liked rating, decoded.
+    liked = data.rated.liked()
+    items = covered_items(liked)
+    expected = also_liked(gram(liked, items), items, N_SIMILAR, SIMILAR_MIN_RATINGS)
+    assert len(expected) > 0
+    assert list(neighbours.columns) == ["movie_id", "rank", "other_movie_id", "score"]
+    for column, raw in (("movie", "movie_id"), ("other", "other_movie_id")):
+        pd.testing.assert_series_equal(
+            neighbours[raw],
+            pd.Series(encoding.decode_movies(expected[column].to_numpy()), name=raw),
+        )
+    np.testing.assert_array_equal(neighbours["score"], expected["score"])
+
+
+@pytest.mark.parametrize(("ranker", "ease_fits"), [("ease", 2), ("rating", 1)])
+def test_one_run_fits_each_model_once(
+    ranker: str, ease_fits: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole run (train, score, merge, render) counts its fits: one Keras fit, and one
+    EASE fit per EASE model: the baseline over what users watched (the "ease" ranker's
+    watched part too, same data and L2) and, for the "ease" ranker, its liked part."""
+    from synth import write_movielens
+
+    import job.models.itemitem
+    from job.pipeline import run_all
+
+    ease_fits_seen: list[tuple[int, float]] = []
+    keras_fits: list[int] = []
+    fit_ease_model = job.models.itemitem.Ease.fit  # bound to Ease
+    fit_keras_model = keras.Model.fit
+
+    def counted_ease(
+        cls: type, g: np.ndarray, items: np.ndarray, n_movies: int, l2: float
+    ) -> job.models.itemitem.Ease:
+        ease_fits_seen.append((len(items), l2))
+        return fit_ease_model(g, items, n_movies, l2)
+
+    def counted_keras(model: keras.Model, *args: object, **kwargs: object) -> object:
+        keras_fits.append(1)
+        return fit_keras_model(model, *args, **kwargs)
+
+    monkeypatch.setattr(job.models.itemitem.Ease, "fit", classmethod(counted_ease))
+    monkeypatch.setattr(keras.Model, "fit", counted_keras)
+    data = write_movielens(tmp_path / "data", n_users=30, n_movies=40, per_user=12, seed=2)
+    config = build_config(
+        data=str(data), out=tmp_path / "out", preset="seed", epochs=2, ranker=ranker
+    )
+    run_all(config, verbose=0)
+    assert len(keras_fits) == 1
+    assert len(ease_fits_seen) == ease_fits, ease_fits_seen
+    assert (tmp_path / "out" / RANKER_FILE).exists() == (ranker == "ease")
+
+
+def test_train_stage_returns_its_typed_outputs(tmp_path: Path) -> None:
+    from synth import write_movielens
+
+    data = write_movielens(tmp_path / "data", n_users=20, n_movies=30, per_user=10, seed=1)
+    out = tmp_path / "out"
+    made = train_stage(build_config(data=str(data), out=out, preset="seed", epochs=1), verbose=0)
+    assert isinstance(made, TrainOutputs) and made.out == out
+    on_disk = read_manifest(out)
+    assert (made.manifest.run_id, made.manifest.metrics) == (on_disk.run_id, on_disk.metrics)
+    assert set(made.manifest.timings) == {"load", "train", "evaluate", "item_item"}
