@@ -24,10 +24,10 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+import docs_gen
 import duckdb
 import pytest
 
-import docs_gen
 from job.site import sql as site_sql
 from job.tables import CATALOG
 

@@ -12,7 +12,6 @@ import hashlib
 import http.server
 import io
 import logging
-import re
 import shutil
 import tarfile
 import threading
