@@ -52,14 +52,14 @@ def _help(sub: argparse.ArgumentParser, action: argparse.Action) -> str:
 
 def _option(action: argparse.Action) -> str:
     if not action.option_strings:
-        return f"`{action.metavar or action.dest.upper()}`"
+        return f"`{action.metavar or action.dest.upper()!s}`"
     names = ", ".join(action.option_strings)
     if action.nargs == 0:
         return f"`{names}`"
     if action.choices:
         metavar = "{" + ",".join(str(c) for c in action.choices) + "}"
     else:
-        metavar = action.metavar or action.dest.upper()
+        metavar = str(action.metavar or action.dest.upper())
     if action.nargs in ("+", "*"):
         metavar = f"{metavar} ..."
     return f"`{names} {metavar}`".replace("|", "\\|")
