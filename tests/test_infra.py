@@ -312,7 +312,13 @@ def test_permissions_are_least_privilege() -> None:
             for scope, level in perms.items():
                 if scope in ("id-token", "packages"):
                     continue
+                if (path.name, job_id, scope) == ("pages.yml", "deploy", "pages"):
+                    continue  # deploying to GitHub Pages is that job's one write
                 assert level == "read", f"{path.name}:{job_id} has {scope}: {level}"
+    pages = workflow(WORKFLOWS / "pages.yml")["jobs"]
+    assert pages["build"]["permissions"] == {"contents": "read"}
+    assert pages["deploy"]["permissions"] == {"pages": "write", "id-token": "write"}
+    assert "steps" not in pages["deploy"] or all("run" not in s for s in pages["deploy"]["steps"])
     jobs = workflow(RUN_WORKFLOW)["jobs"]
     with_token = [j for j, job in jobs.items() if job["permissions"].get("id-token") == "write"]
     assert with_token == ["publish"], "only the publish job may ask for an OIDC token"
