@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 # in their own environment: their pins (checkov's boto3) must not fight the job's.
 TOOLS := .venv-tools
 REQ := infra/requirements
+# The documentation site (mkdocs.yml, docs/), built by `make test` and `make docs`.
+DOCS_SITE ?= site
 OUT ?= out
 ARGS ?=
 # The tests `make test` selects; .ci/run drops the container tests where containers cannot run.
@@ -21,7 +23,7 @@ TEST_WORKERS ?= -n auto --dist loadgroup
 PIP_LOCKED := -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps
 UV_LOCKED := pip install --quiet --compile-bytecode --require-hashes --no-deps
 
-.PHONY: run test test-gpu-image lint bench tools lock clean
+.PHONY: run test test-gpu-image lint bench tools lock docs clean
 
 # The job (tensorflow-cpu) and the test tools, then the job itself, editable, built by the
 # locked setuptools (no build isolation: nothing unhashed is fetched).
@@ -49,10 +51,17 @@ test: $(VENV)/.installed $(TOOLS)/.installed
 	$(PY) -m ruff check job tests
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $(DOCS_SITE)
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest -m "$(TEST_MARKERS)" $(TEST_WORKERS) $(ARGS)
 
 test-gpu-image: $(VENV)/.installed
 	$(PY) -m pytest -m gpu_image $(ARGS)
+
+# The documentation site into ./site (strict: a broken link or a page outside the nav fails);
+# the generated reference pages
+# (docs/reference/cli.md, tables.md) are remade by `python -m tests.docs_gen`.
+docs: $(VENV)/.installed
+	$(VENV)/bin/mkdocs build --strict --site-dir $(DOCS_SITE)
 
 # Development tools (tests/bench: benchmarks, the model search), e.g. ARGS="scoring --shape ml-1m".
 bench: $(VENV)/.installed
@@ -65,4 +74,4 @@ lock: $(VENV)/.installed
 	$(PY) tests/lock.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(OUT) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(OUT) $(DOCS_SITE) .pytest_cache .mypy_cache .ruff_cache

@@ -19,8 +19,9 @@ pytest_plugins = ["publish_fixtures"]
 # Session and module fixtures too costly to make once per pytest-xdist worker: the tests that
 # use one (directly or through another fixture) form one group, run by one worker
 # (--dist loadgroup). shipped_run: the whole job on the shipped dataset; scenarios: eleven
-# signalled job processes (test_hardening_signals); checkov_report: checkov over infra/.
-ONE_WORKER_FIXTURES = ("shipped_run", "scenarios", "checkov_report")
+# signalled job processes (test_hardening_signals); default_run: `make run`'s run, whose
+# outputs the docs show (test_docs); checkov_report: checkov over infra/.
+ONE_WORKER_FIXTURES = ("shipped_run", "default_run", "scenarios", "checkov_report")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the markers
@@ -64,6 +65,18 @@ def shipped_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     out = tmp_path_factory.mktemp("shipped") / "out"
     assert main(["-q", "run", "--preset", "seed", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`make run`: the whole job on the shipped ml-latest-small with the default preset and
+    flags, as the docs' examples are made. $DOCS_RUN names a finished one to reuse instead
+    (a quicker loop while editing the docs)."""
+    if reuse := os.environ.get("DOCS_RUN"):
+        return Path(reuse)
+    out = tmp_path_factory.mktemp("default") / "out"
+    assert main(["-q", "run", "--out", str(out)]) == 0
     return out
 
 

@@ -25,10 +25,12 @@ UV_ENV = {**os.environ, "UV_PREVIEW_FEATURES": "package-conflicts"}
 EXPORTS: dict[str, list[str]] = {
     "cpu.txt": ["--no-default-groups", "--extra", "cpu"],  # infra/Dockerfile.cpu
     "gpu.txt": ["--no-default-groups", "--extra", "gpu"],  # infra/Dockerfile.gpu
-    "test.txt": ["--no-default-groups", "--extra", "cpu", "--group", "test"],  # make's .venv
+    # make's .venv: the job, the test tools and the docs site's builder
+    "test.txt": ["--no-default-groups", "--extra", "cpu", "--group", "test", "--group", "docs"],
     "build.txt": ["--only-group", "build"],  # the images' wheel stage
     "bootstrap.txt": ["--only-group", "bootstrap"],  # uv, which make installs the rest with
     "tools.txt": ["--only-group", "tools"],  # make's .venv-tools
+    "docs.txt": ["--only-group", "docs"],  # .github/workflows/pages.yml
 }
 
 

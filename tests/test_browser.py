@@ -813,7 +813,7 @@ def test_sql_page_counts_the_predictions_over_http(
 def test_sql_page_top_10_example_and_csv(
     shipped: Shipped, shipped_run: Path, published: Origin, tab: Tab, tmp_path: Path
 ) -> None:
-    """User 557's top 10 from the page equal the file's; the README's first example is one
+    """User 557's top 10 from the page equal the file's; the querying guide's first example is one
     click away; the result downloads as CSV."""
     with duckdb.connect(str(shipped_run / "recommendations.duckdb"), read_only=True) as con:
         expected = con.execute(
@@ -835,7 +835,7 @@ def test_sql_page_top_10_example_and_csv(
     assert saved.read_text(encoding="utf-8").splitlines() == ["rank,movie_id"] + [
         f"{r},{m}" for r, m in expected
     ]
-    # The README's first example: one click puts it in the box and runs it.
+    # The querying guide's first example: one click puts it in the box and runs it.
     runs = int(tab.page.locator("#sql").get_attribute("data-runs") or 0)
     tab.page.get_by_role("button", name="A user's top 10, with titles and reasons").click()
     tab.page.wait_for_function(
@@ -843,7 +843,7 @@ def test_sql_page_top_10_example_and_csv(
     )
     assert tab.page.locator("#sql-status").inner_text().startswith("10 rows in ")
     titles = [row[1] for row in result_rows(tab)]
-    if shipped.user == 557:  # the README's example names user 557
+    if shipped.user == 557:  # the guide's example names user 557
         assert titles == [shipped.grouplens_titles[m] for _, m in expected]
     assert tab.problems == []
     assert serious_axe_violations(tab) == []  # with a result drawn

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
 WORKFLOWS = ROOT / ".github" / "workflows"
 RUN_WORKFLOW = WORKFLOWS / "run.yml"
-README = ROOT / "README.md"  # its Container images and Deploy sections
+DEPLOY_DOCS = sorted((ROOT / "docs" / "deploy").glob("*.md"))  # containers, AWS
 DOCKERFILES = sorted(INFRA.glob("Dockerfile.*"))
 TEMPLATES = sorted(INFRA.glob("*.yaml"))
 WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.yml"))
@@ -116,7 +116,7 @@ def step_named(path: Path, job_id: str, name: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# `python -m job ...` calls in the workflows, the Batch job definitions and the README
+# `python -m job ...` calls in the workflows, the Batch job definitions and the deploy docs
 
 
 JOB_CALL = re.compile(r"python3? -m job\b(?P<args>.*)")
@@ -162,20 +162,20 @@ def batch_calls() -> list[tuple[str, list[str]]]:
 def deploy_calls() -> list[tuple[str, list[str]]]:
     """`docker run ... IMAGE ARGS`, and `--container-overrides "command=a,b,c[,...]"` (the AWS
     CLI's shorthand list) for Batch."""
-    text = README.read_text(encoding="utf-8").replace("\\\n", " ")
+    text = "\n".join(p.read_text(encoding="utf-8") for p in DEPLOY_DOCS).replace("\\\n", " ")
     calls = []
     for line in text.splitlines():
         if match := re.search(r"docker run .*?movielens-job:\w+ (?P<args>.*)", line):
             words = _shell_words(match["args"])
-            calls.append((f"README.md:docker run {words[0]}", words))
+            calls.append((f"docs/deploy:docker run {words[0]}", words))
     for match in re.finditer(r'command=([^"]*)"', text):
-        assert not re.search(r"\s", match[1]), f"README.md: a space in {match[0]} splits it"
+        assert not re.search(r"\s", match[1]), f"docs/deploy: a space in {match[0]} splits it"
         words = []
         for word in match[1].split(","):
             if "=" in word:  # the next key of the shorthand structure
                 break
             words.append(word)
-        calls.append((f"README.md:{words[0]}", words))
+        calls.append((f"docs/deploy:{words[0]}", words))
     return calls
 
 
@@ -311,7 +311,13 @@ def test_permissions_are_least_privilege() -> None:
             for scope, level in perms.items():
                 if scope in ("id-token", "packages"):
                     continue
+                if (path.name, job_id, scope) == ("pages.yml", "deploy", "pages"):
+                    continue  # deploying to GitHub Pages is that job's one write
                 assert level == "read", f"{path.name}:{job_id} has {scope}: {level}"
+    pages = workflow(WORKFLOWS / "pages.yml")["jobs"]
+    assert pages["build"]["permissions"] == {"contents": "read"}
+    assert pages["deploy"]["permissions"] == {"pages": "write", "id-token": "write"}
+    assert "steps" not in pages["deploy"] or all("run" not in s for s in pages["deploy"]["steps"])
     jobs = workflow(RUN_WORKFLOW)["jobs"]
     with_token = [j for j, job in jobs.items() if job["permissions"].get("id-token") == "write"]
     assert with_token == ["publish"], "only the publish job may ask for an OIDC token"

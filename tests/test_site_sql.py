@@ -12,7 +12,6 @@ import hashlib
 import http.server
 import io
 import logging
-import re
 import shutil
 import tarfile
 import threading
@@ -29,7 +28,6 @@ from job.core.errors import DataError
 from job.core.layout import DATABASE_FILE, SITE_DIR
 from job.site import sql
 
-README = Path(__file__).parents[1] / "README.md"
 FAKE_FILES = {"duckdb-eh.wasm": b"\0asm fake engine" * 100, "duckdb-browser-eh.worker.js": b"1;"}
 
 
@@ -117,15 +115,6 @@ def test_the_bundled_module_is_built_from_the_pinned_version() -> None:
     recipe = (Path(__file__).parents[1] / "infra" / "duckdb-wasm" / "package.json").read_text()
     assert f'"@duckdb/duckdb-wasm": "{sql.ENGINE.version}"' in recipe
     assert sql.BROWSER_MODULE.split("/")[-1] in recipe
-
-
-def test_examples_are_the_readmes_queries() -> None:
-    """The page's examples, word for word the README's "Querying the results"."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## Querying the results", 1)[1].split("### Without the database", 1)[0]
-    found = re.findall(r"^### \d+\. (.+?)\n.*?```sql\n(.*?)\n```", section, re.M | re.S)
-    assert [(e.title, e.sql) for e in sql.EXAMPLES] == found
-    assert len(found) == 7
 
 
 def test_cli_query_quotes_for_a_posix_shell() -> None:

@@ -47,6 +47,7 @@ from typing import Any
 
 import duckdb
 import jinja2
+import markupsafe
 
 from job.core.baselines import BASELINE_NAMES
 from job.core.config import default_cache_dir
@@ -54,6 +55,7 @@ from job.core.errors import JobError
 from job.core.files import atomic_path
 from job.core.layout import DATABASE_FILE, SITE_DIR
 from job.core.signals import ignore_interrupts
+from job.core.tables import CATALOG
 from job.runfolder.manifest import StageRecord
 from job.runfolder.preflight import damaged_database, require
 from job.site.chart import (
@@ -261,9 +263,19 @@ def make_environment(templates: Path) -> jinja2.Environment:
         genre_list=lambda genres: ", ".join(genres) if genres else "(no genres listed)",
         metric_label=metric_label,
         metric_value=metric_value,
+        markdown_code=markdown_code,
     )
     env.globals["baseline_names"] = BASELINE_NAMES
     return env
+
+
+def markdown_code(text: str) -> markupsafe.Markup:
+    """``text`` escaped, its `backquoted` spans as <code>: the tables' catalogue is written
+    once, for the docs (Markdown) and for the SQL page (HTML)."""
+    parts = str(markupsafe.escape(text)).split("`")
+    return markupsafe.Markup(
+        "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+    )
 
 
 METRIC_LABELS = {
@@ -525,6 +537,7 @@ def _write_sql_page(site: Path, data: SiteData, templates: Path, engine: SqlEngi
     page = env.get_template("sql.html").render(
         root="",
         examples=EXAMPLES,
+        tables=CATALOG,
         first_cli=cli_query(EXAMPLES[0].sql),
         engine_missing=engine.missing if engine.folder is None else "",
         engine_name=f"{ENGINE.name} {ENGINE.version}",

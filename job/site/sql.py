@@ -93,13 +93,13 @@ BROWSER_STORAGE_VERSION = "v1.4.0"
 
 @dataclass(frozen=True)
 class Example:
-    """One of the README's example queries ("Querying the results"), one click away."""
+    """One of the docs' example queries (docs/guides/querying.md), one click away."""
 
     title: str
     sql: str
 
 
-# The README's "Querying the results" queries, word for word (tests/test_site_sql.py
+# The querying guide's queries (docs/guides/querying.md), word for word (tests/test_docs.py
 # checks that the two agree).
 EXAMPLES = (
     Example(
