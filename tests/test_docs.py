@@ -27,6 +27,7 @@ from pathlib import Path
 import docs_gen
 import duckdb
 import pytest
+from bench.__main__ import build_parser as bench_parser
 
 from job.core.tables import CATALOG
 from job.site import sql as site_sql
@@ -112,6 +113,7 @@ def _words(command: str) -> list[str]:
 
 
 JOB_CALL = re.compile(r"(?:python3? -m job|movielens-job)\s(?P<args>.*)")
+BENCH_CALL = re.compile(r"python3? -m bench\s(?P<args>.*)")
 MAKE_CALL = re.compile(r"(?:^|&&|;|\s)make\s+(?P<args>[^&;|#]*)")
 
 
@@ -126,6 +128,8 @@ def shell_calls() -> list[tuple[str, str, list[str]]]:
             where = f"{block.where}+{offset + 1}"
             for match in JOB_CALL.finditer(line):
                 calls.append((where, "job", _words(match["args"])))
+            for match in BENCH_CALL.finditer(line):
+                calls.append((where, "bench", _words(match["args"])))
             if not line.lstrip().startswith("#"):
                 for match in MAKE_CALL.finditer(line.split(" #", 1)[0]):
                     calls.append((where, "make", _words(match["args"])))
@@ -135,6 +139,8 @@ def shell_calls() -> list[tuple[str, str, list[str]]]:
         text = FENCE.sub("", page.read_text(encoding="utf-8"))
         for match in re.finditer(r"`(?:python3? -m job|movielens-job) ([^`]*)`", text):
             calls.append((f"{page.relative_to(ROOT)} (inline)", "job", _words(match[1])))
+        for match in re.finditer(r"`python3? -m bench ([^`]*)`", text):
+            calls.append((f"{page.relative_to(ROOT)} (inline)", "bench", _words(match[1])))
     return calls
 
 
@@ -146,12 +152,14 @@ def makefile_targets() -> set[str]:
     return set(re.findall(r"^([\w.-]+):(?!=)", text, re.M))
 
 
-def parse_job(words: list[str]) -> str | None:
-    """None when the parser accepts ``words``, else argparse's complaint."""
+def parse_job(words: list[str], kind: str = "job") -> str | None:
+    """None when the job's parser (or the development tools', ``kind="bench"``) accepts
+    ``words``, else argparse's complaint."""
     err = io.StringIO()
+    parser = docs_gen.parser() if kind == "job" else bench_parser()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
-            docs_gen.parser().parse_args(words)
+            parser.parse_args(words)
         except SystemExit as exit:
             return None if exit.code == 0 else err.getvalue().strip().splitlines()[-1]
     return None
@@ -159,22 +167,23 @@ def parse_job(words: list[str]) -> str | None:
 
 def test_the_docs_show_commands() -> None:
     """A guard for the checks below: the pages were found and hold commands."""
-    assert sum(kind == "job" for _, kind, _ in SHELL_CALLS) >= 30
+    assert sum(kind in {"job", "bench"} for _, kind, _ in SHELL_CALLS) >= 30
     assert sum(kind == "make" for _, kind, _ in SHELL_CALLS) >= 5
 
 
 @pytest.mark.parametrize(
-    "where,words",
-    [(w, words) for w, kind, words in SHELL_CALLS if kind == "job"],
+    "where,kind,words",
+    [call for call in SHELL_CALLS if call[1] in {"job", "bench"}],
     ids=lambda v: v if isinstance(v, str) else " ".join(v)[:40],
 )
-def test_each_documented_command_parses(where: str, words: list[str]) -> None:
-    assert words, f"{where}: a job call without a command"
+def test_each_documented_command_parses(where: str, kind: str, words: list[str]) -> None:
+    assert words, f"{where}: a {kind} call without a command"
     if len(words) == 1 and "inline" in where:  # prose naming a command: it exists
-        assert words[0] in docs_gen.subcommands(docs_gen.parser()), f"{where}: no {words[0]}"
+        parser = docs_gen.parser() if kind == "job" else bench_parser()
+        assert words[0] in docs_gen.subcommands(parser), f"{where}: no {words[0]}"
         return
-    error = parse_job(words)
-    assert error is None, f"{where}: `python -m job {shlex.join(words)}`: {error}"
+    error = parse_job(words, kind)
+    assert error is None, f"{where}: `python -m {kind} {shlex.join(words)}`: {error}"
 
 
 @pytest.mark.parametrize(
@@ -191,6 +200,9 @@ def test_each_documented_make_call_names_a_target(where: str, words: list[str]) 
     if targets == ["run"] and "ARGS" in variables:
         error = parse_job(["run", *shlex.split(variables["ARGS"])])
         assert error is None, f"{where}: make run ARGS={variables['ARGS']!r}: {error}"
+    if targets == ["bench"] and "ARGS" in variables:
+        error = parse_job(shlex.split(variables["ARGS"]), "bench")
+        assert error is None, f"{where}: make bench ARGS={variables['ARGS']!r}: {error}"
 
 
 # ---------------------------------------------------------------------------------------

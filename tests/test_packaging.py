@@ -107,8 +107,8 @@ def test_the_wheel_holds_the_templates_static_files_and_dataset(wheel: Path) -> 
         if template.is_file() and "__pycache__" not in template.parts:
             relative = template.relative_to(ROOT / "site_templates").as_posix()
             assert f"job/site_templates/{relative}" in names
-    for data in (ROOT / "job" / "datasets" / "ml-latest-small").iterdir():
-        assert f"job/datasets/ml-latest-small/{data.name}" in names
+    for data in (ROOT / "job" / "data" / "datasets" / "ml-latest-small").iterdir():
+        assert f"job/data/datasets/ml-latest-small/{data.name}" in names
     assert not any(name.startswith("site_templates/") for name in names)
 
 
