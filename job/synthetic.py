@@ -14,6 +14,8 @@ data with their shape and a signal to learn:
 - Or (``signal="latent"``) a rating is ``3.5 + u[user] . v[movie] + noise``: latent factors,
   no user or movie bias, so the global mean is the best rating baseline and only a model
   that learns the user x movie interaction beats it (who watched what is drawn as above).
+- Or (``signal="independent"``) the same ratings, with every movie drawn by popularity alone
+  (no favourite genre): picking and liking are independent.
 - Files: ``ratings.csv``, ``movies.csv`` (titles with years, some with a comma and quotes;
   1-3 of MovieLens' genres), ``tags.csv`` (genre words and a long tail of others) and
   ``links.csv``, as ``job.data.load_dataset`` reads a MovieLens folder. Movie ids are sparse
@@ -54,8 +56,10 @@ ACTIVITY_SIGMA = 1.2  # log-normal spread of ratings per user (a long tail of he
 FAVOURITE_SHARE = 0.5  # of a user's ratings, those drawn from their favourite genre
 TAGS_PER_RATING = 1 / 25  # ml-latest-small has 1 tag per 27 ratings, ml-25m 1 per 23
 # What a rating is made of: "genre" (taste x genre, movie quality, user bias) or "latent"
-# (a dot product of LATENT_DIM user and movie factors, no bias at all).
-SIGNALS = ("genre", "latent")
+# (a dot product of LATENT_DIM user and movie factors, no bias at all). "independent" is
+# "latent" with every movie drawn by popularity alone: which movies a user rates says
+# nothing about how they rate them, so a ranker must ask the rating model "would they like it".
+SIGNALS = ("genre", "latent", "independent")
 LATENT_DIM = 8
 LATENT_SCALE = 0.8  # the interaction's standard deviation in stars; the noise's is 0.6
 
@@ -276,7 +280,8 @@ def synthetic_ratings(
 
     users = np.repeat(np.arange(n_users, dtype=np.int64), counts)
     movies = rng.choice(n_movies, size=len(users), p=movies_of.popularity)
-    from_favourite = rng.random(len(users)) < FAVOURITE_SHARE
+    share = 0.0 if signal == "independent" else FAVOURITE_SHARE
+    from_favourite = rng.random(len(users)) < share
     wanted_genre = favourite[users]
     for g in range(len(GENRES)):
         pick = np.flatnonzero(from_favourite & (wanted_genre == g))
@@ -298,7 +303,7 @@ def synthetic_ratings(
     users32 = (keys // n_movies).astype(np.int32)
     movies32 = (keys % n_movies).astype(np.int32)
     del keys
-    if signal == "latent":
+    if signal in ("latent", "independent"):
         raw = (
             3.5
             + _latent_interaction(users32, movies32, n_users, n_movies, seed)
