@@ -274,5 +274,5 @@ def test_the_default_asks_both_questions_where_picking_and_liking_are_independen
     )
     evaluation = evaluate("m", model, split, config)
     assert evaluation.ranker is not None and evaluation.ranker.rating_weight > 0
-    ndcg = {row.model: row.ndcg_at_10 for row in evaluation.rows}
+    ndcg = {row.model: row.ndcg_at_10 or 0.0 for row in evaluation.rows}
     assert ndcg["m"] > ndcg["popularity"] and ndcg["m"] > ndcg["EASE"], ndcg
