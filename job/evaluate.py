@@ -410,6 +410,9 @@ HALF_LIVES: tuple[float | None, ...] = (None, 0.25, 0.1)
 RATING_WEIGHTS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
 # A setting must beat the simpler one by this much validation nDCG@10: less is noise.
 MIN_GAIN = 0.001
+# Validation users the choice judges at most: each setting is a ranking pass, and a rating
+# weight runs the rating model on every movie, so the choice is bounded at any size.
+CHOICE_USERS = 2_000
 
 
 def choose_ranking(
@@ -434,7 +437,8 @@ def choose_ranking(
     order = popularity_order(rated.movies[train], rated.n_movies)
     seen = (rated.users[train], rated.movies[train])
     held = rated.where(validation)
-    in_sample = np.isin(held.users, sample(np.unique(held.users), sample_users, seed))
+    judged_users = sample(np.unique(held.users), min(sample_users, CHOICE_USERS), seed)
+    in_sample = np.isin(held.users, judged_users)
     judged = (held.users[in_sample], held.movies[in_sample], held.ratings[in_sample])
     tried: list[dict[str, Any]] = []
 
