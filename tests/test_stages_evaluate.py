@@ -231,3 +231,48 @@ def test_sampled_ranking_metrics_equal_the_full_ones_when_the_sample_is_everyone
     picked = sample(np.arange(100), 10, seed=1)
     assert len(set(picked)) == 10 and list(picked) == sorted(picked)
     np.testing.assert_array_equal(picked, sample(np.arange(100), 10, seed=1))  # seeded
+
+
+def test_the_default_asks_both_questions_where_picking_and_liking_are_independent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On data where which movies a user rates follows popularity alone and how they rate
+    follows taste (``signal="independent"``), the ranker's rating weight, chosen on the
+    validation split, puts it ahead of popularity and EASE. The rating model here is one
+    that has learnt the taste exactly (its predictions are the generator's noise-free
+    ratings): what is tested is the ranking's use of it, not Keras' learning."""
+    from job.data.interactions import EncodedRatings
+    from job.data.split import TEST, TRAIN, VAL
+    from job.data.synthetic import Shape, _latent_interaction, synthetic_ratings
+    from job.models.rank import BlockScorer
+
+    n_users, n_movies = 150, 60
+    data = synthetic_ratings(
+        Shape("t", n_users, n_movies, n_users * 30), seed=3, signal="independent"
+    )
+    truth = 3.5 + _latent_interaction(
+        np.repeat(np.arange(n_users), n_movies),
+        np.tile(np.arange(n_movies), n_users),
+        n_users,
+        n_movies,
+        3,
+    ).reshape(n_users, n_movies)
+    labels = np.random.default_rng(0).choice([TRAIN, VAL, TEST], len(data), p=[0.7, 0.15, 0.15])
+    pairs = np.stack([data.users, data.movies], axis=1).astype(np.int64)
+    ratings = data.ratings.astype(np.float64)
+    config = model_config("seed", ranker="ease", ease_l2=10.0, ease_watch_l2=10.0)
+    model = build_model(config, n_users, n_movies, 3.5, seed=0, scale=HALF_STARS)
+    monkeypatch.setattr(
+        BlockScorer, "model_ratings", lambda self, users: truth[np.asarray(users)].astype("float64")
+    )
+    split = HeldOut(
+        EncodedRatings(pairs, ratings, n_users, n_movies),
+        labels == TRAIN,
+        labels == TEST,
+        HALF_STARS,
+        data.timestamps,
+    )
+    evaluation = evaluate("m", model, split, config)
+    assert evaluation.ranker is not None and evaluation.ranker.rating_weight > 0
+    ndcg = {row.model: row.ndcg_at_10 or 0.0 for row in evaluation.rows}
+    assert ndcg["m"] > ndcg["popularity"] and ndcg["m"] > ndcg["EASE"], ndcg

@@ -177,6 +177,9 @@ class Interactions:
     scale: RatingScale
     watched: sparse.csr_matrix  # (n_users, n_movies): 1 where the user rated the movie
     liked: sparse.csr_matrix  # (n_users, n_movies): 1 where the user rated >= LIKE_RATING
+    # (n_users, n_movies): each rating's place from the user's latest, plus one (None: no
+    # timestamps); the ranker's recency weighting reads it (itemitem.recency_weights).
+    recency: sparse.csr_matrix | None = None
 
     @classmethod
     def from_ratings(
@@ -188,14 +191,19 @@ class Interactions:
         n_users: int,
         n_movies: int,
         scale: RatingScale,
+        timestamps: np.ndarray | None = None,
     ) -> Interactions:
-        """From encoded (user, movie, rating) triples and which of them trained the model."""
+        """From encoded (user, movie, rating) triples and which of them trained the model
+        (and when each was given, for the recency weighting)."""
         return cls(
             seen=SeenPairs.from_pairs(users, movies, n_users, n_movies),
             cold=ColdStart.fit(users, movies, ratings, is_train, n_users, n_movies),
             scale=scale,
             watched=liked_matrix(users, movies, ratings, n_users, n_movies, like_rating=-np.inf),
             liked=liked_matrix(users, movies, ratings, n_users, n_movies),
+            recency=None
+            if timestamps is None
+            else recency_matrix(users, movies, timestamps, n_users, n_movies),
         )
 
     @property
@@ -219,7 +227,23 @@ def interactions_of(
         encoding.n_users,
         encoding.n_movies,
         scale,
+        ratings["timestamp"].to_numpy("int64") if "timestamp" in ratings else None,
     )
+
+
+def recency_matrix(
+    users: np.ndarray, movies: np.ndarray, timestamps: np.ndarray, n_users: int, n_movies: int
+) -> sparse.csr_matrix:
+    """(n_users, n_movies) float32 CSR: 1 at each user's latest rating, 2 at the one before,
+    and so on (ties by the later row first); the same sparsity as ``liked_matrix``'s
+    every-rating matrix (one rating per pair)."""
+    users, movies = np.asarray(users), np.asarray(movies)
+    rows = np.arange(len(users))
+    order = np.lexsort((-rows, -np.asarray(timestamps, "int64"), users))  # newest first
+    starts = np.searchsorted(users[order], np.arange(n_users))
+    place = np.empty(len(users), dtype=np.float32)
+    place[order] = np.arange(len(users)) - starts[users[order]] + 1
+    return sparse.csr_matrix((place, (users, movies)), shape=(n_users, n_movies))
 
 
 def liked_matrix(

@@ -10,5 +10,7 @@ SHAPES: dict[str, tuple[int, int, int]] = {
     "ml-32m": (200_948, 87_585, 32_000_204),
 }
 # What a rating is made of: "genre" (taste x genre, movie quality, user bias) or "latent"
-# (a dot product of user and movie factors, no bias at all).
-SIGNALS = ("genre", "latent")
+# (a dot product of user and movie factors, no bias at all). "independent" is "latent" with
+# every movie drawn by popularity alone: which movies a user rates says nothing about how they
+# rate them, so a ranker must ask the rating model "would they like it".
+SIGNALS = ("genre", "latent", "independent")

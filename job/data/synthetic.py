@@ -14,6 +14,8 @@ data with their shape and a signal to learn:
 - Or (``signal="latent"``) a rating is ``3.5 + u[user] . v[movie] + noise``: latent factors,
   no user or movie bias, so the global mean is the best rating baseline and only a model
   that learns the user x movie interaction beats it (who watched what is drawn as above).
+- Or (``signal="independent"``) the same ratings, with every movie drawn by popularity alone
+  (no favourite genre): picking and liking are independent.
 - Files: ``ratings.csv``, ``movies.csv`` (titles with years, some with a comma and quotes;
   1-3 of MovieLens' genres), ``tags.csv`` (genre words and a long tail of others) and
   ``links.csv``, as ``job.data.movielens.load_dataset`` reads a MovieLens folder. Movie ids are sparse
@@ -266,7 +268,8 @@ def synthetic_ratings(
 
     users = np.repeat(np.arange(n_users, dtype=np.int64), counts)
     movies = rng.choice(n_movies, size=len(users), p=movies_of.popularity)
-    from_favourite = rng.random(len(users)) < FAVOURITE_SHARE
+    share = 0.0 if signal == "independent" else FAVOURITE_SHARE
+    from_favourite = rng.random(len(users)) < share
     wanted_genre = favourite[users]
     for g in range(len(GENRES)):
         pick = np.flatnonzero(from_favourite & (wanted_genre == g))
@@ -288,7 +291,7 @@ def synthetic_ratings(
     users32 = (keys // n_movies).astype(np.int32)
     movies32 = (keys % n_movies).astype(np.int32)
     del keys
-    if signal == "latent":
+    if signal in ("latent", "independent"):
         raw = (
             3.5
             + _latent_interaction(users32, movies32, n_users, n_movies, seed)

@@ -179,6 +179,21 @@ class Ease:
         return out
 
 
+def recency_weights(recency_rows: sparse.csr_matrix, half_life: float) -> sparse.csr_matrix:
+    """Each rated movie's weight in a user's history: 1 for the latest, halving every
+    ``half_life`` of the user's ratings (a fraction of their count; at least one rating).
+
+    ``recency_rows`` hold each rating's place counted from the user's latest, plus one
+    (``interactions.recency_matrix``). A fraction rather than days: users rate at very
+    different paces, and many rate dozens of movies in one sitting.
+    """
+    weights = recency_rows.copy().astype(np.float32)
+    lengths = np.diff(weights.indptr)
+    span = np.maximum(np.repeat(lengths, lengths) * half_life, 1.0)
+    weights.data = np.power(0.5, (weights.data - 1.0) / span).astype(np.float32)
+    return weights
+
+
 @dataclass(frozen=True)
 class WatchAndLike:
     """The recommendation score: would this user watch the movie, and like it?
@@ -188,12 +203,32 @@ class WatchAndLike:
     beat either alone (nDCG@10 0.211 against 0.209 for likes, 0.195 for everything rated):
     the first keeps the popularity and co-watching signal, the second what people enjoyed.
     Reasons come from the liked part only: "because you rated X" names a movie the user liked.
+
+    Two settings, chosen per run on the validation split (``evaluate.choose_ranking``):
+    ``half_life`` weights a user's history by recency (None: every rating alike), for "what
+    will they watch next"; ``rating_weight`` adds that many times the rating model's
+    predicted rating minus its mean (the scorer adds it, ``rank.BlockScorer``), for "would
+    they like it" where who-watches-what says little about it.
     """
 
     watch: Ease
     like: Ease
+    half_life: float | None = None
+    rating_weight: float = 0.0
 
-    def scores(self, watched_rows: sparse.csr_matrix, liked_rows: sparse.csr_matrix) -> np.ndarray:
+    def scores(
+        self,
+        watched_rows: sparse.csr_matrix,
+        liked_rows: sparse.csr_matrix,
+        recency_rows: sparse.csr_matrix | None = None,
+    ) -> np.ndarray:
+        """(b, n_movies) float32 item-item scores; ``recency_rows`` (the same users' rows of
+        ``Interactions.recency``) are needed for the recency weighting and ignored without
+        a ``half_life``."""
+        if self.half_life is not None and recency_rows is not None:
+            weights = recency_weights(recency_rows, self.half_life)
+            watched_rows = watched_rows.multiply(weights).tocsr()
+            liked_rows = liked_rows.multiply(weights).tocsr()
         return self.watch.scores(watched_rows) + self.like.scores(liked_rows)
 
     def knows(self, watched: sparse.csr_matrix) -> np.ndarray:
@@ -210,7 +245,13 @@ class WatchAndLike:
             for key, value in (("items", ease.items), ("weights", ease.weights), ("l2", ease.l2))
         }
         with atomic_path(path) as tmp, tmp.open("wb") as f:
-            np.savez(f, n_movies=self.watch.n_movies, **arrays)
+            np.savez(
+                f,
+                n_movies=self.watch.n_movies,
+                half_life=np.nan if self.half_life is None else self.half_life,
+                rating_weight=self.rating_weight,
+                **arrays,
+            )
 
     @classmethod
     def load(cls, path: Path) -> WatchAndLike:
@@ -224,7 +265,10 @@ class WatchAndLike:
                 )
                 for part in ("watch", "like")
             ]
-        return cls(*parts)
+            # Rankers saved before these settings existed weigh every rating alike.
+            half_life = float(saved["half_life"]) if "half_life" in saved else np.nan
+            weight = float(saved["rating_weight"]) if "rating_weight" in saved else 0.0
+        return cls(parts[0], parts[1], None if np.isnan(half_life) else half_life, weight)
 
 
 def also_liked(
@@ -292,6 +336,8 @@ def fit_watch_and_like(
     config: ModelConfig,
     *,
     reuse: Ease | None = None,
+    half_life: float | None = None,
+    rating_weight: float = 0.0,
 ) -> WatchAndLike:
     """The ``ease`` ranker, as evaluate and bench fit it: EASE on what users liked
     (``config.ease_l2``) plus EASE on everything they rated (``config.ease_watch_l2``).
@@ -304,4 +350,4 @@ def fit_watch_and_like(
         watch = reuse
     else:
         watch = fit_ease(watched, config.ease_watch_l2)[0]
-    return WatchAndLike(watch=watch, like=like)
+    return WatchAndLike(watch, like, half_life, rating_weight)

@@ -101,9 +101,12 @@ class BlockScorer:
         self.k = min(k, inputs.n_movies)
         self.with_ratings = with_ratings
         self.ranker = ranker
+        # Rank first and run the rating model on the picks alone: possible unless the
+        # ranker's score adds the predicted rating of every movie.
+        self._ranked_only = ranker is not None and not with_ratings and not ranker.rating_weight
         self.movie_parts = model.movie_parts(np.arange(inputs.n_movies, dtype="int32"))
         width = int(self.movie_parts.shape[-1])
-        if ranker is not None and not with_ratings:
+        if self._ranked_only:
             # The ranked path's largest intermediates are a few (users, movies) arrays (the
             # ranker's scores, the mask, the masked scores), not (users, movies, width): at
             # ml-25m's 62,423 movies the DLRM's width of 330 would allow one user per block.
@@ -140,13 +143,17 @@ class BlockScorer:
         rank_cold: Any,
     ) -> Any:
         ops = keras.ops
-        if self.ranker is not None and not self.with_ratings:
+        if self._ranked_only:
             return self._ranked_block(
                 users, movie_parts, seen, user_cold, movie_cold, popularity, affinity, rank_cold
             )
         cold = ops.logical_or(user_cold[:, None], movie_cold[None, :])
-        ratings = ops.where(cold, popularity[None, :], self._ratings(users, movie_parts))
+        model_ratings = self._ratings(users, movie_parts)
+        ratings = ops.where(cold, popularity[None, :], model_ratings)
         if self.ranker is not None:
+            if self.ranker.rating_weight:
+                liking = ops.where(cold, 0.0, model_ratings - self.model.rating_mean)
+                affinity = affinity + self.ranker.rating_weight * liking
             scores = ops.where(rank_cold[:, None], popularity[None, :], affinity)
         else:
             scores = ratings
@@ -217,9 +224,20 @@ class BlockScorer:
         in numpy. They do not depend on the rating model, so evaluation does not run it on
         every movie (2.3 s of ml-latest-small's evaluation)."""
         assert self.ranker is not None
-        affinity = self.ranker.scores(self.inputs.watched[users], self.inputs.liked[users])
+        affinity = self._affinity(users)
         rank_cold = self.inputs.cold.cold_users[users] | self.unknown[users]
+        if self.ranker.rating_weight:
+            cold = self.inputs.cold.cold_users[users][:, None] | self.cold_movies[None, :]
+            liking = self.model_ratings(users) - self.model.rating_mean
+            affinity = affinity + self.ranker.rating_weight * np.where(cold, 0.0, liking)
         return np.where(rank_cold[:, None], self.popularity[None, :], affinity)
+
+    def _affinity(self, users: np.ndarray) -> np.ndarray:
+        """(len(users), n_movies) float32: the ranker's item-item scores of ``users``."""
+        assert self.ranker is not None
+        inputs = self.inputs
+        recency = None if inputs.recency is None else inputs.recency[users]
+        return self.ranker.scores(inputs.watched[users], inputs.liked[users], recency)
 
     def __call__(self, users: np.ndarray) -> ScoredBlock:
         """Score ``users`` (encoded indexes, at most ``block_users`` of them)."""
@@ -231,7 +249,7 @@ class BlockScorer:
         seen = self.inputs.seen.mask(padded)
         seen[b:] = False
         if self.ranker is not None:
-            affinity = self.ranker.scores(self.inputs.watched[padded], self.inputs.liked[padded])
+            affinity = self._affinity(padded)
             rank_cold = self.inputs.cold.cold_users[padded] | self.unknown[padded]
         else:  # unused by the compiled function, which is traced without them
             affinity = np.zeros((1, 1), dtype="float32")

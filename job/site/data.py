@@ -279,6 +279,7 @@ def _run_facts(manifest: Manifest, con: Any) -> dict[str, dict[str, Any]]:
             "parameters": model.parameters,
             "epochs_run": model.epochs_run,
             "training_seconds": manifest.training_seconds,
+            "served": manifest.extra.get("served"),  # how each served model was fit
         },
     }
 

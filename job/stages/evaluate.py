@@ -11,9 +11,10 @@ Two kinds of metric, for the model and every baseline alike:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import keras
@@ -285,6 +286,26 @@ class HeldOut:
     train: np.ndarray  # bool mask over rated
     held_out: np.ndarray  # bool mask over rated
     scale: RatingScale
+    timestamps: np.ndarray | None = None  # (n,) when each rating was given, if known
+
+    @property
+    def validation(self) -> np.ndarray:
+        """bool mask over rated: neither trained on nor held out."""
+        return ~self.train & ~self.held_out
+
+    def history(self, mask: np.ndarray) -> Interactions:
+        """The scorers' input: the ratings ``mask`` selects, as a user's history."""
+        rated = self.rated
+        return Interactions.from_ratings(
+            rated.users[mask],
+            rated.movies[mask],
+            rated.ratings[mask],
+            self.train[mask],
+            rated.n_users,
+            rated.n_movies,
+            self.scale,
+            None if self.timestamps is None else self.timestamps[mask],
+        )
 
 
 @dataclass(frozen=True)
@@ -326,6 +347,8 @@ class Evaluation:
 
     rows: list[Metrics]
     ranker: WatchAndLike | None  # the preset's EASE ranker (None: it ranks by rating)
+    # The ranker settings tried on the validation split, with their nDCG@10 there
+    tried: list[dict[str, Any]] = field(default_factory=list)
 
 
 def evaluate(
@@ -351,7 +374,9 @@ def evaluate(
     rating error. ``training_seconds`` is the model's; the baselines' are their own fits.
 
     The ranker (``config.ranker == "ease"``) is fit on the train split, like the rating
-    model: the run ships the models whose metrics it reports, each fit once.
+    model, and its settings (recency, rating weight) are chosen on the validation split
+    (``choose_ranking``) before the held-out ratings are read. The run serves a ranker refit
+    on every rating with the same settings (``train.train_stage``).
     """
     trained, held = split.rated.where(split.train), split.rated.where(split.held_out)
     fitted = fit_baselines(trained)
@@ -362,6 +387,9 @@ def evaluate(
         if config.ranker == "ease"
         else None
     )
+    tried: list[dict[str, Any]] = []
+    if ranker is not None:
+        ranker, tried = choose_ranking(model, split, ranker, sample_users, seed)
     scorers = _ranking_scorers(model, split, ranker, fitted)
     order = popularity_order(trained.movies, split.rated.n_movies)
     known = split.rated.where(~split.held_out)
@@ -373,7 +401,75 @@ def evaluate(
         row.with_ranking(ranking_metrics(score, split.rated.n_movies, seen, sampled, order))
         for row, score in zip(rows, scorers, strict=True)
     ]
-    return Evaluation(metrics, ranker)
+    return Evaluation(metrics, ranker, tried)
+
+
+# The ranker settings ``choose_ranking`` tries: the recency half-life, as a fraction of a
+# user's ratings (None: every rating counts alike), and the weight of the predicted rating.
+HALF_LIVES: tuple[float | None, ...] = (None, 0.25, 0.1)
+RATING_WEIGHTS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
+# A setting must beat the simpler one by this much validation nDCG@10: less is noise.
+MIN_GAIN = 0.001
+# Validation users the choice judges at most: each setting is a ranking pass, and a rating
+# weight runs the rating model on every movie, so the choice is bounded at any size.
+CHOICE_USERS = 2_000
+
+
+def choose_ranking(
+    model: keras.Model,
+    split: HeldOut,
+    ranker: WatchAndLike,
+    sample_users: int = RANK_SAMPLE_USERS,
+    seed: int = 0,
+) -> tuple[WatchAndLike, list[dict[str, Any]]]:
+    """The ranker's ``half_life`` and ``rating_weight`` with the best validation nDCG@10,
+    and every setting tried. History = the train split, judged = the validation split; the
+    held-out ratings are not read. One coordinate at a time: the half-life without the
+    rating, then the weight at the chosen half-life. A setting replaces the simpler one
+    only if it is better by ``MIN_GAIN``. Without a validation split the ranker is returned as is.
+    """
+    validation = split.validation
+    if not validation.any():
+        return ranker, []
+    train = split.train
+    scorer = BlockScorer(model, split.history(train), RANK_K, with_ratings=True, ranker=ranker)
+    rated = split.rated
+    order = popularity_order(rated.movies[train], rated.n_movies)
+    seen = (rated.users[train], rated.movies[train])
+    held = rated.where(validation)
+    judged_users = sample(np.unique(held.users), min(sample_users, CHOICE_USERS), seed)
+    in_sample = np.isin(held.users, judged_users)
+    judged = (held.users[in_sample], held.movies[in_sample], held.ratings[in_sample])
+    tried: list[dict[str, Any]] = []
+
+    def judge(candidate: WatchAndLike) -> float:
+        # The same scorer (its compiled rating function) for every candidate: only the
+        # ranker's settings differ, and they are read when a block is scored.
+        scorer.ranker = candidate
+        found = ranking_metrics(scorer.score_matrix, rated.n_movies, seen, judged, order)
+        ndcg = -math.inf if found is None else found.ndcg
+        tried.append(
+            {
+                "half_life": candidate.half_life,
+                "rating_weight": candidate.rating_weight,
+                "validation_ndcg_at_10": None if found is None else round(ndcg, 6),
+            }
+        )
+        return ndcg
+
+    best, best_ndcg = ranker, judge(ranker)
+    for changes in (
+        *({"half_life": h} for h in HALF_LIVES if h != ranker.half_life),
+        None,  # the weights below are tried at the half-life chosen above
+        *({"rating_weight": w} for w in RATING_WEIGHTS if w != ranker.rating_weight),
+    ):
+        if changes is None or ("half_life" in changes and split.timestamps is None):
+            continue
+        candidate = replace(best, **changes)
+        ndcg = judge(candidate)
+        if ndcg > best_ndcg + MIN_GAIN:
+            best, best_ndcg = candidate, ndcg
+    return best, tried
 
 
 def _error_rows(
@@ -418,16 +514,7 @@ def _ranking_scorers(
     Everything is fit on the train split; a user's history (the scorer's input, as at
     scoring time) is every rating outside the held-out set, the same ratings that are never
     candidates."""
-    known = ~split.held_out
-    history = Interactions.from_ratings(
-        split.rated.users[known],
-        split.rated.movies[known],
-        split.rated.ratings[known],
-        split.train[known],
-        split.rated.n_users,
-        split.rated.n_movies,
-        split.scale,
-    )
+    history = split.history(~split.held_out)
     scorer = BlockScorer(model, history, RANK_K, with_ratings=True, ranker=ranker)
     ease_watched, biases = fitted.ease_watched, fitted.biases
     # The user's bias shifts every movie alike, so it cannot change a user's ranking.

@@ -50,7 +50,7 @@ from job.data.features import IdEncoding, SideFeatures, side_features
 from job.data.interactions import EncodedRatings
 from job.data.movielens import Dataset, RatingScale, load_dataset
 from job.data.split import TEST, TRAIN, VAL, split_ratings
-from job.models.itemitem import WatchAndLike, also_liked_table
+from job.models.itemitem import WatchAndLike, also_liked_table, fit_watch_and_like
 from job.models.rank import similar_movies_table
 from job.models.rating import (
     FactorisedModel,
@@ -62,7 +62,7 @@ from job.models.rating import (
 )
 from job.runfolder.manifest import DatasetInfo, Manifest, ModelInfo, write_manifest
 from job.runfolder.preflight import require_new_run
-from job.stages.evaluate import HeldOut, clip, error_metrics, evaluate
+from job.stages.evaluate import Evaluation, HeldOut, clip, error_metrics, evaluate
 from job.stages.warmstart import (
     PreviousRun,
     carry_over,
@@ -167,6 +167,7 @@ class SplitData:
     ratings: np.ndarray  # (n,) float64
     labels: np.ndarray  # (n,) TRAIN / VAL / TEST
     side: SideFeatures | None  # built only for models that read it
+    timestamps: np.ndarray | None = None  # (n,) int64 seconds, when each rating was given
 
     def mask(self, part: int) -> np.ndarray:
         return self.labels == part
@@ -201,6 +202,7 @@ def split_data(dataset: Dataset, config: Config) -> SplitData:
         ratings=dataset.ratings["rating"].to_numpy("float64"),
         labels=labels,
         side=side,
+        timestamps=dataset.ratings["timestamp"].to_numpy("int64"),
     )
 
 
@@ -390,14 +392,18 @@ def train_stage(config: Config, verbose: int = 1) -> TrainOutputs:
             config.model, data, dataset.scale, config.seed, verbose=verbose, previous=previous
         )
     with _timed(timings, "evaluate"):
-        metrics, ranker = evaluate_split(config, data, dataset.scale, result)
-    # Each model is fit once, on the train split, and shipped as evaluated: the rating model
-    # and (for a preset that ranks by it) the EASE ranker evaluate fit. The also-liked table
-    # is co-like counts, not a fit: it is counted on every rating.
+        metrics, evaluated = evaluate_split(config, data, dataset.scale, result)
+    # Judged on held-out data, served from all of it. The ranker is fit twice: evaluation's
+    # fit (train split) is the one whose metrics are reported, and it cannot serve, because
+    # it never saw the validation and test ratings, a user's latest ones on a temporal split.
+    # The served one is refit on every rating with the settings chosen on validation. The
+    # also-liked table is co-like counts, not a fit: it is counted on every rating.
     with _timed(timings, "item_item"):
+        ranker = serving_ranker(data, config.model, evaluated)
         neighbours = also_liked_neighbours(data)
     manifest = build_manifest(config, dataset, data.encoding, result, data.labels, metrics, timings)
-    manifest = dataclasses.replace(manifest, extra={**manifest.extra, **extra})
+    served = served_models(config, data, result, evaluated, metrics)
+    manifest = dataclasses.replace(manifest, extra={**manifest.extra, **extra, "served": served})
     write_train_outputs(
         config.out, TrainedArtifacts(manifest, dataset, data, result, ranker, neighbours)
     )
@@ -424,16 +430,22 @@ def _log_dataset(dataset: Dataset) -> None:
 
 def evaluate_split(
     config: Config, data: SplitData, scale: RatingScale, result: TrainingResult
-) -> tuple[dict[str, Any], WatchAndLike | None]:
+) -> tuple[dict[str, Any], Evaluation]:
     """run.json's metrics: the model and the baselines on the test set (the validation set
-    when there is none); and the preset's EASE ranker, fit on the train split (None for a
-    preset that ranks by predicted rating)."""
+    when there is none); and the evaluation, with the preset's EASE ranker fit on the train
+    split (None for a preset that ranks by predicted rating) and its settings' choice."""
     test = data.mask(TEST)
     evaluated_on = "test" if test.any() else "validation"
     evaluation = evaluate(
         config.preset,
         result.model,
-        HeldOut(data.rated, data.mask(TRAIN), test if test.any() else data.mask(VAL), scale),
+        HeldOut(
+            data.rated,
+            data.mask(TRAIN),
+            test if test.any() else data.mask(VAL),
+            scale,
+            data.timestamps,
+        ),
         config.model,
         seed=config.seed,
         training_seconds=result.seconds,
@@ -446,7 +458,66 @@ def evaluate_split(
             *(("n/a" if x is None else f"{x:.4f}") for x in (row.rmse, row.mae, row.ndcg_at_10)),
         )
     metrics = {"evaluated_on": evaluated_on, "rows": [m.as_dict() for m in evaluation.rows]}
-    return metrics, evaluation.ranker
+    if evaluation.tried:
+        metrics["ranker_validation"] = evaluation.tried
+    return metrics, evaluation
+
+
+def serving_ranker(
+    data: SplitData, config: ModelConfig, evaluated: Evaluation
+) -> WatchAndLike | None:
+    """The ranker the score stage serves: evaluation's settings, refit on every rating."""
+    judged = evaluated.ranker
+    if judged is None:
+        return None
+    rated = data.rated
+    return fit_watch_and_like(
+        rated.liked(-np.inf),
+        rated.liked(),
+        config,
+        half_life=judged.half_life,
+        rating_weight=judged.rating_weight,
+    )
+
+
+def served_models(
+    config: Config,
+    data: SplitData,
+    result: TrainingResult,
+    evaluated: Evaluation,
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
+    """run.json's ``served``: how each model behind the outputs was fit, and the held-out
+    metrics that judge it (those of its train-split fit, for a model refit on more)."""
+    held_out = metrics["evaluated_on"]
+    row = metrics["rows"][0]
+    n_all, n_train = len(data.ratings), int(data.mask(TRAIN).sum())
+    served: dict[str, Any] = {
+        "rating_model": {
+            "fit_on": "train",
+            "ratings": n_train,
+            "epochs": result.epochs_run,
+            "judged_on": held_out,
+            "rmse": row["rmse"],
+            "mae": row["mae"],
+            "note": "predicted_rating and similar_movies come from this fit",
+        },
+        "also_liked": {"fit_on": "all", "ratings": n_all, "note": "co-like counts, no fit"},
+    }
+    ranker = evaluated.ranker
+    if ranker is not None:
+        served["ranker"] = {
+            "fit_on": "all",
+            "ratings": n_all,
+            "half_life": ranker.half_life,
+            "rating_weight": ranker.rating_weight,
+            "judged_on": held_out,
+            "judged_fit_on": "train",
+            "ndcg_at_10": row["ndcg_at_10"],
+            "note": "top_k, predictions' score and the reasons come from this fit; its "
+            "settings were chosen on validation, its metrics are the train-split fit's",
+        }
+    return served
 
 
 def also_liked_neighbours(data: SplitData) -> pd.DataFrame:

@@ -282,7 +282,7 @@ def seeds(
         metrics = evaluate(
             config.preset,
             result.model,
-            HeldOut(data.rated, data.mask(TRAIN), held_out, dataset.scale),
+            HeldOut(data.rated, data.mask(TRAIN), held_out, dataset.scale, data.timestamps),
             seeded.model,
             seed=seeded.seed,
             training_seconds=result.seconds,
