@@ -169,10 +169,12 @@ def full_or_read_only(exc: BaseException, folder: Path) -> WriteError | None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, clean: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
 
     Works for files and folders; a failure removes the temporary and leaves ``path`` as it was.
+    ``clean=False`` skips looking for dead writers' temporaries of ``path``: a caller writing
+    thousands of files into one folder cleans it once (``remove_dead_temporaries``) instead.
 
     Raises:
         JobError: the folder is full, read-only or not writable (naming the folder).
@@ -183,7 +185,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{_owner_tag()}{os.urandom(4).hex()}.tmp{path.suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        remove_dead_temporaries(path.parent, path.name)
+        if clean:
+            remove_dead_temporaries(path.parent, path.name)
         yield tmp  # the caller creates it
         if path.is_dir() and tmp.is_dir():
             _swap_folders(tmp, path)
@@ -204,14 +207,14 @@ def _remove(tmp: Path) -> None:
     else:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-    # What a library wrote beside its file (DuckDB's write-ahead log).
-    for extra in tmp.parent.glob(f"{glob_escape(tmp.name)}.*"):
+    # What a library writes beside its file (DuckDB's write-ahead log), named rather than
+    # globbed: listing the folder on every write is quadratic in a folder of site pages.
+    for extra in WRITTEN_BESIDE:
         with contextlib.suppress(OSError):
-            extra.unlink()
+            tmp.with_name(tmp.name + extra).unlink(missing_ok=True)
 
 
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
+WRITTEN_BESIDE = (".wal",)
 
 
 def _swap_folders(new: Path, path: Path) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from job.core.errors import PublishError
-from job.core.files import atomic_path, atomic_write_bytes
+from job.core.files import atomic_path, atomic_write_bytes, remove_dead_temporaries
 from job.publish.runfiles import LocalFile, checksums
 from job.publish.storage import Stored
 
@@ -101,10 +101,14 @@ class LocalStorage:
         cache_control: str,
         on_bytes: Callable[[int], None],
     ) -> None:
+        cleaned: set[Path] = set()
         for key, f in files:
             dest = self.root / key
+            if dest.parent not in cleaned:  # once per folder, not once per file
+                remove_dead_temporaries(dest.parent)
+                cleaned.add(dest.parent)
             try:
-                with atomic_path(dest) as tmp:
+                with atomic_path(dest, clean=False) as tmp:
                     shutil.copyfile(f.path, tmp)
             except OSError as exc:
                 raise _error(f"write {dest}", exc) from None
