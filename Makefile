@@ -23,7 +23,7 @@ TEST_WORKERS ?= -n auto --dist loadgroup
 PIP_LOCKED := -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps
 UV_LOCKED := pip install --quiet --compile-bytecode --require-hashes --no-deps
 
-.PHONY: run test test-gpu-image lint bench tools lock docs clean
+.PHONY: run check test test-gpu-image lint bench tools lock docs clean
 
 # The job (tensorflow-cpu) and the test tools, then the job itself, editable, built by the
 # locked setuptools (no build isolation: nothing unhashed is fetched).
@@ -43,6 +43,14 @@ tools: $(TOOLS)/.installed
 
 run: $(VENV)/.installed
 	$(PY) -m job run --out $(OUT) $(ARGS)
+
+# The quick loop: the linters and the tests not marked slow (no whole runs, browsers,
+# servers or containers; tests/conftest.py marks them).
+check: $(VENV)/.installed
+	$(PY) -m ruff check job tests
+	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -m "not slow and not gpu_image" $(TEST_WORKERS) -q $(ARGS)
 
 # Everything a contributor needs, the CPU image included. The GPU image (6 GB of CUDA wheels,
 # 3-6 minutes to build cold, past the 10 minutes with make test) has its own target, which

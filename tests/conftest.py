@@ -24,15 +24,26 @@ pytest_plugins = ["publish_fixtures"]
 ONE_WORKER_FIXTURES = ("shipped_run", "default_run", "scenarios", "checkov_report")
 
 
+# What makes a test `slow` (left out of `make check`) besides its own mark: a scenario marker,
+# or a fixture that runs the whole job, a browser or a server.
+SLOW_MARKERS = ("e2e", "browser", "container", "gpu_image")
+SLOW_FIXTURES = (*ONE_WORKER_FIXTURES, "browser")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The container tests run last (a stable sort: otherwise in file order), so that the CPU
     image's build, started below, overlaps everything else."""
     items.sort(key=lambda item: item.get_closest_marker("container") is not None)
     for item in items:
+        fixtures = getattr(item, "fixturenames", ())
         for name in ONE_WORKER_FIXTURES:
-            if name in getattr(item, "fixturenames", ()):
+            if name in fixtures:
                 item.add_marker(pytest.mark.xdist_group(name))
+        if any(item.get_closest_marker(m) for m in SLOW_MARKERS) or any(
+            name in fixtures for name in SLOW_FIXTURES
+        ):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
