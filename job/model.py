@@ -12,6 +12,8 @@ The protocol every model keeps (the fast scoring path relies on nothing else):
   (predicted rating minus ``rating_mean``; for the classifier, the expected rating minus it);
 - ``call(pairs)`` with pairs (batch, 2) of encoded (user, movie): column 0 of the output is
   the same centred rating. The classifier appends its K class logits after it, for its loss.
+- ``block_scores(user_parts, movie_parts)`` -> (B, M): ``pair_scores`` of (B, du) by (M, dm),
+  what the fast path calls; a model may override it with a faster form of the same sum.
 
 Two architectures (``ModelConfig.architecture``) and two outputs (``ModelConfig.output``):
 
