@@ -29,11 +29,24 @@ def test_tiny_bench_runs_and_reports(preset: str) -> None:
         assert result.whole is not None
         assert (result.whole.users, result.whole.pairs) == (30, result.fast.pairs)
         assert "whole process" in format_report(result)
+        # the kernel's share and the imports are reported apart from the stage
+        assert result.whole.minor_faults and result.whole.system_seconds is not None
+        assert result.imports is not None and result.imports.minor_faults
+        assert "of which imports" in format_report(result)
     else:
-        assert result.whole is None
+        assert result.whole is None and result.imports is None
     assert result.max_difference < 1e-4  # the fast path agrees with model.predict
     report = format_report(result)
-    for text in ("random (untrained) weights", "speed-up", "pairs/s", "peak RSS", "agree"):
+    assert result.fast.minor_faults is not None and result.fast.system_seconds is not None
+    for text in (
+        "random (untrained) weights",
+        "speed-up",
+        "pairs/s",
+        "peak RSS",
+        "agree",
+        "sys s",
+        "minor faults",
+    ):
         assert text in report
     assert (result.ranker, result.model_name) == (
         ("ease", "DLRMModel") if preset == "tuned" else ("rating", "RatingModel")

@@ -79,6 +79,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "seed": {},
     "mlp-biases": {"biases": True, "dropout": 0.2},
     "mlp-classes": {"output": "classes", "biases": True},
+    # RatingModel.block_scores: the narrow layer after the first as a fused multiply-and-sum
+    # (the prediction itself, or a hidden layer with more after it), and a wide one as a product
+    "mlp-one-layer": {"hidden": (8,), "biases": True},
+    "mlp-deep": {"hidden": (16, 4, 3)},
+    "mlp-wide": {"hidden": (16, 8)},
     "dlrm": {"architecture": "dlrm", "biases": True, "dropout": 0.3},
     "dlrm-classes": {"architecture": "dlrm", "output": "classes", "biases": True},
     "dlrm-no-top": {"architecture": "dlrm", "top": (), "bottom": ()},

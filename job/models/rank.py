@@ -126,9 +126,7 @@ class BlockScorer:
 
     def _ratings(self, users: Any, movie_parts: Any) -> Any:
         """(b, n_movies) the model's uncentred, unclipped ratings: the pair scores plus the mean."""
-        scores = self.model.pair_scores(
-            self.model.user_parts(users)[:, None, :], movie_parts[None, :, :]
-        )
+        scores = self.model.block_scores(self.model.user_parts(users), movie_parts)
         return keras.ops.cast(scores, "float32") + self.model.rating_mean
 
     def _block(

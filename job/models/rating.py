@@ -12,6 +12,8 @@ The protocol every model keeps (the fast scoring path relies on nothing else):
   (predicted rating minus ``rating_mean``; for the classifier, the expected rating minus it);
 - ``call(pairs)`` with pairs (batch, 2) of encoded (user, movie): column 0 of the output is
   the same centred rating. The classifier appends its K class logits after it, for its loss.
+- ``block_scores(user_parts, movie_parts)`` -> (B, M): ``pair_scores`` of (B, du) by (M, dm),
+  what the fast path calls; a model may override it with a faster form of the same sum.
 
 Two architectures (``ModelConfig.architecture``) and two outputs (``ModelConfig.output``):
 
@@ -42,6 +44,9 @@ from job.data.movielens import RatingScale
 # The DLRM model's movie-side vectors, in the order they enter the interaction (the user's
 # embedding comes first, then these).
 MOVIE_VECTORS = ("movie", "genres", "tags", "dense")
+# The fast scoring path computes a layer this narrow (or narrower) that follows the first
+# one as a fused multiply-and-sum (``RatingModel.block_scores``), a wider one as a matrix product.
+NARROW_UNITS = 4
 
 
 # ---------------------------------------------------------------------------------------
@@ -174,6 +179,12 @@ class FactorisedModel(keras.Model):
         """
         return self.to_rating(self.pair_outputs(user_parts, movie_parts, training=training))
 
+    def block_scores(self, user_parts: Any, movie_parts: Any) -> Any:
+        """(B, M) centred ratings of (B, du) users against (M, dm) movies, for inference: the
+        fast scoring path's ``pair_scores``. A model may compute it another way with the same
+        result up to float rounding."""
+        return self.pair_scores(user_parts[:, None, :], movie_parts[None, :, :])
+
     def call(self, inputs: Any, training: bool = False) -> Any:
         users = ops.cast(inputs[:, 0], "int32")
         movies = ops.cast(inputs[:, 1], "int32")
@@ -305,6 +316,27 @@ class RatingModel(FactorisedModel):
         if self.biases:
             out = out + user_parts[..., width:] + movie_parts[..., width:]
         return out
+
+    def block_scores(self, user_parts: Any, movie_parts: Any) -> Any:
+        """``pair_scores`` of a block, with the layer after the first one written as a
+        multiply and a sum where it is narrow (the article's Dense 4): a compiled function then
+        fuses the first layer's (B, M, h0) activations into that sum instead of writing them to
+        memory for a matrix product, whose narrow output uses the vector units badly."""
+        follows = self.hidden[1] if len(self.hidden) > 1 else self.prediction
+        if follows.units > NARROW_UNITS:
+            return super().block_scores(user_parts, movie_parts)
+        width = self.hidden[0].units
+        users, movies = user_parts[:, None, :], movie_parts[None, :, :]
+        x = ops.relu(users[..., :width] + movies[..., :width])
+        x = ops.sum(ops.expand_dims(x, -1) * follows.kernel, axis=-2) + follows.bias
+        x = follows.activation(x)
+        for layer in self.hidden[2:]:
+            x = layer(x)
+        if len(self.hidden) > 1:
+            x = self.prediction(x)
+        if self.biases:
+            x = x + users[..., width:] + movies[..., width:]
+        return self.to_rating(x)
 
     def build(self, input_shape: Any = None) -> None:
         self.user_embedding.build((None,))

@@ -63,6 +63,9 @@ class PathTiming:
     cpu_seconds: float  # this process' CPU time: on a shared machine, what the path cost
     peak_rss_bytes: int | None = None
     rss_before_bytes: int | None = None
+    # From getrusage: the kernel's share (page faults, memory mapping) shows as system time.
+    system_seconds: float | None = None
+    minor_faults: int | None = None
 
     @property
     def pairs_per_second(self) -> float:
@@ -94,6 +97,8 @@ class BenchResult:
     ranker_fit_seconds: float = 0.0
     # `python -m job score --keep-top K` as a user runs it, imports and files included
     whole: PathTiming | None = None
+    # A process doing only the imports `score` does before its stage, timed on its own
+    imports: PathTiming | None = None
 
     @property
     def speedup(self) -> float:
@@ -221,6 +226,7 @@ def run_bench(options: BenchOptions) -> BenchResult:
 
     rss_before = reset_peak_rss()
     sampled: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     started, cpu_started = time.perf_counter(), time.process_time()
     for block in score_blocks(scorer, everyone):
         for row in np.flatnonzero(np.isin(block.users, sample)):
@@ -230,6 +236,7 @@ def run_bench(options: BenchOptions) -> BenchResult:
                 block.top_ratings[row],
             )
     fast_seconds, fast_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    after = resource.getrusage(resource.RUSAGE_SELF)
     unwatched = int(size.users * size.movies - inputs.seen.counts.sum())
     fast = PathTiming(
         f"fast: XLA, blocks of {scorer.block_users} users, top-{scorer.k}",
@@ -239,6 +246,8 @@ def run_bench(options: BenchOptions) -> BenchResult:
         fast_cpu,
         peak_rss(),
         rss_before,
+        after.ru_stime - usage.ru_stime,
+        after.ru_minflt - usage.ru_minflt,
     )
 
     article, batched, difference = time_reference(model, inputs, sample, sampled, scorer)
@@ -247,6 +256,7 @@ def run_bench(options: BenchOptions) -> BenchResult:
         if options.whole_process
         else None
     )
+    imports = time_imports() if options.whole_process else None
     return BenchResult(
         shape=size,
         n_ratings=n_ratings,
@@ -266,6 +276,7 @@ def run_bench(options: BenchOptions) -> BenchResult:
         ranker=config.ranker,
         ranker_fit_seconds=ranker_seconds,
         whole=whole,
+        imports=imports,
     )
 
 
@@ -288,22 +299,67 @@ def time_whole_process(
         command += ["--top-k", k, "--keep-top", k]
         if options.block_users:
             command += ["--block-users", str(options.block_users)]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        seconds = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr}")
+        seconds, cpu, usage = _child(command)
         summary = json.loads(summary_path(out / PARTS_DIR, 0, 1).read_text())
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return PathTiming(
         f"whole process: python -m job score --keep-top {k}",
         int(summary["users"]),
         int(summary["pairs"]),
         seconds,
         cpu,
-        after.ru_maxrss * 1024,  # Linux: KiB; the largest child so far
+        usage.ru_maxrss * 1024,  # Linux: KiB; the largest child so far
+        system_seconds=usage.ru_stime,
+        minor_faults=usage.ru_minflt,
+    )
+
+
+# What `python -m job score` imports before its stage starts: the command line, then Keras.
+SCORE_IMPORTS = (
+    "import job.cli, job.pipeline, job.score; job.cli.import_keras_quietly(); "
+    "import job.model, job.rank"
+)
+
+
+def time_imports() -> PathTiming:
+    """A process that only imports what ``python -m job score`` imports before it scores, so
+    the whole-process figure can be read as start-up plus the stage."""
+    seconds, cpu, usage = _child([sys.executable, "-c", SCORE_IMPORTS])
+    return PathTiming(
+        "imports alone (a process of its own)",
+        0,
+        0,
+        seconds,
+        cpu,
+        usage.ru_maxrss * 1024,
+        system_seconds=usage.ru_stime,
+        minor_faults=usage.ru_minflt,
+    )
+
+
+@dataclass(frozen=True)
+class _Usage:
+    ru_stime: float
+    ru_minflt: int
+    ru_maxrss: int
+
+
+def _child(command: list[str]) -> tuple[float, float, _Usage]:
+    """Run ``command``; its wall seconds, CPU seconds and getrusage figures (a difference of
+    RUSAGE_CHILDREN, so only this child's; peak RSS is the largest child's so far)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr}")
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return (
+        seconds,
+        cpu,
+        _Usage(
+            after.ru_stime - before.ru_stime, after.ru_minflt - before.ru_minflt, after.ru_maxrss
+        ),
     )
 
 
@@ -477,16 +533,18 @@ def format_report(result: BenchResult) -> str:
         f"on {keras.backend.backend()}",
         "",
         f"{'path':<51} {'users':>9} {'pairs':>16} {'seconds':>9} {'pairs/s':>13} "
-        f"{'CPU s':>9} {'pairs/CPU s':>13} {'peak RSS':>9}",
+        f"{'CPU s':>9} {'pairs/CPU s':>13} {'peak RSS':>9} {'sys s':>7} {'minor faults':>13}",
     ]
     timings = [result.fast, result.article, result.batched]
-    timings += [result.whole] if result.whole else []
+    timings += [t for t in (result.whole, result.imports) if t]
     for timing in timings:
         rss = gb(timing.peak_rss_bytes)
+        system = "-" if timing.system_seconds is None else f"{timing.system_seconds:.1f}"
+        faults = "-" if timing.minor_faults is None else f"{timing.minor_faults:,}"
         lines.append(
             f"{timing.label:<51} {timing.users:>9,} {timing.pairs:>16,} {timing.seconds:>9.1f} "
             f"{timing.pairs_per_second:>13,.0f} {timing.cpu_seconds:>9.1f} "
-            f"{timing.pairs_per_cpu_second:>13,.0f} {rss:>9}"
+            f"{timing.pairs_per_cpu_second:>13,.0f} {rss:>9} {system:>7} {faults:>13}"
         )
     agree = "agree" if result.max_difference < 1e-3 else "DISAGREE"
     lines += [
@@ -502,6 +560,13 @@ def format_report(result: BenchResult) -> str:
             f"{whole.pairs_per_second / 1e6:,.1f}M pairs/s, "
             f"{whole.pairs_per_second / max(result.article.pairs_per_second, 1e-9):,.0f}x "
             "the article's approach; its peak RSS is the largest child process's"
+        )
+    if result.whole and result.imports:
+        stage = result.whole.seconds - result.imports.seconds
+        lines.append(
+            f"of which imports {result.imports.seconds:.1f} s ({result.imports.cpu_seconds:.1f} "
+            f"CPU s, timed alone); the rest, {stage:.1f} s, is "
+            f"{result.whole.pairs / max(stage, 1e-9) / 1e6:,.1f}M pairs/s"
         )
     lines += [
         f"check: the {result.article.users} sampled users' top-{result.top_k} scores {agree} "
