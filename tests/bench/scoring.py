@@ -315,8 +315,8 @@ def time_whole_process(
 
 # What `python -m job score` imports before its stage starts: the command line, then Keras.
 SCORE_IMPORTS = (
-    "import job.cli, job.pipeline, job.score; job.cli.import_keras_quietly(); "
-    "import job.model, job.rank"
+    "import job.cli, job.pipeline, job.stages.score; job.cli.import_keras_quietly(); "
+    "import job.models.rating, job.rank"
 )
 
 
