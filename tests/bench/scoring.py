@@ -316,7 +316,7 @@ def time_whole_process(
 # What `python -m job score` imports before its stage starts: the command line, then Keras.
 SCORE_IMPORTS = (
     "import job.cli, job.pipeline, job.stages.score; job.cli.import_keras_quietly(); "
-    "import job.models.rating, job.rank"
+    "import job.models.rating, job.models.rank"
 )
 
 
