@@ -19,9 +19,8 @@ pytest_plugins = ["publish_fixtures"]
 # Session and module fixtures too costly to make once per pytest-xdist worker: the tests that
 # use one (directly or through another fixture) form one group, run by one worker
 # (--dist loadgroup). shipped_run: the whole job on the shipped dataset; scenarios: eleven
-# signalled job processes (test_hardening_signals); default_run: `make run`'s run, whose
-# outputs the docs show (test_docs); checkov_report: checkov over infra/.
-ONE_WORKER_FIXTURES = ("shipped_run", "default_run", "scenarios", "checkov_report")
+# signalled job processes (test_hardening_signals); checkov_report: checkov over infra/.
+ONE_WORKER_FIXTURES = ("shipped_run", "scenarios", "checkov_report")
 
 
 # What makes a test `slow` (left out of `make check`) besides its own mark: a scenario marker,
@@ -70,23 +69,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def shipped_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole job (`python -m job run`) on the shipped ml-latest-small, seed preset.
-
-    Every stage that exists runs once per test session; end-to-end tests read its folder.
-    """
-    out = tmp_path_factory.mktemp("shipped") / "out"
-    assert main(["-q", "run", "--preset", "seed", "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope="session")
-def default_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`make run`: the whole job on the shipped ml-latest-small with the default preset and
-    flags, as the docs' examples are made. $DOCS_RUN names a finished one to reuse instead
+    flags, once per test session. The end-to-end tests and the browser read its folder, and
+    the docs' outputs are made the same way. $DOCS_RUN names a finished one to reuse instead
     (a quicker loop while editing the docs)."""
     if reuse := os.environ.get("DOCS_RUN"):
         return Path(reuse)
-    out = tmp_path_factory.mktemp("default") / "out"
+    out = tmp_path_factory.mktemp("shipped") / "out"
     assert main(["-q", "run", "--out", str(out)]) == 0
     return out
 

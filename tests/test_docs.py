@@ -291,10 +291,10 @@ def test_the_docs_show_queries() -> None:
 @pytest.mark.e2e
 @pytest.mark.parametrize("block", SQL_BLOCKS, ids=lambda b: b.where)
 def test_each_sql_block_runs_on_a_real_run(
-    block: Block, default_run: Path, monkeypatch: pytest.MonkeyPatch
+    block: Block, shipped_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """From the run's folder, as the docs say (the Parquet examples name parquet/...)."""
-    monkeypatch.chdir(default_run)
+    monkeypatch.chdir(shipped_run)
     with duckdb.connect("recommendations.duckdb", read_only=True) as con:
         try:
             relation = con.sql(block.body)
@@ -318,7 +318,7 @@ def _recommend_blocks() -> list[Block]:
 @pytest.mark.e2e
 @pytest.mark.parametrize("block", _recommend_blocks(), ids=lambda b: b.where)
 def test_each_documented_command_output(
-    block: Block, default_run: Path, capsys: pytest.CaptureFixture[str]
+    block: Block, shipped_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A shell block followed by its output is one command this test runs on the default run
     (`--out` pointed at it) and compares."""
@@ -331,7 +331,7 @@ def test_each_documented_command_output(
     words = _words(match["args"])
     assert words[0] in RUNNABLE, f"{block.where}: no way to check {words[0]}'s output here"
     capsys.readouterr()
-    assert main(["-q", *words, "--out", str(default_run)]) == 0
+    assert main(["-q", *words, "--out", str(shipped_run)]) == 0
     output = output_of(block)
     assert output is not None
     check_or_update(block, output, capsys.readouterr().out)

@@ -124,18 +124,24 @@ def test_the_package_list_names_every_package() -> None:
     assert set(listed) == on_disk | {"job.site_templates"}
 
 
-@pytest.mark.parametrize("how", ["movielens-job", "python -m job"])
+def test_both_entry_points_of_the_installed_job_answer(venv: Path, tmp_path: Path) -> None:
+    for entry in (
+        [str(venv / "bin" / "movielens-job")],
+        [str(venv / "bin" / "python"), "-m", "job"],
+    ):
+        proc = _run([*entry, "shard-plan", "--shards", "2"], cwd=tmp_path)
+        assert (proc.returncode, proc.stdout) == (0, "shards=[0,1]\n"), proc.stderr
+
+
 def test_the_installed_job_makes_the_whole_site_from_an_empty_folder(
-    venv: Path, tmp_path: Path, how: str
+    venv: Path, tmp_path: Path
 ) -> None:
-    """Both entry points, on a tiny synthetic folder (the shipped dataset's run from the
-    installed wheel is tests/test_container.py's, in the CPU image)."""
+    """On a tiny synthetic folder (the shipped dataset's run from the installed wheel is
+    tests/test_container.py's, in the CPU image)."""
     empty = tmp_path / "work"
     empty.mkdir()
     data = write_movielens(tmp_path / "data", n_users=40, n_movies=60, per_user=12, seed=5)
     entry = [str(venv / "bin" / "movielens-job")]
-    if how == "python -m job":
-        entry = [str(venv / "bin" / "python"), "-m", "job"]
     flags = ["--data", str(data), "--out", "out", "--preset", "seed", "--epochs", "1"]
     proc = _run([*entry, "-q", "run", *flags], cwd=empty)
     assert proc.returncode == 0, proc.stderr[-3000:]

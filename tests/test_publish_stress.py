@@ -245,10 +245,10 @@ def test_local_publish_killed_mid_copy_keeps_previous_folder_and_rerun_completes
 
 
 @pytest.mark.parametrize("kind", ["s3", "local"])
-def test_twenty_publishes_keep_three_runs_and_leave_no_orphans(
+def test_repeated_publishes_keep_three_runs_and_leave_no_orphans(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    n_runs, keep = 20, 3
+    n_runs, keep = 8, 3  # the pruning cycle five times over
     run_ids = [f"20260101T{i:02d}0000Z-{i:08x}" for i in range(n_runs)]
     if kind == "s3":
         bucket = request.getfixturevalue("bucket")
