@@ -21,6 +21,8 @@ import pytest
 from containers import Engine, build_job_image, cpu_image_tag, report, usable_engine
 from packaging.markers import Marker
 
+from job.cli import COMMAND_GROUPS
+
 pytestmark = pytest.mark.container
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +76,28 @@ def test_cpu_image_runs_as_its_user_with_the_cli_as_entrypoint(
     helped = engine.run(cpu_image, "score", "--help")
     assert helped.returncode == 0, report(helped)
     assert "--shard" in helped.stdout
+
+
+def test_every_shipped_command_answers_and_works_in_the_cpu_image(
+    engine: Engine, cpu_image: str
+) -> None:
+    """Each command's --help, then one real call of those the executed workflow does not make
+    (tests/test_workflow_executed.py runs train, score, merge, render, publish and the
+    workflow's steps in this image): bench-job, recommend, run and pull-latest, on tiny data."""
+    commands = [name for _, names in COMMAND_GROUPS for name in names]
+    script = "set -eu\n" + "".join(f"movielens-job {name} --help >/dev/null\n" for name in commands)
+    script += (
+        "cd /tmp\n"
+        "movielens-job -q bench-job --users 40 --movies 60 --ratings 900 --preset seed"
+        " --epochs 1 --data-dir data --out bench\n"
+        "movielens-job -q recommend --out bench --user 1\n"
+        "movielens-job -q run --data data --preset seed --epochs 1 --out out --publish www\n"
+        "movielens-job -q pull-latest www --out previous\n"
+        "ls previous\n"
+    )
+    proc = engine.run(cpu_image, "-c", script, entrypoint="sh", options=["--network", "none"])
+    assert proc.returncode == 0, report(proc)
+    assert "model.keras" in proc.stdout.split()  # pull-latest fetched the published model
 
 
 def test_cpu_image_is_lean(engine: Engine, cpu_image: str) -> None:
