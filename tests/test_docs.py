@@ -380,3 +380,43 @@ def test_every_page_is_in_the_nav() -> None:
     in_nav = {p for p in pages(config["nav"]) if p.endswith(".md")}
     on_disk = {str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")}
     assert on_disk == in_nav
+
+
+# ---------------------------------------------------------------------------------------
+# The workflow's inputs, as the README and the GitHub Actions page list them
+
+
+def _inputs_table(page: Path) -> dict[str, tuple[str, str]]:
+    """``{input: (choices, default)}`` from the page's table headed `| input | ...`."""
+    rows: dict[str, tuple[str, str]] = {}
+    lines = page.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| input |"))
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        name, _, choices, default = (cell.strip() for cell in line.strip("|").split("|"))
+        rows[name.strip("`")] = (choices, default)
+    return rows
+
+
+def _shown(value: object) -> str:
+    if value in (None, ""):
+        return "empty"
+    return f"`{str(value).lower() if isinstance(value, bool) else value}`"
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/deploy/github-actions.md"])
+def test_the_inputs_tables_are_the_workflows_inputs(page: str) -> None:
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "run.yml").read_text())
+    inputs = workflow[True]["workflow_dispatch"]["inputs"]  # YAML reads `on:` as True
+    table = _inputs_table(ROOT / page)
+    assert list(table) == list(inputs), f"{page}: the table's inputs are not run.yml's"
+    for name, spec in inputs.items():
+        choices, default = table[name]
+        assert default == _shown(spec.get("default")), f"{page}: {name}'s default"
+        if spec.get("type") == "choice":
+            assert choices == ", ".join(f"`{o}`" for o in spec["options"]), f"{page}: {name}"
+        if spec.get("type") == "boolean":
+            assert choices == "`true`, `false`", f"{page}: {name}"
