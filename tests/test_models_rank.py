@@ -156,6 +156,7 @@ def test_the_rating_term_reranks_the_item_item_candidates(
     full = BlockScorer(model, inputs, K, N_USERS, with_ratings=True, ranker=ranker)
     ranked = BlockScorer(model, inputs, K, N_USERS, ranker=ranker)
     block, top = full(users), ranked(users)
+    assert block.scores is not None
 
     seen = inputs.seen.mask(users)
     affinity = ranker.scores(inputs.watched, inputs.liked).astype("float64")
