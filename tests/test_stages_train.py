@@ -173,7 +173,7 @@ def test_served_rating_model_is_refit_on_every_rating_when_validation_allows(
     from job.models.rating import load_model
 
     real_train = train_module.train
-    fits: list[tuple[int, int | None]] = []
+    fits: list[tuple[int, object]] = []
 
     def spy(*args: object, **kwargs: object) -> train_module.TrainingResult:
         result = real_train(*args, **kwargs)  # type: ignore[arg-type]
