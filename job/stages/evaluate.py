@@ -428,6 +428,10 @@ def choose_ranking(
     held-out ratings are not read. One coordinate at a time: the half-life without the
     rating, then the weight at the chosen half-life. A setting replaces the simpler one
     only if it is better by ``MIN_GAIN``. Without a validation split the ranker is returned as is.
+
+    Every setting shares one fit: the half-life re-weights a user's history vector, not the
+    EASE weights, and the rating term runs the rating model on each user's item-item
+    re-rank candidates alone (``rank.RERANK_CANDIDATES``), so a setting costs one ranking pass.
     """
     validation = split.validation
     if not validation.any():
