@@ -42,7 +42,8 @@ RERANK_CANDIDATES = 100
 
 def rerank_candidates(affinity: np.ndarray, seen: np.ndarray, n: int) -> np.ndarray:
     """(b, n_movies) bool: each row's ``n`` highest unseen ``affinity`` columns, ties to the
-    lower column (``keras.ops.top_k``'s order); every unseen column where a row has fewer."""
+    lower column (``keras.ops.top_k``'s order, which the ranked block's candidates follow);
+    every unseen column where a row has fewer."""
     masked = np.where(seen, -np.inf, affinity)
     n = min(n, masked.shape[1])
     if n == 0:
@@ -52,18 +53,6 @@ def rerank_candidates(affinity: np.ndarray, seen: np.ndarray, n: int) -> np.ndar
     tied = (masked == kth) & ~seen
     room = n - above.sum(axis=1, keepdims=True)
     return above | (tied & (np.cumsum(tied, axis=1) <= room))
-
-
-def _rerank_candidates_ops(affinity: Any, seen: Any, n: int) -> Any:
-    """``rerank_candidates`` in keras ops, for the compiled block."""
-    ops = keras.ops
-    masked = ops.where(seen, -math.inf, affinity)
-    kth = ops.top_k(masked, n)[0][:, n - 1 : n]
-    above = ops.greater(masked, kth)
-    tied = ops.logical_and(ops.equal(masked, kth), ops.logical_not(seen))
-    room = n - ops.sum(ops.cast(above, "int32"), axis=1, keepdims=True)
-    in_room = ops.less_equal(ops.cumsum(ops.cast(tied, "int32"), axis=1), room)
-    return ops.logical_or(above, ops.logical_and(tied, in_room))
 
 
 @dataclass(frozen=True)
@@ -179,7 +168,10 @@ class BlockScorer:
         popularity: Any,
         affinity: Any,
         rank_cold: Any,
+        candidate: Any,
     ) -> Any:
+        """``candidate``: (b, n_movies) bool, the rating term's re-rank candidates
+        (``rerank_candidates``, in numpy: a partition, where the compiled top_k sorts)."""
         ops = keras.ops
         if self._ranked_only:
             return self._ranked_block(
@@ -190,7 +182,6 @@ class BlockScorer:
         ratings = ops.where(cold, popularity[None, :], model_ratings)
         if self.ranker is not None:
             if self.ranker.rating_weight:
-                candidate = _rerank_candidates_ops(affinity, seen, self.candidates)
                 ignored = ops.logical_or(cold, ops.logical_not(candidate))
                 liking = ops.where(ignored, 0.0, model_ratings - self.model.rating_mean)
                 affinity = affinity + self.ranker.rating_weight * liking
@@ -337,6 +328,9 @@ class BlockScorer:
         else:  # unused by the compiled function, which is traced without them
             affinity = np.zeros((1, 1), dtype="float32")
             rank_cold = np.zeros(1, dtype=bool)
+        candidate = np.zeros((1, 1), dtype=bool)  # likewise, unless the full block adds ratings
+        if self.ranker is not None and self.ranker.rating_weight and not self._ranked_only:
+            candidate = rerank_candidates(affinity, seen, self.candidates)
         out = self._fn(
             padded,
             self.movie_parts,
@@ -346,6 +340,7 @@ class BlockScorer:
             self.popularity,
             affinity,
             rank_cold,
+            candidate,
         )
         out = [keras.ops.convert_to_numpy(x) for x in out]
         return ScoredBlock(
