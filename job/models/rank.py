@@ -42,8 +42,7 @@ RERANK_CANDIDATES = 100
 
 def rerank_candidates(affinity: np.ndarray, seen: np.ndarray, n: int) -> np.ndarray:
     """(b, n_movies) bool: each row's ``n`` highest unseen ``affinity`` columns, ties to the
-    lower column (``keras.ops.top_k``'s order, which the ranked block's candidates follow);
-    every unseen column where a row has fewer."""
+    lower column; every unseen column where a row has fewer."""
     masked = np.where(seen, -np.inf, affinity)
     n = min(n, masked.shape[1])
     if n == 0:
@@ -169,13 +168,24 @@ class BlockScorer:
         affinity: Any,
         rank_cold: Any,
         candidate: Any,
+        candidate_movies: Any,
     ) -> Any:
         """``candidate``: (b, n_movies) bool, the rating term's re-rank candidates
-        (``rerank_candidates``, in numpy: a partition, where the compiled top_k sorts)."""
+        (``rerank_candidates``, in numpy: a partition, where the compiled top_k sorts);
+        ``candidate_movies``: (b, c) the same as movie indexes, -1 past a row's last."""
         ops = keras.ops
         if self._ranked_only:
             return self._ranked_block(
-                users, movie_parts, seen, user_cold, movie_cold, popularity, affinity, rank_cold
+                users,
+                movie_parts,
+                seen,
+                user_cold,
+                movie_cold,
+                popularity,
+                affinity,
+                rank_cold,
+                candidate,
+                candidate_movies,
             )
         cold = ops.logical_or(user_cold[:, None], movie_cold[None, :])
         model_ratings = self._ratings(users, movie_parts)
@@ -206,31 +216,36 @@ class BlockScorer:
         popularity: Any,
         affinity: Any,
         rank_cold: Any,
+        candidate: Any,
+        candidate_movies: Any,
     ) -> Any:
         """``_block`` for a ranker when only the top K is asked for: rank first, then run the
         rating model on the K picks alone, not on every movie. The same numbers as ``_block``
         (the rating of a pick does not depend on the other movies); on ml-25m's catalogue it
         is 62,423 / K times less model work per user (README, "Scale"). With a rating term,
-        the model also runs on the term's candidates, which are then re-ranked against the
-        best K movies outside them."""
+        the model also runs on the term's candidates."""
         ops = keras.ops
         scores = ops.where(rank_cold[:, None], popularity[None, :], affinity)
         masked = ops.where(seen, -math.inf, scores)
         weight = self.ranker.rating_weight if self.ranker is not None else 0.0
         if weight:
-            n = self.candidates
-            # top_k's ties go to the lower column, as in ``rerank_candidates``.
-            best, order = ops.top_k(masked, min(n + self.k, self.inputs.n_movies))
-            movies = order[:, :n]
+            # The candidates' scores with the rating term, then every other movie's: one
+            # top K over both, the same work as without the term plus the candidates'.
+            valid = ops.greater_equal(candidate_movies, 0)
+            movies = ops.maximum(candidate_movies, 0)
             liking = self._pair_ratings(users, movie_parts, movies) - self.model.rating_mean
             ignored = ops.logical_or(
                 ops.logical_or(user_cold, rank_cold)[:, None],
                 ops.take(movie_cold, movies, axis=0),
             )
-            reranked = best[:, :n] + weight * ops.where(ignored, 0.0, liking)
-            best = ops.concatenate([reranked, best[:, n:]], axis=1)
-            top_scores, at = ops.top_k(best, self.k)
-            top_movies = ops.take_along_axis(order, at, axis=1)
+            reranked = ops.take_along_axis(masked, movies, axis=1)
+            reranked = reranked + weight * ops.where(ignored, 0.0, liking)
+            reranked = ops.where(valid, reranked, -math.inf)
+            others = ops.where(candidate, -math.inf, masked)
+            top_scores, at = ops.top_k(ops.concatenate([reranked, others], axis=1), self.k)
+            n = ops.shape(movies)[1]
+            picked = ops.take_along_axis(movies, ops.minimum(at, n - 1), axis=1)
+            top_movies = ops.where(ops.less(at, n), picked, at - n)
         else:
             top_scores, top_movies = ops.top_k(masked, self.k)
         picked = ops.take(movie_parts, top_movies, axis=0)  # (b, k, dm)
@@ -328,9 +343,15 @@ class BlockScorer:
         else:  # unused by the compiled function, which is traced without them
             affinity = np.zeros((1, 1), dtype="float32")
             rank_cold = np.zeros(1, dtype=bool)
-        candidate = np.zeros((1, 1), dtype=bool)  # likewise, unless the full block adds ratings
-        if self.ranker is not None and self.ranker.rating_weight and not self._ranked_only:
+        candidate = np.zeros((1, 1), dtype=bool)  # likewise, without a rating term
+        candidate_movies = np.zeros((1, 1), dtype="int32")
+        if self.ranker is not None and self.ranker.rating_weight:
             candidate = rerank_candidates(affinity, seen, self.candidates)
+            rows, movies = np.nonzero(candidate)
+            counts = np.bincount(rows, minlength=len(padded))
+            column = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+            candidate_movies = np.full((len(padded), self.candidates), -1, dtype="int32")
+            candidate_movies[rows, column] = movies
         out = self._fn(
             padded,
             self.movie_parts,
@@ -341,6 +362,7 @@ class BlockScorer:
             affinity,
             rank_cold,
             candidate,
+            candidate_movies,
         )
         out = [keras.ops.convert_to_numpy(x) for x in out]
         return ScoredBlock(
