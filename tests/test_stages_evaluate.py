@@ -263,7 +263,9 @@ def test_the_default_asks_both_questions_where_picking_and_liking_are_independen
     config = model_config("seed", ranker="ease", ease_l2=10.0, ease_watch_l2=10.0)
     model = build_model(config, n_users, n_movies, 3.5, seed=0, scale=HALF_STARS)
     monkeypatch.setattr(
-        BlockScorer, "model_ratings", lambda self, users: truth[np.asarray(users)].astype("float64")
+        BlockScorer,
+        "candidate_ratings",
+        lambda self, users, rows, movies: truth[np.asarray(users)[rows], movies],
     )
     split = HeldOut(
         EncodedRatings(pairs, ratings, n_users, n_movies),

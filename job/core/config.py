@@ -62,6 +62,10 @@ class ModelConfig:
     ranker: Ranker = "rating"
     ease_l2: float = 100.0  # the liked part's L2: 100 beat 50, 200, 400 and 800 on validation
     ease_watch_l2: float = 200.0  # the watched part's: 200 beat 100, 400 and 800 likewise
+    # Serve a rating model refit on every rating when validation allows it
+    # (job.stages.train.serving_rating_model). Off by default: two more fits, about twice
+    # the training time, which the shipped run's time budget has no room for.
+    serve_refit: bool = False
 
     def __post_init__(self) -> None:
         if self.architecture not in ("mlp", "dlrm"):

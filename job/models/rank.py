@@ -34,6 +34,24 @@ from job.models.itemitem import WatchAndLike
 BLOCK_BYTES = 128 << 20
 # (users, movies) float32 arrays alive at once on the ranked path (``BlockScorer._ranked_block``)
 RANKED_WIDTH = 8
+# The rating term re-ranks each user's this many best unwatched movies by the item-item score
+# (``rerank_candidates``): the rating model runs on them, not on the whole catalogue, and
+# a movie the item-item score puts this far down is no pick whatever its predicted rating.
+RERANK_CANDIDATES = 100
+
+
+def rerank_candidates(affinity: np.ndarray, seen: np.ndarray, n: int) -> np.ndarray:
+    """(b, n_movies) bool: each row's ``n`` highest unseen ``affinity`` columns, ties to the
+    lower column; every unseen column where a row has fewer."""
+    masked = np.where(seen, -np.inf, affinity)
+    n = min(n, masked.shape[1])
+    if n == 0:
+        return np.zeros(masked.shape, dtype=bool)
+    kth = -np.partition(-masked, n - 1, axis=1)[:, n - 1 : n]
+    above = masked > kth
+    tied = (masked == kth) & ~seen
+    room = n - above.sum(axis=1, keepdims=True)
+    return above | (tied & (np.cumsum(tied, axis=1) <= room))
 
 
 @dataclass(frozen=True)
@@ -101,9 +119,10 @@ class BlockScorer:
         self.k = min(k, inputs.n_movies)
         self.with_ratings = with_ratings
         self.ranker = ranker
-        # Rank first and run the rating model on the picks alone: possible unless the
-        # ranker's score adds the predicted rating of every movie.
-        self._ranked_only = ranker is not None and not with_ratings and not ranker.rating_weight
+        # Rank first and run the rating model on the picks (and the rating term's
+        # candidates) alone, when only the top K is asked for.
+        self._ranked_only = ranker is not None and not with_ratings
+        self.candidates = min(RERANK_CANDIDATES, inputs.n_movies)
         self.movie_parts = model.movie_parts(np.arange(inputs.n_movies, dtype="int32"))
         width = int(self.movie_parts.shape[-1])
         if self._ranked_only:
@@ -123,6 +142,13 @@ class BlockScorer:
             self.unknown = ~ranker.knows(inputs.watched)
         self._fn = compile_block_function(self._block)
         self._ratings_fn: Callable[..., Any] | None = None
+        self._pairs_fn: Callable[..., Any] | None = None
+
+    def _pair_ratings(self, users: Any, movie_parts: Any, movies: Any) -> Any:
+        """(b, c) the model's uncentred, unclipped ratings of each user's ``movies`` (b, c)."""
+        picked = keras.ops.take(movie_parts, movies, axis=0)  # (b, c, dm)
+        scores = self.model.pair_scores(self.model.user_parts(users)[:, None, :], picked)
+        return keras.ops.cast(scores, "float32") + self.model.rating_mean
 
     def _ratings(self, users: Any, movie_parts: Any) -> Any:
         """(b, n_movies) the model's uncentred, unclipped ratings: the pair scores plus the mean."""
@@ -139,18 +165,33 @@ class BlockScorer:
         popularity: Any,
         affinity: Any,
         rank_cold: Any,
+        candidate: Any,
+        candidate_movies: Any,
     ) -> Any:
+        """``candidate``: (b, n_movies) bool, the rating term's re-rank candidates
+        (``rerank_candidates``, in numpy: a partition, where the compiled top_k sorts);
+        ``candidate_movies``: (b, c) the same as movie indexes, -1 past a row's last."""
         ops = keras.ops
         if self._ranked_only:
             return self._ranked_block(
-                users, movie_parts, seen, user_cold, movie_cold, popularity, affinity, rank_cold
+                users,
+                movie_parts,
+                seen,
+                user_cold,
+                movie_cold,
+                popularity,
+                affinity,
+                rank_cold,
+                candidate,
+                candidate_movies,
             )
         cold = ops.logical_or(user_cold[:, None], movie_cold[None, :])
         model_ratings = self._ratings(users, movie_parts)
         ratings = ops.where(cold, popularity[None, :], model_ratings)
         if self.ranker is not None:
             if self.ranker.rating_weight:
-                liking = ops.where(cold, 0.0, model_ratings - self.model.rating_mean)
+                ignored = ops.logical_or(cold, ops.logical_not(candidate))
+                liking = ops.where(ignored, 0.0, model_ratings - self.model.rating_mean)
                 affinity = affinity + self.ranker.rating_weight * liking
             scores = ops.where(rank_cold[:, None], popularity[None, :], affinity)
         else:
@@ -173,14 +214,38 @@ class BlockScorer:
         popularity: Any,
         affinity: Any,
         rank_cold: Any,
+        candidate: Any,
+        candidate_movies: Any,
     ) -> Any:
         """``_block`` for a ranker when only the top K is asked for: rank first, then run the
         rating model on the K picks alone, not on every movie. The same numbers as ``_block``
         (the rating of a pick does not depend on the other movies); on ml-25m's catalogue it
-        is 62,423 / K times less model work per user (README, "Scale")."""
+        is 62,423 / K times less model work per user (README, "Scale"). With a rating term,
+        the model also runs on the term's candidates."""
         ops = keras.ops
         scores = ops.where(rank_cold[:, None], popularity[None, :], affinity)
-        top_scores, top_movies = ops.top_k(ops.where(seen, -math.inf, scores), self.k)
+        masked = ops.where(seen, -math.inf, scores)
+        weight = self.ranker.rating_weight if self.ranker is not None else 0.0
+        if weight:
+            # The candidates' scores with the rating term, then every other movie's: one
+            # top K over both, the same work as without the term plus the candidates'.
+            valid = ops.greater_equal(candidate_movies, 0)
+            movies = ops.maximum(candidate_movies, 0)
+            liking = self._pair_ratings(users, movie_parts, movies) - self.model.rating_mean
+            ignored = ops.logical_or(
+                ops.logical_or(user_cold, rank_cold)[:, None],
+                ops.take(movie_cold, movies, axis=0),
+            )
+            reranked = ops.take_along_axis(masked, movies, axis=1)
+            reranked = reranked + weight * ops.where(ignored, 0.0, liking)
+            reranked = ops.where(valid, reranked, -math.inf)
+            others = ops.where(candidate, -math.inf, masked)
+            top_scores, at = ops.top_k(ops.concatenate([reranked, others], axis=1), self.k)
+            n = ops.shape(movies)[1]
+            picked = ops.take_along_axis(movies, ops.minimum(at, n - 1), axis=1)
+            top_movies = ops.where(ops.less(at, n), picked, at - n)
+        else:
+            top_scores, top_movies = ops.top_k(masked, self.k)
         picked = ops.take(movie_parts, top_movies, axis=0)  # (b, k, dm)
         user_parts = self.model.user_parts(users)[:, None, :]
         ratings = ops.cast(self.model.pair_scores(user_parts, picked), "float32")
@@ -225,10 +290,34 @@ class BlockScorer:
         affinity = self._affinity(users)
         rank_cold = self.inputs.cold.cold_users[users] | self.unknown[users]
         if self.ranker.rating_weight:
-            cold = self.inputs.cold.cold_users[users][:, None] | self.cold_movies[None, :]
-            liking = self.model_ratings(users) - self.model.rating_mean
-            affinity = affinity + self.ranker.rating_weight * np.where(cold, 0.0, liking)
+            seen = self.inputs.seen.mask(users)
+            rows, movies = np.nonzero(rerank_candidates(affinity, seen, self.candidates))
+            liking = self.candidate_ratings(users, rows, movies) - self.model.rating_mean
+            cold = self.inputs.cold.cold_users[users][rows] | self.cold_movies[movies]
+            affinity[rows, movies] += self.ranker.rating_weight * np.where(cold, 0.0, liking)
         return np.where(rank_cold[:, None], self.popularity[None, :], affinity)
+
+    def candidate_ratings(
+        self, users: np.ndarray, rows: np.ndarray, movies: np.ndarray
+    ) -> np.ndarray:
+        """(len(rows),) float32 the model's unclipped ratings of ``(users[rows], movies)``,
+        pairs sorted by row with at most ``candidates`` a row: the rating term's input."""
+        if self._pairs_fn is None:
+            self._pairs_fn = compile_block_function(self._pair_ratings)
+        counts = np.bincount(rows, minlength=len(users))
+        column = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+        out = np.empty(len(rows), dtype="float32")
+        block = self.block_users
+        for start in range(0, len(users), block):
+            chunk = users[start : start + block]
+            padded = np.zeros(block, dtype="int32")
+            padded[: len(chunk)] = chunk
+            grid = np.zeros((block, self.candidates), dtype="int32")
+            inside = (rows >= start) & (rows < start + block)
+            grid[rows[inside] - start, column[inside]] = movies[inside]
+            found = keras.ops.convert_to_numpy(self._pairs_fn(padded, self.movie_parts, grid))
+            out[inside] = found[rows[inside] - start, column[inside]]
+        return out
 
     def _affinity(self, users: np.ndarray) -> np.ndarray:
         """(len(users), n_movies) float32: the ranker's item-item scores of ``users``."""
@@ -252,6 +341,15 @@ class BlockScorer:
         else:  # unused by the compiled function, which is traced without them
             affinity = np.zeros((1, 1), dtype="float32")
             rank_cold = np.zeros(1, dtype=bool)
+        candidate = np.zeros((1, 1), dtype=bool)  # likewise, without a rating term
+        candidate_movies = np.zeros((1, 1), dtype="int32")
+        if self.ranker is not None and self.ranker.rating_weight:
+            candidate = rerank_candidates(affinity, seen, self.candidates)
+            rows, movies = np.nonzero(candidate)
+            counts = np.bincount(rows, minlength=len(padded))
+            column = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+            candidate_movies = np.full((len(padded), self.candidates), -1, dtype="int32")
+            candidate_movies[rows, column] = movies
         out = self._fn(
             padded,
             self.movie_parts,
@@ -261,6 +359,8 @@ class BlockScorer:
             self.popularity,
             affinity,
             rank_cold,
+            candidate,
+            candidate_movies,
         )
         out = [keras.ops.convert_to_numpy(x) for x in out]
         return ScoredBlock(

@@ -240,8 +240,12 @@ def train(
     scale: RatingScale | None = None,
     side: SideFeatures | None = None,
     start_from: Callable[[FactorisedModel], None] | None = None,
+    fixed_epochs: int | None = None,
 ) -> TrainingResult:
     """Train on encoded (user, movie) pairs; validation drives early stopping only.
+
+    ``fixed_epochs``: train exactly that many epochs, with no early stopping (the served
+    refit, ``serving_rating_model``); validation is then only reported.
 
     The target is the rating minus its training mean (the article's "centred" y), which
     helps the network start from a sensible output; the classifier's target adds the
@@ -274,6 +278,8 @@ def train(
         )
     if start_from is not None:
         config = dataclasses.replace(config, patience=min(config.patience, WARM_PATIENCE))
+    if fixed_epochs is not None:
+        config = dataclasses.replace(config, epochs=fixed_epochs)
     model = build_model(
         config,
         n_users,
@@ -301,7 +307,7 @@ def train(
         batch_size=config.batch_size,
         epochs=config.epochs,
         validation_data=(val_pairs, training_targets(model, val_ratings)),
-        callbacks=[stop, clock],
+        callbacks=[clock] if fixed_epochs is not None else [stop, clock],
         shuffle=True,
         verbose=verbose,
     )
@@ -393,6 +399,11 @@ def train_stage(config: Config, verbose: int = 1) -> TrainOutputs:
         )
     with _timed(timings, "evaluate"):
         metrics, evaluated = evaluate_split(config, data, dataset.scale, result)
+    served_result, refit = result, None
+    if config.model.serve_refit:
+        with _timed(timings, "refit"):
+            model, refit = serving_rating_model(config, data, dataset.scale, result, verbose)
+        served_result = dataclasses.replace(result, model=model)
     # Judged on held-out data, served from all of it. The ranker is fit twice: evaluation's
     # fit (train split) is the one whose metrics are reported, and it cannot serve, because
     # it never saw the validation and test ratings, a user's latest ones on a temporal split.
@@ -401,11 +412,13 @@ def train_stage(config: Config, verbose: int = 1) -> TrainOutputs:
     with _timed(timings, "item_item"):
         ranker = serving_ranker(data, config.model, evaluated)
         neighbours = also_liked_neighbours(data)
-    manifest = build_manifest(config, dataset, data.encoding, result, data.labels, metrics, timings)
-    served = served_models(config, data, result, evaluated, metrics)
+    manifest = build_manifest(
+        config, dataset, data.encoding, served_result, data.labels, metrics, timings
+    )
+    served = served_models(config, data, result, evaluated, metrics, refit)
     manifest = dataclasses.replace(manifest, extra={**manifest.extra, **extra, "served": served})
     write_train_outputs(
-        config.out, TrainedArtifacts(manifest, dataset, data, result, ranker, neighbours)
+        config.out, TrainedArtifacts(manifest, dataset, data, served_result, ranker, neighbours)
     )
     return TrainOutputs(config.out, manifest)
 
@@ -463,10 +476,80 @@ def evaluate_split(
     return metrics, evaluation
 
 
+# The all-ratings refit is served only if the fixed-epoch fit it is simulated by is no worse
+# on validation than the early-stopped model by more than this RMSE (less is seed noise).
+REFIT_TOLERANCE = 0.002
+
+
+def kept_epoch(result: TrainingResult, config: ModelConfig) -> int:
+    """The epoch whose weights the trained model kept: the best validation MAE's where
+    early stopping restores it, else the last."""
+    val_mae = result.history["val_mae"].to_numpy()
+    if config.restore_best_weights and len(val_mae):
+        return int(np.argmin(val_mae)) + 1
+    return result.epochs_run
+
+
+def serving_rating_model(
+    config: Config, data: SplitData, scale: RatingScale, result: TrainingResult, verbose: int = 1
+) -> tuple[keras.Model, dict[str, Any]]:
+    """The rating model to serve (``model.serve_refit``), and run.json's record of the choice.
+
+    Either the train-split model, the one evaluation judged, or a refit on every rating for
+    the ``E`` epochs early stopping kept. A refit cannot be judged on ratings it was fit on,
+    so the choice is made on validation by simulating it on the train split: a fit from
+    scratch (the next seed) for exactly ``E`` epochs with no early stopping, against the
+    early-stopped model. If the simulation is no worse by ``REFIT_TOLERANCE``, ``E`` epochs
+    is a schedule that needs no validation set, and the refit on every rating is served. Two
+    more fits (the simulation and the refit) are the price, so it is asked for, not the default.
+    """
+    model_config = config.model
+    epochs = kept_epoch(result, model_config)
+    kept = float(result.settings.get("validation_rmse", np.nan))
+    record: dict[str, Any] = {"epochs": epochs, "validation_rmse": kept}
+    if config.warm_start is not None:  # E epochs from a warm start say nothing about a cold fit
+        return result.model, {**record, "chosen": False, "reason": "a warm start"}
+    rated = data.rated
+    simulated = train(
+        model_config,
+        rated.where(data.mask(TRAIN)),
+        rated.where(data.mask(VAL)),
+        seed=config.seed + 1,
+        verbose=verbose,
+        scale=scale,
+        side=data.side,
+        fixed_epochs=epochs,
+    )
+    simulated_rmse = float(simulated.settings["validation_rmse"])
+    record["simulated_validation_rmse"] = simulated_rmse
+    if not simulated_rmse <= kept + REFIT_TOLERANCE:
+        reason = f"{epochs} epochs from scratch are worse on validation than early stopping"
+        return result.model, {**record, "chosen": False, "reason": reason}
+    refit = train(
+        model_config,
+        rated,
+        rated.where(data.mask(VAL)),  # reported only: the refit has no held-out ratings left
+        seed=config.seed,
+        verbose=verbose,
+        scale=scale,
+        side=data.side,
+        fixed_epochs=epochs,
+    )
+    reason = f"{epochs} epochs from scratch are no worse on validation than early stopping"
+    return refit.model, {**record, "chosen": True, "reason": reason}
+
+
 def serving_ranker(
     data: SplitData, config: ModelConfig, evaluated: Evaluation
 ) -> WatchAndLike | None:
-    """The ranker the score stage serves: evaluation's settings, refit on every rating."""
+    """The ranker the score stage serves: evaluation's settings, refit on every rating.
+
+    Four EASE fits in a run, each needed once: evaluation's two on the train split (the
+    watched one shared with the EASE baseline), whose metrics are reported, and these two
+    on every rating, which serve. The train-split fits cannot serve: they never saw the
+    validation and test ratings, a user's latest ones on a temporal split. The settings
+    (recency, rating weight) are evaluation's, chosen on validation, so nothing is re-judged.
+    """
     judged = evaluated.ranker
     if judged is None:
         return None
@@ -486,21 +569,29 @@ def served_models(
     result: TrainingResult,
     evaluated: Evaluation,
     metrics: dict[str, Any],
+    refit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """run.json's ``served``: how each model behind the outputs was fit, and the held-out
-    metrics that judge it (those of its train-split fit, for a model refit on more)."""
+    metrics that judge it (those of its train-split fit, for a model refit on more).
+    ``refit``: ``serving_rating_model``'s record, None where no refit was asked for."""
     held_out = metrics["evaluated_on"]
     row = metrics["rows"][0]
     n_all, n_train = len(data.ratings), int(data.mask(TRAIN).sum())
+    refitted = refit is not None and refit["chosen"]
     served: dict[str, Any] = {
         "rating_model": {
-            "fit_on": "train",
-            "ratings": n_train,
-            "epochs": result.epochs_run,
+            "fit_on": "all" if refitted else "train",
+            "ratings": n_all if refitted else n_train,
+            "epochs": refit["epochs"] if refit is not None and refitted else result.epochs_run,
             "judged_on": held_out,
+            "judged_fit_on": "train",
             "rmse": row["rmse"],
             "mae": row["mae"],
-            "note": "predicted_rating and similar_movies come from this fit",
+            "validation_rmse": result.settings.get("validation_rmse"),
+            "refit": refit
+            or {"chosen": False, "reason": "not asked for (model.serve_refit): two more fits"},
+            "note": "predicted_rating and similar_movies come from this fit; its metrics are "
+            "the train-split fit's",
         },
         "also_liked": {"fit_on": "all", "ratings": n_all, "note": "co-like counts, no fit"},
     }
