@@ -3,7 +3,7 @@ browser can open.
 
 The engine is ``@duckdb/duckdb-wasm`` at a pinned version, downloaded once from the npm
 registry (``$MOVIELENS_NPM_REGISTRY``, else registry.npmjs.org) into the dataset cache, its
-SHA-512 checked against the registry's pinned integrity by ``job.data.movielens.download``; only the
+SHA-512 checked against the registry's pinned integrity by ``job.data.download.download``; only the
 files of the one variant the page loads (``eh``: WebAssembly exceptions, every current
 browser) are unpacked. ``render`` links them into ``OUT/engine/duckdb-wasm-VERSION/``, which
 ``publish`` uploads once to ``PREFIX/engine/...``, outside the runs: a later run finds them
@@ -39,7 +39,7 @@ import duckdb
 from job.core.errors import DataError, JobError
 from job.core.files import atomic_path
 from job.core.layout import ENGINE_DIR
-from job.data.movielens import download
+from job.data.download import download
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class NpmPackage:
 
     @property
     def hexdigest(self) -> str:
-        """The integrity's digest in hex, as ``job.data.movielens.download`` compares it."""
+        """The integrity's digest in hex, as ``job.data.download.download`` compares it."""
         return base64.b64decode(self.integrity.split("-", 1)[1]).hex()
 
 
