@@ -20,20 +20,13 @@ import pyarrow as pa
 from job.core.config import ScoreOptions
 from job.core.errors import ConfigError, JobError
 from job.core.files import write_json
-from job.core.layout import PARTS_DIR, RANKER_FILE
+from job.core.layout import PARTS_DIR, RANKER_FILE, part_path, summary_path
 from job.data.features import IdEncoding
 from job.data.interactions import Interactions, SeenPairs, interactions_of
 from job.models.itemitem import WatchAndLike
 from job.runfolder.manifest import load_run
 from job.runfolder.preflight import require
-from job.stages.merge import (
-    PREDICTIONS_SCHEMA,
-    TOP_K_SCHEMA,
-    parquet_part,
-    part_path,
-    remove_stale_parts,
-    summary_path,
-)
+from job.stages.parts import PREDICTIONS_SCHEMA, TOP_K_SCHEMA, parquet_part, remove_stale_parts
 
 if TYPE_CHECKING:
     from job.models.rank import ScoredBlock
