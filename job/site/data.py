@@ -7,7 +7,6 @@ train stage computed, merged into the database like the rest.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -21,6 +20,7 @@ from job.core.baselines import BASELINE_NAMES
 from job.core.config import SIMILAR_MIN_RATINGS
 from job.core.errors import JobError
 from job.core.layout import DATABASE_FILE, PARQUET_DIR, RUN_JSON, remake
+from job.core.timing import Stopwatch
 from job.data.movielens import RatingScale, natural_title
 from job.runfolder.manifest import Manifest, read_manifest
 
@@ -202,8 +202,8 @@ def load_site_data(
 ) -> tuple[SiteData, dict[str, float]]:
     """Read what the pages show from a merged run; returns the data and the time of each step."""
     manifest = manifest or read_manifest(out)
-    started = time.perf_counter()
-    with _open_database(out) as con:
+    watch = Stopwatch()
+    with watch.time("read"), _open_database(out) as con:
         tables = {
             row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
         }
@@ -243,7 +243,7 @@ def load_site_data(
             popular_min_ratings=threshold,
             neighbours=neighbours,
         )
-    return data, {"read": time.perf_counter() - started}
+    return data, watch.seconds
 
 
 def _open_database(out: Path) -> Any:

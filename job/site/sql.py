@@ -39,6 +39,7 @@ import duckdb
 from job.core.errors import DataError, JobError
 from job.core.files import atomic_path
 from job.core.layout import ENGINE_DIR
+from job.core.timing import Stopwatch
 from job.data.download import download
 
 log = logging.getLogger(__name__)
@@ -291,13 +292,25 @@ class SqlEngine:
 
 
 def engine_for_site(cache_dir: Path) -> SqlEngine:
-    """The engine from the cache (fetched on first use), or why it is missing: a failure is
-    one warning line and the page says so; rendering never fails for it."""
+    """The engine from the cache (fetched on first use, said in one line), or why it is
+    missing: a failure is one warning line and the page says so; rendering never fails for it.
+    """
+    tarball = cache_dir / "npm" / ENGINE.tarball_name
+    had_tarball = tarball.is_file()
+    watch = Stopwatch()
     try:
-        return SqlEngine(fetch_engine(cache_dir))
+        with watch.time("fetch"):
+            folder = fetch_engine(cache_dir)
     except DataError as exc:
         log.warning("sql page: no DuckDB-Wasm engine, the page says so: %s", exc)
         return SqlEngine(None, str(exc))
+    seconds = watch.seconds["fetch"]
+    if had_tarball or not tarball.is_file():
+        log.info("DuckDB-Wasm engine: cached in %s (%.1f s)", folder, seconds)
+    else:
+        size = tarball.stat().st_size / 1e6
+        log.info("DuckDB-Wasm engine: downloaded %.0f MB in %.1f s", size, seconds)
+    return SqlEngine(folder)
 
 
 def install_engine(engine: Path, out: Path) -> Path:

@@ -336,7 +336,11 @@ def merge_stage(out: Path) -> MergeOutputs:
         "seconds": round(sum(s["seconds"] for s in summaries), 3),
     }
     scoring["pairs_per_second"] = round(scoring["pairs"] / max(scoring["seconds"], 1e-9))
-    manifest = with_stage(run.manifest, "score", scoring["seconds"], scoring=scoring)
+    manifest = run.manifest
+    startups = [s["startup_seconds"] for s in summaries if s.get("startup_seconds") is not None]
+    if startups:  # shards run as their own processes: each paid its start-up, added up
+        manifest = with_stage(manifest, "score start-up", sum(startups))
+    manifest = with_stage(manifest, "score", scoring["seconds"], scoring=scoring)
 
     inputs = interactions_of(run.encoding, run.ratings, run.scale)
     history_file = out / HISTORY_FILE
