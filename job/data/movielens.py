@@ -202,8 +202,8 @@ def _read_links(path: Path) -> pd.DataFrame:
 
 def _typed_ratings(path: Path) -> pd.DataFrame | None:
     """The fast path for a well-formed ratings.csv: pyarrow's parser straight into integers
-    and floats, ~35x faster than reading strings and checking each column (ml-25m's 25M
-    rows: seconds, not minutes, and no 25M x 4 Python strings in memory). None for anything
+    and floats, far faster than reading strings and checking each column, and no Python
+    string per cell in memory (docs/benchmarks.md). None for anything
     unusual (another header, a BOM, an empty or non-numeric cell, a non-finite rating): the
     string path then reads the file and names the offending line."""
     try:

@@ -62,11 +62,10 @@ class FactorisedModel(keras.Model):
     def _embedding_regularizer(self) -> keras.regularizers.Regularizer | None:
         """L2 on whole embedding (and bias) tables, added to the loss at every step.
 
-        Tried against L2 on only the rows a batch looks up (the classic SGD matrix
-        factorisation penalty, Keras' ``activity_regularizer``): on ml-latest-small's
-        validation set the whole-table penalty was clearly better (val MAE 0.636 against
-        0.640 for the DLRM model), since with Adam it keeps pulling rarely rated users and
-        movies towards zero between their rare updates.
+        With Adam it keeps pulling rarely rated users and movies towards zero between their
+        rare updates: on small real data that shrinkage helps, on data with a strong user x
+        movie interaction it holds the model at the global mean, where ``l2_scope="batch"``
+        (only the rows a batch looks up) does better. Figures: docs/benchmarks.md.
         """
         if not self.cfg.l2 or self.cfg.l2_scope != "tables":
             return None

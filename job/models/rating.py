@@ -68,8 +68,8 @@ class WarmupHalving(keras.optimizers.schedules.LearningRateSchedule):
     from the first (``ModelConfig.warmup_steps`` and ``halve_every``). Serialisable: model.keras
     keeps it.
 
-    Halving from step 0 rather than from the end of the warm-up was the better of the two on
-    validation (latent data, 3.1M ratings: RMSE 0.6293 in 5 epochs against 0.6348 in 4).
+    Halving from step 0 rather than from the end of the warm-up validated better
+    (docs/benchmarks.md, "Design measurements").
     """
 
     def __init__(self, peak: float, warmup_steps: int, halve_every: int) -> None:

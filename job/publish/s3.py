@@ -352,7 +352,7 @@ class S3Storage:
 @functools.cache
 def _service_models() -> Any:
     """botocore's loader of service models: it parses the S3 model (JSON, most of a client's
-    0.5 s set-up) and then only reads it, so one per process serves every publish's clients."""
+    set-up) and then only reads it, so one per process serves every publish's clients."""
     import botocore.session
 
     return botocore.session.get_session().get_component("data_loader")

@@ -175,7 +175,7 @@ def star_label(value: float) -> str:
 class RatingChart:
     """A bar chart of how many users gave each rating, drawn by matplotlib once per render.
 
-    Drawing 10,000 small figures would take minutes (about 10 ms each), so matplotlib draws
+    Drawing one figure per movie would take minutes on a large catalogue, so matplotlib draws
     one: the axis, the labels and every bar at full height, each bar in a group with a known
     id. A movie's chart is that drawing with each bar scaled about the baseline to its count
     (an SVG ``transform``) and the counts written above the bars: microseconds per movie.

@@ -43,10 +43,8 @@ USERS_PER_SHARD = 1000
 # The movie-to-movie neighbours of the movie pages and the taste page, as (table, neighbour
 # column, score column), read ``ORDER BY movie_id, rank``: "people who liked this also liked"
 # (co-likes), which read better than the model's embedding neighbours (``similar_movies``):
-# on ml-latest-small they share a genre more often (80% against 76% of a movie's top 10),
-# are closer in time (median 3 years apart against 7) and are movies people know (88 ratings
-# on average against 27); Die Hard's are The Matrix, The Terminator and The Empire Strikes
-# Back rather than The Devil's Rejects and District 13.
+# they share a genre more often, are closer in time and are movies people know
+# (docs/benchmarks.md, "Design measurements").
 TASTE_SOURCE = ("also_liked", "other_movie_id", "score")
 # What the taste page says its neighbours are, for each source it may read.
 TASTE_EXPLAINED = {

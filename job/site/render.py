@@ -91,9 +91,8 @@ from job.site.templates import (
 
 log = logging.getLogger(__name__)
 
-# Below this many pages a process pool costs more to start than it saves. Measured on 2
-# cores with ml-latest-small (10,354 pages): one process writes them in about 3 s; two
-# spawned workers took longer (each re-imports numpy and Jinja2 and unpickles the data).
+# Below this many pages a process pool costs more to start than it saves: each spawned
+# worker re-imports numpy and Jinja2 and unpickles the data (docs/benchmarks.md).
 PARALLEL_MIN_PAGES = 50_000
 
 

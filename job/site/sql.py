@@ -80,7 +80,7 @@ ENGINE = NpmPackage(
     "1.32.0",
     "sha512-IewXTNYEjsZCPE9weUWgtjGxUlMRo7qhX0GF6tq/KjK8bnY+RAl4cyUdYUfcdzbyb4b9ZxPC+FOsCcxgaKFWMg==",
 )
-# The eh variant only: 34 MB of wasm (mvp is 39 MB, and needs no browser feature eh lacks).
+# The eh variant only: the smaller of the two, and mvp needs no browser feature eh lacks.
 ENGINE_FILES = ("duckdb-eh.wasm", "duckdb-browser-eh.worker.js")
 # Where the engine sits in OUT, and under the publish prefix (job.publish uploads it there).
 ENGINE_FOLDER = f"{ENGINE_DIR}/duckdb-wasm-{ENGINE.version}"
@@ -315,7 +315,7 @@ def engine_for_site(cache_dir: Path) -> SqlEngine:
 
 def install_engine(engine: Path, out: Path) -> Path:
     """``OUT/engine/duckdb-wasm-VERSION/``: the engine's files, hard-linked from the cache
-    where the file system allows (no copy of 34 MB per run), else copied. Left alone when
+    where the file system allows (no copy of the engine per run), else copied. Left alone when
     already complete."""
     target = out / ENGINE_FOLDER
     if all(

@@ -54,7 +54,7 @@ def installed_templates() -> Path:
 def check_templates(templates: Path | None = None) -> Path:
     """The template folder, once every page template parses and every static file is there.
 
-    Cheap (well under a second), so ``run`` calls it before training, like the publish
+    Cheap (it parses a few templates), so ``run`` calls it before training, like the publish
     target's check: a broken install fails at once instead of after the expensive stages.
 
     Raises:

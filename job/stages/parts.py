@@ -47,8 +47,8 @@ TOP_K_SCHEMA = pa.schema(
         ("cold_start", pa.bool_()),
     ]
 )
-# Rows per Parquet row group: DuckDB reads row groups in parallel, and 1M rows of
-# predictions is ~5 MB compressed: large enough to compress well, small to hold.
+# Rows per Parquet row group: DuckDB reads row groups in parallel; a group this size
+# compresses well and stays small to hold (docs/benchmarks.md, "Design measurements").
 ROW_GROUP_ROWS = 1 << 20
 
 
