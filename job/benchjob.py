@@ -35,6 +35,7 @@ from job.core.config import Config, PublishOptions, default_cache_dir
 from job.core.errors import ConfigError
 from job.core.layout import RUN_JSON
 from job.core.memory import usable_cores
+from job.core.timing import first_stage_startup
 from job.data.synthetic import Shape, write_movielens_folder
 from job.pipeline import Measured, publish, run_all, run_stage
 from job.runfolder.manifest import StageRecord, read_manifest
@@ -112,6 +113,11 @@ def run_bench_job(
     result = BenchJobResult(size, config.out, folder, config.preset, config.score.keep_top)
     load_before = os.getloadavg()
     started_all = time.perf_counter()
+    # The process's start-up is taken here, so that it is the imports alone and the train
+    # stage after the data's generation does not count the generation as its start-up.
+    startup = first_stage_startup()
+    if startup is not None:
+        result.rows.append(StageRow("start-up (imports)", startup, None, None, None, ""))
     generated = run_stage(
         "generate",
         config.out,

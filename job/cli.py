@@ -286,7 +286,7 @@ def import_keras_quietly() -> None:
 @contextlib.contextmanager
 def _without_matplotlib() -> Iterator[None]:
     """Keras imports ``matplotlib.pyplot`` if it can, for image galleries this job never
-    draws: 0.3-1.1 s of every Keras process (`python -m job score` among them). While Keras
+    draws, a noticeable part of every Keras process's start-up. While Keras
     imports, matplotlib reads as not installed (Keras then leaves those helpers unset); it
     imports normally afterwards (the site's chart uses ``matplotlib.figure``)."""
     blocked = [name for name in ("matplotlib", "matplotlib.pyplot") if name not in sys.modules]

@@ -2,7 +2,9 @@
 
 ``STAGES`` is the order; ``run_stage`` is the per-stage hook (wall and CPU time, peak
 memory, and the stage's record in run.json); ``train``, ``score``, ``merge``, ``render``
-and ``publish`` run one stage through it. ``run_all`` (``python -m job run``), the
+and ``publish`` run one stage through it. The first stage of a process also reports the
+process's start-up (its imports) as a timing of its own: "start-up" for train (``train``,
+``run``), "STAGE start-up" for a stage command run alone. ``run_all`` (``python -m job run``), the
 single-stage commands (``job.cli``) and ``bench-job`` (``job.benchjob``) all use them.
 
 The stage modules are imported when their stage runs: ``merge``, ``render`` and ``publish``
@@ -11,16 +13,17 @@ never load Keras (an import of seconds).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from job.core.config import Config, PublishOptions, ScoreOptions
-from job.core.memory import cpu_seconds, peak_rss, reset_peak_rss
-from job.runfolder.manifest import StageRecord
+from job.core.config import Config, PublishOptions, ScoreOptions, default_cache_dir
+from job.core.memory import peak_rss, reset_peak_rss
+from job.core.timing import Stopwatch, first_stage_startup
+from job.runfolder.manifest import StageRecord, read_manifest, with_stage, write_manifest
 
 if TYPE_CHECKING:
     from job.publish import PublishSummary, PublishTarget
@@ -45,30 +48,51 @@ class Measured(Generic[T]):
     wall_s: float
     cpu_s: float  # this process and the child processes it waited for
     peak_rss_bytes: int  # this process during the stage (Linux's VmHWM, reset before it)
+    startup_s: float | None = None  # the process's start-up, when this was its first stage
 
 
-def run_stage(stage: str, out: Path, body: Callable[[], T]) -> Measured[T]:
+def startup_label(stage: str) -> str:
+    """run.json's name for the start-up of a process whose first stage is ``stage``."""
+    return "start-up" if stage == "train" else f"{stage} start-up"
+
+
+def run_stage(
+    stage: str, out: Path, body: Callable[[], T], startup: float | None = None
+) -> Measured[T]:
     """Run one stage: time it, take its peak memory, and write its record (if its result
     carries one, as merge's and render's do) into ``out``'s run.json, once, when it is done.
     Train writes run.json itself, last, as the mark of a finished run; score writes none
-    (shards run in parallel); publish uploads run.json and leaves it as it was."""
+    (shards run in parallel); publish uploads run.json and leaves it as it was.
+
+    ``startup``: the process's start-up when this is its first stage (``first_stage_startup``),
+    logged, and recorded beside the stage's own time where the stage writes a record."""
+    if startup is not None:
+        log.info("%s %.1f s (imports)", startup_label(stage), startup)
     reset_peak_rss()
-    cpu, started = cpu_seconds(), time.perf_counter()
+    watch = Stopwatch()
     log.debug("%s ...", stage)
-    value = body()
-    wall = time.perf_counter() - started
-    measured = Measured(stage, value, wall, cpu_seconds() - cpu, peak_rss())
+    with watch.time(stage):
+        value = body()
+    wall, cpu = watch.seconds[stage], watch.cpu_seconds[stage]
+    measured = Measured(stage, value, wall, cpu, peak_rss(), startup)
     record = getattr(value, "record", None)
     if isinstance(record, StageRecord):
+        if startup is not None:
+            manifest = with_stage(record.manifest, startup_label(stage), startup)
+            record = dataclasses.replace(record, manifest=manifest)
         record.write(out, stage, wall)
-    log.debug("%s took %.1f s (%.1f CPU s)", stage, wall, measured.cpu_s)
+    log.debug("%s took %.1f s (%.1f CPU s)", stage, wall, cpu)
     return measured
 
 
 def train(config: Config, verbose: int = 1) -> Measured[TrainOutputs]:
     from job.stages.train import train_stage
 
-    measured = run_stage("train", config.out, lambda: train_stage(config, verbose=verbose))
+    startup = first_stage_startup()
+    measured = run_stage("train", config.out, lambda: train_stage(config, verbose=verbose), startup)
+    if startup is not None:  # train writes run.json itself: its start-up goes in after it
+        manifest = read_manifest(config.out)
+        write_manifest(config.out, with_stage(manifest, startup_label("train"), startup))
     log.info("run %s written to %s", measured.value.manifest.run_id, config.out)
     return measured
 
@@ -78,22 +102,33 @@ def score(
 ) -> Measured[ScoreSummary]:
     from job.stages.score import score_stage
 
-    return run_stage("score", out, lambda: score_stage(out, shard, options))
+    # Score writes no record (shards run in parallel): its summary carries the start-up to merge.
+    startup = first_stage_startup()
+    return run_stage("score", out, lambda: score_stage(out, shard, options, startup), startup)
 
 
 def merge(out: Path) -> Measured[MergeOutputs]:
     from job.stages.merge import merge_stage
 
-    return run_stage("merge", out, lambda: merge_stage(out))
+    return run_stage("merge", out, lambda: merge_stage(out), first_stage_startup())
 
 
 def render(
     out: Path, workers: int | None = None, cache_dir: Path | None = None
 ) -> Measured[SiteSummary]:
+    from job.runfolder.preflight import require
     from job.site import render_site
+    from job.site.sql import engine_for_site
 
+    startup = first_stage_startup()
+    manifest = require(out, "render")  # a folder that cannot render fails before the fetch
+    # The SQL page's engine is fetched (once per cache) before the stage, outside its time.
+    engine = engine_for_site(cache_dir or default_cache_dir())
     measured = run_stage(
-        "render", out, lambda: render_site(out, workers=workers, cache_dir=cache_dir)
+        "render",
+        out,
+        lambda: render_site(out, workers=workers, engine=engine, manifest=manifest),
+        startup,
     )
     site = measured.value.site
     log.info("site written to %s (open %s)", site, site / "index.html")
@@ -111,6 +146,7 @@ def publish(
         "publish",
         out,
         lambda: upload(out, where, endpoint_url=options.endpoint_url, keep_runs=options.keep_runs),
+        first_stage_startup(),
     )
 
 

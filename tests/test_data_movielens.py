@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import http.server
-import io
-import threading
-import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from synth import write_movielens
 
@@ -19,8 +12,6 @@ from job.core.errors import DataError
 from job.data.movielens import (
     HALF_STARS,
     WHOLE_STARS,
-    KnownDataset,
-    fetch,
     load_dataset,
     load_folder,
     natural_title,
@@ -161,15 +152,6 @@ def test_duplicate_movie_rows_refused(
 # --- accepted quirks and documented rules ---
 
 
-def test_duplicate_ratings_keep_the_latest(folder: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with open(folder / "ratings.csv", "a") as f:
-        f.write("1,10,1.0,5\n1,10,5.0,9999999\n1,10,2.0,7\n")
-    dataset = load_folder(folder, "x")
-    kept = dataset.ratings[(dataset.ratings.user_id == 1) & (dataset.ratings.movie_id == 10)]
-    assert kept["rating"].tolist() == [5.0]
-    assert "duplicate (user, movie) ratings; kept the latest" in caplog.text
-
-
 def test_bom_and_crlf_are_read_like_clean_files(folder: Path, tmp_path: Path) -> None:
     clean = load_folder(folder, "x")
     for name in ("ratings.csv", "movies.csv"):
@@ -244,71 +226,6 @@ def test_100k_layout(tmp_path: Path) -> None:
     dataset = load_folder(tmp_path, "ml-100k")
     assert dataset.movies.set_index("movie_id").loc[20, "title"] == "Señor (1996)"
     assert len(dataset.ratings) == 2
-
-
-# --- download with a pinned checksum, against a local HTTP server ---
-
-
-@pytest.fixture
-def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    root = tmp_path / "www"
-    root.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
-
-
-def make_zip(folder: Path, name: str) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for file in folder.iterdir():
-            zf.write(file, f"{name}/{file.name}")
-    return buffer.getvalue()
-
-
-def test_download_checks_sha256_and_caches(
-    folder: Path, tmp_path: Path, http_server: tuple[str, Path]
-) -> None:
-    base, root = http_server
-    archive = make_zip(folder, "ml-test")
-    (root / "ml-test.zip").write_bytes(archive)
-    known = KnownDataset("ml-test", hashlib.sha256(archive).hexdigest())
-    cache = tmp_path / "cache"
-    unpacked = fetch(known, cache, url=f"{base}/ml-test.zip")
-    assert (unpacked / "ratings.csv").read_bytes() == (folder / "ratings.csv").read_bytes()
-    (root / "ml-test.zip").unlink()  # a second use must not touch the network
-    assert fetch(known, cache, url=f"{base}/ml-test.zip") == unpacked
-    assert np.array_equal(
-        load_folder(unpacked, "ml-test").ratings, load_folder(folder, "x").ratings
-    )
-
-
-def test_download_with_wrong_checksum_is_refused(
-    folder: Path, tmp_path: Path, http_server: tuple[str, Path]
-) -> None:
-    base, root = http_server
-    (root / "ml-test.zip").write_bytes(make_zip(folder, "ml-test"))
-    known = KnownDataset("ml-test", "0" * 64)
-    with pytest.raises(DataError, match="expected 0000"):
-        fetch(known, tmp_path / "cache", url=f"{base}/ml-test.zip")
-    assert not list((tmp_path / "cache").iterdir()), "no partial download may stay in the cache"
-
-
-def test_download_without_network_says_where_to_put_the_file(tmp_path: Path) -> None:
-    known = KnownDataset("ml-test", "0" * 64)
-    with pytest.raises(DataError) as error:
-        fetch(known, tmp_path / "cache", url="http://127.0.0.1:9/ml-test.zip")
-    assert f"put it at {tmp_path / 'cache' / 'ml-test.zip'}" in str(error.value)
 
 
 @pytest.mark.parametrize(

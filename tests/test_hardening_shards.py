@@ -107,7 +107,7 @@ def test_a_shard_never_removes_another_shards_fresh_part(
     part into place but not yet replaced its stale summary when shard 0 starts. Shard 0
     removes its own stale files and the other count's, never shard 1's; and a stale file
     another process removed first is no error."""
-    from job.stages.merge import remove_stale_parts
+    from job.stages.parts import remove_stale_parts
 
     parts = tmp_path / "parts"
     parts.mkdir()

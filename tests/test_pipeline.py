@@ -195,3 +195,90 @@ def test_run_all_publishes_to_the_target_it_parsed_before_training(
     latest = json.loads((site / "latest.json").read_text(encoding="utf-8"))
     assert latest["run_id"] == result.run_id
     assert (site / "runs" / result.run_id / "site" / "index.html").is_file()
+
+
+# ---------------------------------------------------------------------------------------
+# Start-up: the first stage of each process records the time before it (the imports)
+
+
+def new_process(monkeypatch: pytest.MonkeyPatch, age: float = 4.2) -> None:
+    """As if a fresh process started ``age`` seconds before its first stage."""
+    from job.core import timing
+
+    monkeypatch.setattr(timing, "_startup_taken", False)
+    monkeypatch.setattr(timing, "process_age", lambda: age)
+
+
+def no_engine(monkeypatch: pytest.MonkeyPatch, events: list[object] | None = None) -> None:
+    """Offline, with an empty cache: the SQL page's engine cannot be fetched."""
+    from job.core.errors import DataError
+    from job.site import sql
+
+    def offline(cache_dir: Path) -> Path:
+        if events is not None:
+            events.append("fetch")
+        raise DataError("could not download the engine (offline)")
+
+    monkeypatch.setattr(sql, "fetch_engine", offline)
+
+
+def test_train_records_the_start_up_of_its_process(
+    tiny_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from job import pipeline
+
+    new_process(monkeypatch)
+    config = build_config(data=str(tiny_data), preset="seed", out=tmp_path, epochs=1)
+    with caplog.at_level("INFO", logger="job.pipeline"):
+        pipeline.train(config, verbose=0)
+    timings = read_manifest(tmp_path).timings
+    assert timings["start-up"] == 4.2 and "train" in timings
+    assert "start-up 4.2 s (imports)" in caplog.text
+
+
+def test_each_stage_command_records_its_own_start_up_once(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """score, merge and render run alone, each in its own process: each start-up is in
+    run.json (score's through its summary and merge); a second stage of one process adds none."""
+    from job import pipeline
+    from job.core.config import ScoreOptions
+
+    out = tmp_path / "out"
+    shutil.copytree(tiny_run, out)
+    no_engine(monkeypatch)
+    new_process(monkeypatch, 1.5)
+    assert pipeline.score(out, options=ScoreOptions(top_k=5)).value.startup_seconds == 1.5
+    new_process(monkeypatch, 2.5)
+    pipeline.merge(out)
+    new_process(monkeypatch, 3.5)
+    pipeline.render(out, workers=1, cache_dir=tmp_path / "cache")
+    pipeline.merge(out)  # the same process again: its start-up is counted already
+    timings = read_manifest(out).timings
+    assert timings["score start-up"] == 1.5 and timings["render start-up"] == 3.5
+    assert timings["merge start-up"] == 2.5  # the first merge's, kept by the second
+    assert {"score", "merge", "render"} <= set(timings)
+
+
+def test_render_fetches_the_engine_before_its_stage_starts(
+    scored_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's download is its own step, outside the render stage's time."""
+    from job import pipeline
+
+    out = tmp_path / "out"
+    shutil.copytree(scored_run, out)
+    events: list[object] = []
+    no_engine(monkeypatch, events)
+    real = pipeline.run_stage
+
+    def spy(stage: str, *args: object, **kwargs: object) -> object:
+        events.append(("stage", stage))
+        return real(stage, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "run_stage", spy)
+    pipeline.render(out, workers=1, cache_dir=tmp_path / "cache")
+    assert events == ["fetch", ("stage", "render")]

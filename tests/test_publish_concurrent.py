@@ -34,14 +34,10 @@ from publish_support import s3 as s3_client
 
 from job.core.errors import PublishRefused
 from job.publish import publish, redirect_page
-from job.publish.core import (
-    LATEST_KEY,
-    MARKER,
-    STALE_AFTER,
-    PublishSummary,
-    publish_run,
-)
+from job.publish.core import PublishSummary, publish_run
+from job.publish.entries import LATEST_KEY
 from job.publish.local import LocalStorage
+from job.publish.retention import MARKER, STALE_AFTER
 from job.publish.runfiles import LocalFile, collect_files, read_run
 from job.publish.s3 import S3Storage
 from job.publish.storage import Storage, Stored

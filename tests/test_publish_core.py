@@ -31,7 +31,7 @@ from publish_support import (
 from job.cli import main
 from job.core.errors import PublishError, PublishRefused
 from job.publish import ENTRY_CACHE, IMMUTABLE_CACHE, publish, redirect_page
-from job.publish.core import MARKER, STALE_AFTER, RunRef, StoredRun, runs_to_remove
+from job.publish.retention import MARKER
 
 
 def test_publish_layout_content_types_and_order(
@@ -216,42 +216,6 @@ def test_progress_summary_and_no_secrets_in_output(
     with caplog.at_level(logging.WARNING, logger="job"):
         publish(make_out(tmp_path, RUN_B), f"s3://{bucket}/q", endpoint_url=s3_server)
     assert caplog.text == "" and capsys.readouterr().err == ""
-
-
-# The pure rule of --keep-runs: which stored runs go.
-
-
-def stored(run_id: str, complete: bool = True, last_modified: float | None = None) -> StoredRun:
-    return StoredRun(RunRef(run_id[:16], run_id), complete, last_modified)
-
-
-RECENT, STALE = 1000.0, 1000.0 - STALE_AFTER - 1  # last writes, seen at time 1000
-
-
-@pytest.mark.parametrize(
-    ("runs", "keep", "named", "removed"),
-    [
-        # Complete runs beyond the newest N go, oldest first ...
-        ([stored("20270101T000000Z-a"), stored("20270102T000000Z-b")], 1, "20270102T000000Z-b",
-         ["20270101T000000Z-a"]),
-        # ... but never the named run nor a newer one, even beyond N: it may yet be named.
-        ([stored("20270101T000000Z-a"), stored("20270102T000000Z-b"),
-          stored("20270103T000000Z-c")], 1, "20270101T000000Z-a", []),
-        ([stored("20270101T000000Z-a"), stored("20270102T000000Z-b"),
-          stored("20270103T000000Z-c")], 1, "20270102T000000Z-b", ["20270101T000000Z-a"]),
-        ([stored("20270101T000000Z-a"), stored("20270102T000000Z-b"),
-          stored("20270103T000000Z-c")], 2, "20270103T000000Z-c", ["20270101T000000Z-a"]),
-        # An incomplete older run: kept while recent (someone may be uploading it) ...
-        ([stored("20270101T000000Z-a", False, RECENT), stored("20270102T000000Z-b")], 1,
-         "20270102T000000Z-b", []),
-        # ... removed once stale; an incomplete newer one never, stale or not.
-        ([stored("20270101T000000Z-a", False, STALE), stored("20270102T000000Z-b"),
-          stored("20270103T000000Z-c", False, STALE)], 1, "20270102T000000Z-b",
-         ["20270101T000000Z-a"]),
-    ],
-)  # fmt: skip
-def test_runs_to_remove(runs: list[StoredRun], keep: int, named: str, removed: list[str]) -> None:
-    assert runs_to_remove(runs, keep, RunRef(named[:16], named), now=1000.0) == removed
 
 
 def test_the_engine_goes_beside_the_runs_once(bucket: str, s3_server: str, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from publish_support import PUBLISHED, RUN_A, RUN_B, RUN_C, cli, make_out
 
 from job.core.errors import PublishError
 from job.publish import publish, redirect_page
-from job.publish.core import MARKER
+from job.publish.retention import MARKER
 
 
 def test_local_publish_same_layout_and_idempotent(tmp_path: Path) -> None:

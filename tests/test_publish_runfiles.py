@@ -12,7 +12,7 @@ from publish_support import PUBLISHED, RUN_A, make_out
 
 from job.core.errors import PublishError
 from job.publish import content_type, publish, redirect_page
-from job.publish.core import RunRef
+from job.publish.entries import RunRef
 from job.publish.runfiles import run_created
 
 

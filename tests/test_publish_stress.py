@@ -33,7 +33,7 @@ from publish_support import make_out as make_small_out
 from publish_support import s3 as s3_client
 
 from job.publish import publish, redirect_page
-from job.publish.core import MARKER
+from job.publish.retention import MARKER
 
 
 @pytest.fixture

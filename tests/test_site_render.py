@@ -36,7 +36,7 @@ from job.cli import main
 from job.core.config import N_SIMILAR
 from job.core.errors import JobError
 from job.models.itemitem import COSINE_SHRINK
-from job.site.render import stars
+from job.site.templates import stars
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -312,25 +312,6 @@ def test_real_merge_output_renders(scored_run: Path, tmp_path: Path) -> None:
     recommended = [row[2] for row in page.tables[1][1:]]
     assert len(recommended) == 5
     assert not set(recommended) & {titles[m] for m in rated}
-
-
-def test_metrics_print_counts_as_integers_and_scores_to_four_places() -> None:
-    from job.site.render import metric_value
-
-    assert metric_value(559, "ranked_users") == "559"
-    assert metric_value(10083.0, "n") == "10,083"
-    assert metric_value(0.837893, "rmse") == "0.8379"
-    assert metric_value(19.178, "training_seconds") == "19.18"
-    assert metric_value(None, "rmse") == metric_value(float("nan"), "mae") == "–"
-
-
-def test_stars_round_to_half_stars() -> None:
-    assert site.stars(5.0) == "★★★★★"
-    assert site.stars(3.7) == "★★★½☆"
-    assert site.stars(0.2) == "☆☆☆☆☆"
-    assert site.metric_label("ndcg_at_10") == "nDCG@10"
-    assert site.metric_label("precision_at_10") == "Precision@10"
-    assert site.metric_label("rmse") == "RMSE"
 
 
 def test_movie_page_links_out_to_imdb_and_tmdb(fixed_site: Path) -> None:

@@ -23,7 +23,7 @@ import duckdb
 import markupsafe
 import pytest
 
-from job import site
+from job import pipeline, site
 from job.core.errors import DataError
 from job.core.layout import DATABASE_FILE, SITE_DIR
 from job.site import sql
@@ -232,7 +232,7 @@ def test_render_with_the_engine_cached(
     for name, content in FAKE_FILES.items():
         (engine / name).write_bytes(content)
     monkeypatch.setenv(sql.REGISTRY_ENV, closed_port())  # never asked: the cache has it
-    site.render_site(out, workers=1, cache_dir=cache)
+    pipeline.render(out, workers=1, cache_dir=cache)  # as `render` and `run` do
     installed = out / sql.ENGINE_FOLDER
     assert {p.name: p.read_bytes() for p in installed.iterdir()} == FAKE_FILES
     page = (out / SITE_DIR / "sql.html").read_text(encoding="utf-8")
@@ -256,7 +256,7 @@ def test_render_without_engine_or_network_still_succeeds(
     shutil.copytree(scored_run, out)
     monkeypatch.setenv(sql.REGISTRY_ENV, closed_port())
     with caplog.at_level(logging.WARNING):
-        summary = site.render_site(out, workers=1, cache_dir=tmp_path / "empty-cache")
+        summary = pipeline.render(out, workers=1, cache_dir=tmp_path / "empty-cache").value
     assert summary.pages > 0
     page = (out / SITE_DIR / "sql.html").read_text(encoding="utf-8")
     assert 'id="sql-missing"' in page and "could not download" in page

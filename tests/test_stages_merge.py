@@ -16,20 +16,17 @@ import pytest
 from job.cli import main
 from job.core.errors import JobError
 from job.core.files import read_json, write_json
+from job.core.layout import part_path, summary_path
 from job.data.movielens import HALF_STARS
 from job.runfolder.manifest import DatasetInfo, Manifest, ModelInfo
 from job.stages.merge import (
-    PREDICTIONS_SCHEMA,
     TABLES,
     MergeInputs,
     merge_stage,
     output_tables,
-    parquet_part,
-    part_path,
-    remove_stale_parts,
-    summary_path,
     write_database,
 )
+from job.stages.parts import remove_stale_parts
 
 SCHEMA = {
     "movies": {
@@ -236,32 +233,7 @@ def test_output_tables_edge_cases() -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# Atomic writes
-
-
-def test_parquet_part_appears_only_when_complete(tmp_path: Path) -> None:
-    path = tmp_path / "parts" / "predictions-00000-of-00001.parquet"
-    rows = {
-        "user_id": np.array([1, 1, 2]),
-        "movie_id": np.array([5, 6, 5]),
-        "predicted_rating": np.array([3.5, 4.0, 2.0], "float32"),
-        "score": np.array([0.3, 0.2, 0.1], "float32"),
-        "cold_start": np.array([False, True, False]),
-        "rank": np.array([1, 2, 1]),  # extra columns are ignored
-    }
-    with pytest.raises(RuntimeError), parquet_part(path, PREDICTIONS_SCHEMA) as part:
-        part.write(rows)
-        raise RuntimeError("scoring failed")
-    assert list(path.parent.iterdir()) == []
-    with parquet_part(path, PREDICTIONS_SCHEMA, row_group_rows=4) as part:
-        for _ in range(3):
-            part.write(rows)
-    table = pq.read_table(path)
-    assert table.schema == PREDICTIONS_SCHEMA and table.num_rows == 9
-    groups = pq.ParquetFile(path).metadata
-    sizes = [groups.row_group(i).num_rows for i in range(groups.num_row_groups)]
-    assert sizes == [4, 2, 3]  # buffered to at least 4 rows, written in groups of at most 4
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
+# Atomic writes (of a part: tests/test_stages_parts.py)
 
 
 def test_failed_merge_keeps_the_previous_database(scored_run: Path, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Load and validate MovieLens datasets: the shipped one, GroupLens downloads, or a folder.
+"""Load MovieLens datasets: the shipped one, GroupLens downloads (``job.data.download``), or a
+folder, in each of MovieLens' layouts, validated (``job.data.validate``) on the way in.
 
 Every problem a user can cause (a missing file, a misspelled column, a stray value) becomes
 a ``DataError`` with one line naming the file, the line or column, and the fix.
@@ -7,16 +8,9 @@ a ``DataError`` with one line naming the file, the line or column, and the fix.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import io
 import logging
-import os
 import re
-import shutil
-import tempfile
-import urllib.error
-import urllib.request
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +19,19 @@ import numpy as np
 import pandas as pd
 
 from job.core.errors import DataError
+from job.data.download import KNOWN, dataset_checksum, fetch
+from job.data.validate import (
+    bad_row,
+    check_movies_known,
+    drop_duplicate_pairs,
+    finite_numbers,
+    refuse_duplicate_movies,
+    whole_ids,
+)
 
 log = logging.getLogger(__name__)
 
 SHIPPED_DIR = Path(__file__).parent / "datasets"
-GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/{name}.zip"
 
 
 @dataclass(frozen=True)
@@ -69,40 +71,6 @@ class Dataset:
     scale: RatingScale
     sha256: str
     links: pd.DataFrame = field(default_factory=lambda: _empty_links())
-
-
-@dataclass(frozen=True)
-class KnownDataset:
-    """A GroupLens archive: where it lives and its pinned checksum."""
-
-    name: str
-    sha256: str
-
-    @property
-    def url(self) -> str:
-        return GROUPLENS_URL.format(name=self.name)
-
-
-# SHA-256 of each archive as served by GroupLens (the same values tensorflow_datasets pins).
-# ml-latest is refreshed by GroupLens now and then; this is the 2023-07-20 snapshot, and a
-# newer one is refused with a message saying the archive changed upstream.
-KNOWN: dict[str, KnownDataset] = {
-    k.name: k
-    for k in [
-        # shipped inside the package; this is the archive's checksum, for reference
-        KnownDataset(
-            "ml-latest-small", "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436"
-        ),
-        KnownDataset(
-            "ml-latest", "66a9e518c747d76b241d9a859b001a2619d3ed1672ceef599eb50daf73a7b4a3"
-        ),
-        KnownDataset("ml-25m", "8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa"),
-        KnownDataset("ml-32m", "e4a68655d7386b8f95f2f2424b2ff975dfdd15ffd59e0d864a14dca43e99d6ee"),
-        KnownDataset("ml-1m", "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20"),
-        KnownDataset("ml-10m", "813c411ccb6122564edfe752e7f80c4dcc5aa25fa94c93622f6877a7ba252862"),
-        KnownDataset("ml-100k", "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229"),
-    ]
-}
 
 
 # ---------------------------------------------------------------------------------------
@@ -145,110 +113,19 @@ def load_folder(folder: Path, name: str) -> Dataset:
         )
     ratings, movies, tags = loader(folder)
     scale = _infer_scale(ratings, folder / files[0])
-    _check_movies_known(ratings, movies, folder / files[0], folder / files[1])
-    ratings = _drop_duplicate_pairs(ratings, folder / files[0])
+    check_movies_known(ratings, movies, folder / files[0], folder / files[1])
+    ratings = drop_duplicate_pairs(ratings, folder / files[0])
     return Dataset(
         name=name,
         ratings=ratings.reset_index(drop=True),
         movies=movies.reset_index(drop=True),
         tags=tags.reset_index(drop=True),
         scale=scale,
-        sha256=_checksum([folder / f for f in files if (folder / f).exists()]),
+        sha256=dataset_checksum([folder / f for f in files if (folder / f).exists()]),
         links=_read_links(folder / "links.csv")
         if (folder / "links.csv").exists()
         else _empty_links(),
     )
-
-
-# ---------------------------------------------------------------------------------------
-# Download with a pinned checksum
-
-
-def fetch(known: KnownDataset, cache_dir: Path, url: str | None = None) -> Path:
-    """The unpacked folder of a GroupLens archive, downloaded into the cache on first use."""
-    folder = cache_dir / known.name
-    if folder.is_dir():
-        return folder
-    archive = cache_dir / f"{known.name}.zip"
-    if not archive.exists():
-        download(url or known.url, archive, known.sha256)
-    elif _sha256_file(archive) != known.sha256:
-        raise DataError(
-            f"{archive}: checksum does not match the pinned SHA-256 {known.sha256}; "
-            "delete it and download it again"
-        )
-    _unpack(archive, folder)
-    return folder
-
-
-def download(url: str, dest: Path, sha256: str, *, algorithm: str = "sha256") -> None:
-    """Stream ``url`` to ``dest`` atomically, refusing a file whose digest differs.
-
-    ``sha256`` is the expected hex digest; ``algorithm`` names another hashlib algorithm
-    for a source that pins one (the npm registry's integrity is SHA-512).
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    log.info("downloading %s", url)
-    tmp = dest.with_name(dest.name + ".part")
-    digest = hashlib.new(algorithm)
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
-            total = int(response.headers.get("Content-Length") or 0)
-            done = 0
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if total and done % (16 << 20) < len(chunk):
-                    log.info("  %d / %d MB", done >> 20, total >> 20)
-    except (urllib.error.URLError, OSError) as exc:
-        tmp.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", exc)
-        raise DataError(
-            f"could not download {url} ({reason}); without network, download it elsewhere "
-            f"and put it at {dest}"
-        ) from None
-    if digest.hexdigest() != sha256:
-        tmp.unlink(missing_ok=True)
-        raise DataError(
-            f"{url}: downloaded file has {algorithm.upper()} {digest.hexdigest()}, "
-            f"expected {sha256}; "
-            "the download is corrupt or the archive changed upstream"
-        )
-    os.replace(tmp, dest)
-
-
-def _unpack(archive: Path, folder: Path) -> None:
-    """Extract the archive's files (flattened) into ``folder``, atomically."""
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            for member in zf.infolist():
-                if member.is_dir():
-                    continue
-                with zf.open(member) as src, open(tmp / Path(member.filename).name, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-        os.replace(tmp, folder)
-    except zipfile.BadZipFile:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError(f"{archive}: not a valid zip archive; delete it and retry") from None
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _checksum(paths: list[Path]) -> str:
-    """One SHA-256 over the files a dataset was read from, in order (for run.json)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode())
-        digest.update(_sha256_file(path).encode())
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------
@@ -268,23 +145,25 @@ def _read_csv_layout(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
             raw_ratings["timestamp"] = "0"
         ratings = pd.DataFrame(
             {
-                "user_id": _ids(raw_ratings, "userId", folder / "ratings.csv"),
-                "movie_id": _ids(raw_ratings, "movieId", folder / "ratings.csv"),
-                "rating": _numbers(raw_ratings, "rating", folder / "ratings.csv").astype("float32"),
-                "timestamp": _ids(raw_ratings, "timestamp", folder / "ratings.csv"),
+                "user_id": whole_ids(raw_ratings, "userId", folder / "ratings.csv"),
+                "movie_id": whole_ids(raw_ratings, "movieId", folder / "ratings.csv"),
+                "rating": finite_numbers(raw_ratings, "rating", folder / "ratings.csv").astype(
+                    "float32"
+                ),
+                "timestamp": whole_ids(raw_ratings, "timestamp", folder / "ratings.csv"),
             }
         )
     raw_movies = _read_csv(folder / "movies.csv", MOVIE_COLUMNS, optional=["genres"])
     movies = pd.DataFrame(
         {
-            "movie_id": _ids(raw_movies, "movieId", folder / "movies.csv"),
+            "movie_id": whole_ids(raw_movies, "movieId", folder / "movies.csv"),
             "title": raw_movies["title"].fillna("").astype(str),
             "genres": raw_movies.get("genres", pd.Series("", index=raw_movies.index))
             .fillna("")
             .astype(str),
         }
     )
-    _refuse_duplicate_movies(movies, folder / "movies.csv")
+    refuse_duplicate_movies(movies, folder / "movies.csv")
     tags = _empty_tags()
     if (folder / "tags.csv").exists():
         raw_tags = _read_csv(
@@ -293,8 +172,8 @@ def _read_csv_layout(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
         if len(raw_tags):
             tags = pd.DataFrame(
                 {
-                    "user_id": _ids(raw_tags, "userId", folder / "tags.csv"),
-                    "movie_id": _ids(raw_tags, "movieId", folder / "tags.csv"),
+                    "user_id": whole_ids(raw_tags, "userId", folder / "tags.csv"),
+                    "movie_id": whole_ids(raw_tags, "movieId", folder / "tags.csv"),
                     "tag": raw_tags["tag"].fillna("").astype(str),
                 }
             )
@@ -305,7 +184,7 @@ def _read_links(path: Path) -> pd.DataFrame:
     """links.csv: each movie's IMDb and TMDB ids. Either may be empty (no page there); a
     movie listed twice keeps its first row."""
     raw = _read_csv(path, LINK_COLUMNS, optional=["imdbId", "tmdbId"], may_be_empty=True)
-    links = pd.DataFrame({"movie_id": _ids(raw, "movieId", path)})
+    links = pd.DataFrame({"movie_id": whole_ids(raw, "movieId", path)})
     for column, name in (("imdbId", "imdb_id"), ("tmdbId", "tmdb_id")):
         if column not in raw:
             links[name] = pd.array([pd.NA] * len(raw), dtype="Int64")
@@ -316,15 +195,15 @@ def _read_links(path: Path) -> pd.DataFrame:
             parsed.isna() | (parsed % 1 != 0) | (parsed < 0)
         ).to_numpy()
         if bad.any():
-            raise _bad_row(path, raw, bad, column, "ids must be whole numbers or left empty")
+            raise bad_row(path, raw, bad, column, "ids must be whole numbers or left empty")
         links[name] = parsed.astype("Int64")
     return links.drop_duplicates("movie_id").reset_index(drop=True)
 
 
 def _typed_ratings(path: Path) -> pd.DataFrame | None:
     """The fast path for a well-formed ratings.csv: pyarrow's parser straight into integers
-    and floats, ~35x faster than reading strings and checking each column (ml-25m's 25M
-    rows: seconds, not minutes, and no 25M x 4 Python strings in memory). None for anything
+    and floats, far faster than reading strings and checking each column, and no Python
+    string per cell in memory (docs/benchmarks.md). None for anything
     unusual (another header, a BOM, an empty or non-numeric cell, a non-finite rating): the
     string path then reads the file and names the offending line."""
     try:
@@ -403,47 +282,6 @@ def _read_csv(
     return frame
 
 
-def _bad_row(
-    path: Path, frame: pd.DataFrame, mask: np.ndarray, column: str, what: str
-) -> DataError:
-    """An error naming the first offending line (of a CSV, the header is line 1)."""
-    position = int(np.flatnonzero(mask)[0])
-    value = frame[column].iloc[position]
-    line = position + frame.attrs.get("first_data_line", 2)
-    if value == "" or (isinstance(value, float) and np.isnan(value)):
-        return DataError(
-            f"{path}, line {line}: column {column!r} is empty; fill it in or remove the row"
-        )
-    return DataError(f"{path}, line {line}: column {column!r} has {value!r}; {what}")
-
-
-def _ids(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    values = frame[column]
-    parsed = pd.to_numeric(values, errors="coerce")
-    bad = parsed.isna().to_numpy() | (parsed % 1 != 0).to_numpy()
-    if bad.any():
-        raise _bad_row(path, frame, bad, column, "ids must be whole numbers")
-    return parsed.astype("int64")
-
-
-def _numbers(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    parsed = pd.to_numeric(frame[column], errors="coerce")
-    bad = ~np.isfinite(parsed.to_numpy(dtype="float64", na_value=np.nan))
-    if bad.any():
-        raise _bad_row(path, frame, bad, column, "it must be a number")
-    return parsed
-
-
-def _refuse_duplicate_movies(movies: pd.DataFrame, path: Path) -> None:
-    dup = movies["movie_id"].duplicated().to_numpy()
-    if dup.any():
-        line = int(np.flatnonzero(dup)[0]) + 2
-        movie = movies["movie_id"].iloc[line - 2]
-        raise DataError(
-            f"{path}, line {line}: movieId {movie} appears twice; keep one row per movie"
-        )
-
-
 def _empty_links() -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -491,16 +329,16 @@ def _read_dat_layout(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     path = folder / "ratings.dat"
     ratings = pd.DataFrame(
         {
-            "user_id": _ids(raw, "userId", path),
-            "movie_id": _ids(raw, "movieId", path),
-            "rating": _numbers(raw, "rating", path).astype("float32"),
-            "timestamp": _ids(raw, "timestamp", path),
+            "user_id": whole_ids(raw, "userId", path),
+            "movie_id": whole_ids(raw, "movieId", path),
+            "rating": finite_numbers(raw, "rating", path).astype("float32"),
+            "timestamp": whole_ids(raw, "timestamp", path),
         }
     )
     raw_movies = read("movies.dat", ["movieId", "title", "genres"])
     movies = pd.DataFrame(
         {
-            "movie_id": _ids(raw_movies, "movieId", folder / "movies.dat"),
+            "movie_id": whole_ids(raw_movies, "movieId", folder / "movies.dat"),
             "title": raw_movies["title"],
             "genres": raw_movies["genres"],
         }
@@ -510,8 +348,8 @@ def _read_dat_layout(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
         raw_tags = read("tags.dat", ["userId", "movieId", "tag", "timestamp"])
         tags = pd.DataFrame(
             {
-                "user_id": _ids(raw_tags, "userId", folder / "tags.dat"),
-                "movie_id": _ids(raw_tags, "movieId", folder / "tags.dat"),
+                "user_id": whole_ids(raw_tags, "userId", folder / "tags.dat"),
+                "movie_id": whole_ids(raw_tags, "movieId", folder / "tags.dat"),
                 "tag": raw_tags["tag"],
             }
         )
@@ -533,10 +371,10 @@ def _read_100k_layout(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
     raw.attrs["first_data_line"] = 1
     ratings = pd.DataFrame(
         {
-            "user_id": _ids(raw, "userId", path),
-            "movie_id": _ids(raw, "movieId", path),
-            "rating": _numbers(raw, "rating", path).astype("float32"),
-            "timestamp": _ids(raw, "timestamp", path),
+            "user_id": whole_ids(raw, "userId", path),
+            "movie_id": whole_ids(raw, "movieId", path),
+            "rating": finite_numbers(raw, "rating", path).astype("float32"),
+            "timestamp": whole_ids(raw, "timestamp", path),
         }
     )
     item_path = folder / "u.item"
@@ -555,13 +393,17 @@ def _read_100k_layout(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
     flags = items[ML100K_GENRES].to_numpy() == "1"
     genres = ["|".join(g for g, on in zip(ML100K_GENRES, row, strict=True) if on) for row in flags]
     movies = pd.DataFrame(
-        {"movie_id": _ids(items, "movieId", item_path), "title": items["title"], "genres": genres}
+        {
+            "movie_id": whole_ids(items, "movieId", item_path),
+            "title": items["title"],
+            "genres": genres,
+        }
     )
     return ratings, movies, _empty_tags()
 
 
 # ---------------------------------------------------------------------------------------
-# Checks across files
+# The rating scale
 
 
 def _infer_scale(ratings: pd.DataFrame, path: Path) -> RatingScale:
@@ -576,41 +418,6 @@ def _infer_scale(ratings: pd.DataFrame, path: Path) -> RatingScale:
             f"{scale.low:g}–{scale.high:g} in steps of {scale.step:g}; fix or remove the row"
         )
     return scale
-
-
-def _drop_duplicate_pairs(ratings: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Rule: a user who rated a movie twice keeps the latest rating (highest timestamp;
-    on a tie, the later line), because it is their most recent opinion."""
-    ordered = ratings.reset_index(drop=True)
-    duplicated = ordered.duplicated(["user_id", "movie_id"], keep=False)
-    if not duplicated.any():
-        return ordered
-    kept = (
-        ordered.assign(_line=np.arange(len(ordered)))
-        .sort_values(["timestamp", "_line"])
-        .drop_duplicates(["user_id", "movie_id"], keep="last")
-        .sort_values("_line")
-        .drop(columns="_line")
-    )
-    log.warning(
-        "%s: %d duplicate (user, movie) ratings; kept the latest of each",
-        path,
-        len(ordered) - len(kept),
-    )
-    return kept
-
-
-def _check_movies_known(
-    ratings: pd.DataFrame, movies: pd.DataFrame, ratings_path: Path, movies_path: Path
-) -> None:
-    unknown = ~ratings["movie_id"].isin(movies["movie_id"]).to_numpy()
-    if unknown.any():
-        position = int(np.flatnonzero(unknown)[0])
-        movie = ratings["movie_id"].iloc[position]
-        raise DataError(
-            f"{ratings_path}, line {position + 2}: movieId {movie} is not in {movies_path.name}; "
-            f"add it to {movies_path.name} or remove its ratings ({int(unknown.sum())} rows)"
-        )
 
 
 # ---------------------------------------------------------------------------------------

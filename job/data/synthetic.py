@@ -333,7 +333,7 @@ def _latent_interaction(
 
 
 def _distinct(keys: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (``np.unique`` hashes, which is ~5x slower at 32M int64 keys)."""
+    """Sorted distinct values (``np.unique`` hashes, which is slower at these sizes)."""
     keys = np.sort(keys)
     keep = np.empty(len(keys), dtype=bool)
     keep[:1] = True
@@ -407,7 +407,7 @@ def tags_frame(data: Ratings, rng: np.random.Generator) -> pd.DataFrame:
 
 
 def write_ratings_csv(path: Path, data: Ratings) -> None:
-    """ratings.csv through pyarrow's CSV writer (pandas' takes ~10x longer at 25M rows)."""
+    """ratings.csv through pyarrow's CSV writer (pandas' is far slower at millions of rows)."""
     table = pa.table(
         {
             "userId": data.users.astype(np.int64) + 1,

@@ -28,7 +28,8 @@ runs' top 10s), ``runfiles`` (the run's files, content types, entry
 points), ``pull`` (the latest run's model, for a warm start) and ``target`` (URL parsing).
 """
 
-from job.publish.core import ENTRY_CACHE, IMMUTABLE_CACHE, PublishSummary, publish
+from job.publish.core import IMMUTABLE_CACHE, PublishSummary, publish
+from job.publish.entries import ENTRY_CACHE
 from job.publish.runfiles import content_type, redirect_page
 from job.publish.target import PublishTarget, parse_target
 

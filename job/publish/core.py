@@ -39,25 +39,36 @@ that is already clear, or after it, removing the run again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from job.core.errors import PublishError, PublishRefused
 from job.core.progress import progress
+from job.publish.entries import (
+    ENTRY_CACHE,
+    INDEX_KEY,
+    LATEST_KEY,
+    SWITCH_ATTEMPTS,
+    RunRef,
+    read_latest,
+    switch_latest,
+    sync_index,
+)
+from job.publish.retention import MARKER, RUNS, prune_runs, refuse_without_room, stored_runs
 from job.publish.runfiles import (
     LocalFile,
     collect_files,
     collect_shared_files,
     latest_document,
     read_run,
-    redirect_page,
     run_created,
 )
 from job.publish.runsindex import (
@@ -78,43 +89,6 @@ logger = logging.getLogger(__name__)
 
 # Immutable run objects: a run id never changes content, so browsers and CDNs may keep them.
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
-# Entry points change with every run: caches must revalidate each time.
-ENTRY_CACHE = "no-cache"
-INDEX_KEY = "index.html"
-LATEST_KEY = "latest.json"
-RUNS = "runs/"
-# Written under runs/RUN_ID/ after every other object of the run is stored.
-MARKER = "published.json"
-# A run without its marker, written to within this long, may be another publisher's upload.
-# (An hour: far longer than a stall between two objects of an upload, and any clock skew.)
-STALE_AFTER = 3600.0
-# Rounds of read-compare-write before a switch gives up: each lost round means another
-# publisher moved latest.json in between, so this is only reached by a storm of them.
-SWITCH_ATTEMPTS = 20
-
-
-@dataclass(frozen=True, order=True)
-class RunRef:
-    """A run where the entry points' order needs it: by creation time, then id."""
-
-    created: str  # YYYY-MM-DDTHH:MM:SSZ (UTC), "" when unknown (before any known time)
-    run_id: str
-
-    @classmethod
-    def of(cls, document: dict[str, Any]) -> RunRef:
-        """The run a latest.json or a completion marker names."""
-        return cls(run_created(document["run_id"], document.get("created_at")), document["run_id"])
-
-
-@dataclass(frozen=True)
-class StoredRun:
-    """A folder under runs/: complete (its marker is there) or not; for an incomplete one,
-    when its newest object was written."""
-
-    run: RunRef
-    complete: bool
-    last_modified: float | None = None
-    marker: dict[str, Any] | None = field(default=None, compare=False)  # a complete run's
 
 
 @dataclass(frozen=True)
@@ -207,14 +181,10 @@ def publish(
     shared = collect_shared_files(Path(out_dir))
     storage = open_storage(parsed, endpoint_url, max_concurrency, max_attempts)
     summary = publish_run(
-        storage,
-        run_id,
-        files,
-        created=created,
-        keep_runs=keep_runs,
-        started=started,
-        shared=shared,
+        storage, run_id, files, created=created, keep_runs=keep_runs, shared=shared
     )
+    # The whole publish's time: collecting the files and opening the storage included.
+    summary = dataclasses.replace(summary, seconds=time.monotonic() - started)
     logger.log(logging.INFO if summary.is_latest else logging.WARNING, "%s", summary.describe())
     return summary
 
@@ -248,7 +218,6 @@ def publish_run(
     *,
     created: str = "",
     keep_runs: int | None = None,
-    started: float | None = None,
     clock: Callable[[], float] = time.time,
     shared: Sequence[LocalFile] = (),
 ) -> PublishSummary:
@@ -259,16 +228,10 @@ def publish_run(
     ``shared`` (the SQL page's engine) goes beside the runs, before the run's own objects,
     so that a complete run never names an engine that is not there yet.
     """
-    started = time.monotonic() if started is None else started
+    started = time.monotonic()
     ours = RunRef(created or run_created(run_id, None), run_id)
     storage.check()
-    previous = read_latest(storage)
-    if previous:
-        logger.info(
-            "publish: %s points to run %s", storage.describe(LATEST_KEY), previous["run_id"]
-        )
-        if keep_runs is not None:
-            refuse_without_room(storage, ours, RunRef.of(previous), keep_runs)
+    _check_previous(storage, ours, keep_runs)
     shared_uploaded, _ = upload_shared(storage, shared)
     uploaded, sent, marker_listed = upload_run(storage, run_id, files)
     # What the runs index says of this run, made once: when its marker is first written.
@@ -276,13 +239,7 @@ def publish_run(
     complete_run(
         storage, ours, files, uploaded=uploaded > 0, marker_listed=marker_listed, facts=facts
     )
-
-    latest = latest_document(run_id, files, _now_iso(), ours.created)
-    named, latest_written = switch_latest(
-        storage, ours, (json.dumps(latest, indent=2) + "\n").encode("utf-8")
-    )
-    index_written = sync_index(storage)
-
+    named, entry_points_written = switch_entry_points(storage, ours, files)
     removed = prune_runs(storage, keep_runs, clock()) if keep_runs is not None else []
     sync_runs_index(storage)
     if run_id in removed:
@@ -301,13 +258,38 @@ def publish_run(
         bytes_total=sum(f.size for f in files),
         bytes_uploaded=sent,
         seconds=time.monotonic() - started,
-        entry_points_written=latest_written or index_written,
+        entry_points_written=entry_points_written,
         removed_runs=tuple(removed),
         puts=storage.puts,
         latest_run=named.run_id,
         shared_objects=len(shared),
         shared_uploaded=shared_uploaded,
     )
+
+
+def _check_previous(storage: Storage, ours: RunRef, keep_runs: int | None) -> None:
+    """Say which run the site names now, and refuse ours before any upload when
+    ``keep_runs`` leaves it no room."""
+    previous = read_latest(storage)
+    if previous:
+        logger.info(
+            "publish: %s points to run %s", storage.describe(LATEST_KEY), previous["run_id"]
+        )
+        if keep_runs is not None:
+            refuse_without_room(storage, ours, RunRef.of(previous), keep_runs)
+
+
+def switch_entry_points(
+    storage: Storage, ours: RunRef, files: Sequence[LocalFile]
+) -> tuple[RunRef, bool]:
+    """Step 3: latest.json to our run (unless it names a newer one), then index.html after it;
+    return the run they name and whether we wrote either."""
+    latest = latest_document(ours.run_id, list(files), _now_iso(), ours.created)
+    named, latest_written = switch_latest(
+        storage, ours, (json.dumps(latest, indent=2) + "\n").encode("utf-8")
+    )
+    index_written = sync_index(storage)
+    return named, latest_written or index_written
 
 
 def upload_run(storage: Storage, run_id: str, files: list[LocalFile]) -> tuple[int, int, bool]:
@@ -400,148 +382,6 @@ def complete_run(
             f"{storage.describe(prefix)} after the upload (first: {missing[0]}): another "
             "publisher removed them? The entry points were not touched; re-run the same command"
         )
-
-
-def refuse_without_room(storage: Storage, ours: RunRef, named: RunRef, keep_runs: int) -> None:
-    """Refuse, before uploading anything, a run that pruning would remove at once: older than
-    the run the entry points name, with ``keep_runs`` complete runs newer than it."""
-    if not named > ours:
-        return
-    runs = stored_runs(storage)
-    newer = [r.run.run_id for r in runs if r.complete and r.run > ours]
-    if len(newer) < keep_runs:
-        return
-    # What is stored of this run (a killed attempt's part, or a copy beyond --keep-runs) can
-    # never be named now: it goes, as pruning would take it.
-    leftover = any(r.run.run_id == ours.run_id for r in runs)
-    if leftover:
-        storage.delete(f"{RUNS}{ours.run_id}/{MARKER}")
-        storage.delete(f"{RUNS}{ours.run_id}/")
-    raise PublishRefused(
-        f"refused: run {ours.run_id} (created {ours.created or 'at an unknown time'}) is "
-        f"older than run {named.run_id} that {storage.describe(LATEST_KEY)} names, and "
-        f"--keep-runs {keep_runs} keeps only newer runs; nothing was uploaded"
-        + (", and the copy of it already stored was removed" if leftover else "")
-    )
-
-
-def switch_latest(storage: Storage, ours: RunRef, document: bytes) -> tuple[RunRef, bool]:
-    """Make latest.json name our run unless it names a newer one; return the run it names
-    and whether we wrote it.
-
-    Read, compare, write on the condition that nothing changed since the read, and read
-    back: a lost condition, or a store that ignored it, sends us round again.
-    """
-    wrote = False
-    for _ in range(SWITCH_ATTEMPTS):
-        found = storage.read_versioned(LATEST_KEY)
-        current = _latest_from(storage, found[0]) if found else None
-        if current is not None:
-            named = RunRef.of(current)
-            if named.run_id == ours.run_id:
-                return ours, wrote
-            if named > ours:
-                logger.info("publish: %s names newer run %s", LATEST_KEY, named.run_id)
-                return named, wrote
-        if storage.put_if(LATEST_KEY, document, ENTRY_CACHE, found[1] if found else None):
-            wrote = True
-        else:
-            logger.info("publish: %s changed since it was read; reading again", LATEST_KEY)
-    raise PublishError(
-        f"{storage.describe(LATEST_KEY)} changed {SWITCH_ATTEMPTS} times while this publish "
-        f"tried to switch it; run {ours.run_id} is uploaded and complete: re-run the same "
-        "command to switch"
-    )
-
-
-def sync_index(storage: Storage) -> bool:
-    """Make index.html redirect to the run latest.json names, until a read of latest.json
-    after the write finds it unchanged; return whether we wrote it."""
-    wrote = False
-    for _ in range(SWITCH_ATTEMPTS):
-        current = read_latest(storage)
-        if current is None:
-            return wrote
-        page = redirect_page(current["run_id"]).encode("utf-8")
-        if storage.read(INDEX_KEY) == page:
-            return wrote
-        storage.put_bytes(INDEX_KEY, page, ENTRY_CACHE)
-        wrote = True
-    raise PublishError(
-        f"{storage.describe(LATEST_KEY)} changed {SWITCH_ATTEMPTS} times while this publish "
-        "wrote index.html after it; re-run the same command"
-    )
-
-
-def read_latest(storage: Storage) -> dict[str, Any] | None:
-    """The current latest.json, or None when there is none (or it is not ours)."""
-    body = storage.read(LATEST_KEY)
-    return None if body is None else _latest_from(storage, body)
-
-
-def _latest_from(storage: Storage, body: bytes) -> dict[str, Any] | None:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        logger.warning("%s is not JSON; replacing it", storage.describe(LATEST_KEY))
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("run_id"), str):
-        return None
-    return data
-
-
-def stored_runs(storage: Storage) -> list[StoredRun]:
-    """Every folder under runs/, complete or not (one read of its marker each)."""
-    runs = []
-    for run_id in storage.list_folders(RUNS):
-        prefix = f"{RUNS}{run_id}/"
-        body = storage.read(prefix + MARKER)
-        marker = None if body is None else _latest_from(storage, body)
-        if marker is not None and marker["run_id"] == run_id:
-            runs.append(StoredRun(RunRef.of(marker), complete=True, marker=marker))
-        else:
-            ref = RunRef(run_created(run_id, None), run_id)
-            runs.append(StoredRun(ref, complete=False, last_modified=storage.last_modified(prefix)))
-    return runs
-
-
-def prune_runs(storage: Storage, keep_runs: int, now: float) -> list[str]:
-    """Delete what ``runs_to_remove`` says; return the ids removed."""
-    # Read latest.json now, not before the upload: it only ever moves to newer runs, so
-    # whatever is older than the run it names now can never be named again.
-    current = read_latest(storage)
-    if current is None:
-        return []
-    removed = runs_to_remove(stored_runs(storage), keep_runs, RunRef.of(current), now)
-    for old in removed:
-        prefix = f"{RUNS}{old}/"
-        storage.delete(prefix + MARKER)  # first: half removed, the run is incomplete
-        storage.delete(prefix)
-        logger.info("publish: removed old run %s", storage.describe(prefix))
-    return removed
-
-
-def runs_to_remove(
-    runs: Sequence[StoredRun],
-    keep_runs: int,
-    named: RunRef,
-    now: float,
-    stale_after: float = STALE_AFTER,
-) -> list[str]:
-    """The runs pruning removes, oldest first: complete runs beyond the newest ``keep_runs``
-    complete ones, and incomplete runs untouched for ``stale_after`` seconds; in both cases
-    only runs created before ``named``, the run latest.json names."""
-    newest_complete = sorted((r.run for r in runs if r.complete), reverse=True)[:keep_runs]
-    removed = []
-    for stored in sorted(runs, key=lambda r: r.run):
-        if stored.run >= named:
-            continue  # the named run, and runs that may yet become latest
-        if stored.complete:
-            if stored.run not in newest_complete:
-                removed.append(stored.run.run_id)
-        elif stored.last_modified is not None and now - stored.last_modified > stale_after:
-            removed.append(stored.run.run_id)
-    return removed
 
 
 def run_facts(storage: Storage, ours: RunRef, files: Sequence[LocalFile]) -> dict[str, Any]:

@@ -21,7 +21,9 @@ from pathlib import Path
 from job.core.errors import JobError, PublishError
 from job.core.files import atomic_path
 from job.core.layout import ENCODING_FILE, MODEL_FILE, RUN_JSON
-from job.publish.core import LATEST_KEY, RUNS, open_storage
+from job.publish.core import open_storage
+from job.publish.entries import LATEST_KEY
+from job.publish.retention import RUNS
 from job.publish.runfiles import RUN_ID_RE
 from job.publish.target import parse_target
 

@@ -167,44 +167,11 @@ class S3Storage:
         cache_control: str,
         on_bytes: Callable[[int], None],
     ) -> None:
-        from s3transfer.manager import TransferConfig, TransferManager
-        from s3transfer.subscribers import BaseSubscriber
+        from s3transfer.manager import TransferManager
 
         failures: list[tuple[str, BaseException]] = []
-        failures_lock = threading.Lock()
         stop = self._stop_sending
-
-        class Progress(BaseSubscriber):
-            def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
-                on_bytes(bytes_transferred)
-
-            def on_done(self, future: Any, **kwargs: Any) -> None:
-                # Called in the worker thread as each transfer ends. The first real failure
-                # stops new requests at once (before-send, _refuse_after_failure), not when
-                # the loop below would reach it in list order.
-                try:
-                    future.result()
-                except _UploadStopped:
-                    pass
-                except Exception as exc:
-                    with failures_lock:
-                        failures.append((future.meta.call_args.key, exc))
-                    if not stop.is_set():
-                        stop.set()
-                        logger.debug(
-                            "publish: first failed upload seen (%s); no new upload starts",
-                            future.meta.call_args.key,
-                        )
-
-        config = TransferConfig(
-            multipart_threshold=runfiles.MULTIPART_THRESHOLD,
-            multipart_chunksize=runfiles.MULTIPART_CHUNKSIZE,
-            max_request_concurrency=self.max_concurrency,
-            # Submitting (a stat and a few objects per file) is the bottleneck for many tiny
-            # files; more than one submitter keeps the request threads fed.
-            max_submission_concurrency=max(4, self.max_concurrency // 4),
-        )
-        subscribers = [Progress()]
+        subscribers = [_watcher(on_bytes, stop, failures)]
         stop.clear()
         # On a failure the block is left normally: requests already sent finish whole (an S3
         # PUT is all or nothing), every later one is refused before it is sent, and the
@@ -214,7 +181,7 @@ class S3Storage:
         # context manager, not shutdown(cancel=True), which passes its arguments wrongly:
         # boto/s3transfer#143.)
         try:
-            with TransferManager(self.client, config) as manager:
+            with TransferManager(self.client, self._transfer_config()) as manager:
                 futures = [
                     manager.upload(
                         str(f.path),
@@ -237,6 +204,18 @@ class S3Storage:
         if failures:
             key, exc = failures[0]
             raise self._translate(exc, key) from None
+
+    def _transfer_config(self) -> Any:
+        from s3transfer.manager import TransferConfig
+
+        return TransferConfig(
+            multipart_threshold=runfiles.MULTIPART_THRESHOLD,
+            multipart_chunksize=runfiles.MULTIPART_CHUNKSIZE,
+            max_request_concurrency=self.max_concurrency,
+            # Submitting (a stat and a few objects per file) is the bottleneck for many tiny
+            # files; more than one submitter keeps the request threads fed.
+            max_submission_concurrency=max(4, self.max_concurrency // 4),
+        )
 
     def _refuse_after_failure(self, request: Any, **kwargs: Any) -> None:
         # Writes only (PutObject, UploadPart: PUT; Create/CompleteMultipartUpload: POST): a
@@ -373,7 +352,7 @@ class S3Storage:
 @functools.cache
 def _service_models() -> Any:
     """botocore's loader of service models: it parses the S3 model (JSON, most of a client's
-    0.5 s set-up) and then only reads it, so one per process serves every publish's clients."""
+    set-up) and then only reads it, so one per process serves every publish's clients."""
     import botocore.session
 
     return botocore.session.get_session().get_component("data_loader")
@@ -432,3 +411,39 @@ def _error_code(exc: BaseException) -> str | None:
 
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
+
+
+def _watcher(
+    on_bytes: Callable[[int], None],
+    stop: threading.Event,
+    failures: list[tuple[str, BaseException]],
+) -> Any:
+    """The transfer manager's subscriber: progress to ``on_bytes``, and each failed upload
+    into ``failures``; the first one sets ``stop``."""
+    from s3transfer.subscribers import BaseSubscriber
+
+    failures_lock = threading.Lock()
+
+    class Progress(BaseSubscriber):
+        def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+            on_bytes(bytes_transferred)
+
+        def on_done(self, future: Any, **kwargs: Any) -> None:
+            # Called in the worker thread as each transfer ends. The first real failure
+            # stops new requests at once (before-send, _refuse_after_failure), not when
+            # put_files would reach it in list order.
+            try:
+                future.result()
+            except _UploadStopped:
+                pass
+            except Exception as exc:
+                with failures_lock:
+                    failures.append((future.meta.call_args.key, exc))
+                if not stop.is_set():
+                    stop.set()
+                    logger.debug(
+                        "publish: first failed upload seen (%s); no new upload starts",
+                        future.meta.call_args.key,
+                    )
+
+    return Progress()

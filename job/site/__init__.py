@@ -7,15 +7,8 @@ from DuckDB."""
 
 from job.site.chart import best_baseline, error_chart_svg
 from job.site.data import SiteData, load_site_data
-from job.site.render import (
-    SiteSummary,
-    check_templates,
-    installed_templates,
-    metric_label,
-    render_site,
-    stars,
-    write_site,
-)
+from job.site.render import SiteSummary, render_site, write_site
+from job.site.templates import check_templates, installed_templates, metric_label, stars
 
 __all__ = [
     "SiteData",

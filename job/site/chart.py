@@ -19,6 +19,25 @@ from job.core.baselines import BASELINE_NAMES
 # The chart
 
 
+# The curves the chart can show: history column, legend label, colour, marker.
+_ERROR_SERIES = (
+    ("mae", "Training MAE", "#1f5fa8", "o"),
+    ("val_mae", "Validation MAE", "#c2410c", "s"),
+)
+_ERROR_CHART_STYLE: dict[Any, Any] = {
+    "svg.fonttype": "none",
+    "svg.hashsalt": "movielens-site",  # stable ids: same input, same bytes
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans", "Liberation Sans", "Arial", "Helvetica"],
+    # Sized for a phone: the figure is 5.2 in wide (500 CSS px), so at a phone's 360 px
+    # a 13 pt label still renders near 12 px; on a desktop it is shown at about natural size.
+    "font.size": 13,
+    "axes.titlesize": 15,
+    "axes.labelsize": 14,
+    "legend.fontsize": 13,
+}
+
+
 def error_chart_svg(
     history: Sequence[Mapping[str, Any]],
     baseline_name: str | None = None,
@@ -37,25 +56,10 @@ def error_chart_svg(
     epochs = [int(row["epoch"]) for row in history]
     series = [
         (key, label, color, marker)
-        for key, label, color, marker in (
-            ("mae", "Training MAE", "#1f5fa8", "o"),
-            ("val_mae", "Validation MAE", "#c2410c", "s"),
-        )
+        for key, label, color, marker in _ERROR_SERIES
         if history and all(_finite(row.get(key)) for row in history)
     ]
-    settings: dict[Any, Any] = {
-        "svg.fonttype": "none",
-        "svg.hashsalt": "movielens-site",  # stable ids: same input, same bytes
-        "font.family": "sans-serif",
-        "font.sans-serif": ["DejaVu Sans", "Liberation Sans", "Arial", "Helvetica"],
-        # Sized for a phone: the figure is 5.2 in wide (500 CSS px), so at a phone's 360 px
-        # a 13 pt label still renders near 12 px; on a desktop it is shown at about natural size.
-        "font.size": 13,
-        "axes.titlesize": 15,
-        "axes.labelsize": 14,
-        "legend.fontsize": 13,
-    }
-    with matplotlib.rc_context(settings):
+    with matplotlib.rc_context(_ERROR_CHART_STYLE):
         # Figure() directly, never pyplot: no global state and no GUI backend, just Agg/SVG.
         figure = Figure(figsize=(5.2, 4.4), layout="constrained")
         axes = figure.subplots()
@@ -171,7 +175,7 @@ def star_label(value: float) -> str:
 class RatingChart:
     """A bar chart of how many users gave each rating, drawn by matplotlib once per render.
 
-    Drawing 10,000 small figures would take minutes (about 10 ms each), so matplotlib draws
+    Drawing one figure per movie would take minutes on a large catalogue, so matplotlib draws
     one: the axis, the labels and every bar at full height, each bar in a group with a known
     id. A movie's chart is that drawing with each bar scaled about the baseline to its count
     (an SVG ``transform``) and the counts written above the bars: microseconds per movie.
@@ -213,40 +217,7 @@ class RatingChart:
             axes.spines[["top", "right", "left"]].set_visible(False)
             buffer = io.StringIO()
             figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
-        svg = buffer.getvalue()
-        svg = svg[svg.index("<svg") :]
-        svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, flags=re.S)
-        # its <style> ("*{stroke-linejoin: ...}") would apply to the whole page, inline
-        svg = re.sub(r"\s*<defs>\s*<style[^>]*>[^<]*</style>\s*</defs>", "", svg)
-        svg = re.sub(r"\s*\n\s*", " ", svg)  # one line: about half the bytes
-        svg = re.sub(r">\s+<", "><", svg)
-        # matplotlib's own ids (figure_1, text_3, ...) would clash with the page's or repeat
-        svg = re.sub(r'<g id="[\w.]+">', "<g>", svg)
-        # the page's font (site.css) rather than a list repeated on every label; no null rotations
-        svg = re.sub(r"font-family: [^;\"]*;? ?", "", svg)
-        svg = re.sub(r' transform="rotate\(-?0 [\d.]+ [\d.]+\)"', "", svg)
-        # Two decimals of a point are plenty, and every label's style once, on the root: the
-        # drawing is in every movie page, so its bytes count ten thousand times.
-        svg = re.sub(r"(\d+\.\d\d)\d+", r"\1", svg)
-        styles = set(re.findall(r'<text style="([^"]*)"', svg))
-        if len(styles) == 1:
-            svg = svg.replace(f' style="{styles.pop()}"', "")
-            svg = re.sub(
-                r"<svg\b", '<svg font-size="12px" text-anchor="middle" fill="#1c1c1c"', svg, count=1
-            )
-        for i in range(n):
-            svg = svg.replace(f">#{i}#</text>", f">\x00count{i}\x00</text>")
-        bottoms = []
-        for i in range(n):
-            # matplotlib writes the gid as the group's id: <g id="\0bar3\0"><path d="M x y ..."
-            match = re.search(f'<g id="\x00bar{i}\x00">\\s*<path d="([^"]*)"', svg)
-            if match is None:
-                raise ValueError(f"matplotlib's SVG has no bar {i}")
-            ys = [float(y) for y in re.findall(r"[ML] [-\d.]+ ([-\d.]+)", match.group(1))]
-            bottoms.append(max(ys))  # SVG's y grows downwards: the bottom edge is the largest
-            svg = svg.replace(f'<g id="\x00bar{i}\x00">', f'<g transform="\x00bar{i}\x00">')
-        if len(set(bottoms)) != 1:
-            raise ValueError(f"matplotlib's bars do not share a baseline: {bottoms}")
+        svg, baseline = _bar_slots(_compact_svg(buffer.getvalue(), n), n)
         # role and title: a screen reader hears the numbers (one sentence per movie)
         svg = re.sub(
             r"<svg\b[^>]*>",
@@ -258,7 +229,7 @@ class RatingChart:
             svg,
             count=1,
         )
-        return cls(tuple(values), tuple(_SLOT.split(svg)), bottoms[0])
+        return cls(tuple(values), tuple(_SLOT.split(svg)), baseline)
 
     def render(self, counts: Sequence[int], title: str) -> Markup:
         """The chart of one movie: ``counts[i]`` users gave ``values[i]``; ``title`` names it."""
@@ -278,6 +249,50 @@ class RatingChart:
             parts[k] = fill[parts[k] + parts[k + 1]]
             parts[k + 1] = ""
         return Markup("".join(parts))
+
+
+def _compact_svg(svg: str, n: int) -> str:
+    """matplotlib's SVG made fit to inline in every movie page: one line, no ids, styles or
+    metadata of its own, and the count placeholders of its ``n`` bars as slots."""
+    svg = svg[svg.index("<svg") :]
+    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, flags=re.S)
+    # its <style> ("*{stroke-linejoin: ...}") would apply to the whole page, inline
+    svg = re.sub(r"\s*<defs>\s*<style[^>]*>[^<]*</style>\s*</defs>", "", svg)
+    svg = re.sub(r"\s*\n\s*", " ", svg)  # one line: about half the bytes
+    svg = re.sub(r">\s+<", "><", svg)
+    # matplotlib's own ids (figure_1, text_3, ...) would clash with the page's or repeat
+    svg = re.sub(r'<g id="[\w.]+">', "<g>", svg)
+    # the page's font (site.css) rather than a list repeated on every label; no null rotations
+    svg = re.sub(r"font-family: [^;\"]*;? ?", "", svg)
+    svg = re.sub(r' transform="rotate\(-?0 [\d.]+ [\d.]+\)"', "", svg)
+    # Two decimals of a point are plenty, and every label's style once, on the root: the
+    # drawing is in every movie page, so its bytes count ten thousand times.
+    svg = re.sub(r"(\d+\.\d\d)\d+", r"\1", svg)
+    styles = set(re.findall(r'<text style="([^"]*)"', svg))
+    if len(styles) == 1:
+        svg = svg.replace(f' style="{styles.pop()}"', "")
+        svg = re.sub(
+            r"<svg\b", '<svg font-size="12px" text-anchor="middle" fill="#1c1c1c"', svg, count=1
+        )
+    for i in range(n):
+        svg = svg.replace(f">#{i}#</text>", f">\x00count{i}\x00</text>")
+    return svg
+
+
+def _bar_slots(svg: str, n: int) -> tuple[str, float]:
+    """Each bar's group as a ``transform`` slot; returns the SVG and the bars' shared bottom."""
+    bottoms = []
+    for i in range(n):
+        # matplotlib writes the gid as the group's id: <g id="\0bar3\0"><path d="M x y ..."
+        match = re.search(f'<g id="\x00bar{i}\x00">\\s*<path d="([^"]*)"', svg)
+        if match is None:
+            raise ValueError(f"matplotlib's SVG has no bar {i}")
+        ys = [float(y) for y in re.findall(r"[ML] [-\d.]+ ([-\d.]+)", match.group(1))]
+        bottoms.append(max(ys))  # SVG's y grows downwards: the bottom edge is the largest
+        svg = svg.replace(f'<g id="\x00bar{i}\x00">', f'<g transform="\x00bar{i}\x00">')
+    if len(set(bottoms)) != 1:
+        raise ValueError(f"matplotlib's bars do not share a baseline: {bottoms}")
+    return svg, bottoms[0]
 
 
 def ratings_description(title: str, values: Sequence[float], counts: Sequence[int]) -> str:

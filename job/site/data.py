@@ -7,7 +7,6 @@ train stage computed, merged into the database like the rest.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -21,6 +20,7 @@ from job.core.baselines import BASELINE_NAMES
 from job.core.config import SIMILAR_MIN_RATINGS
 from job.core.errors import JobError
 from job.core.layout import DATABASE_FILE, PARQUET_DIR, RUN_JSON, remake
+from job.core.timing import Stopwatch
 from job.data.movielens import RatingScale, natural_title
 from job.runfolder.manifest import Manifest, read_manifest
 
@@ -43,10 +43,8 @@ USERS_PER_SHARD = 1000
 # The movie-to-movie neighbours of the movie pages and the taste page, as (table, neighbour
 # column, score column), read ``ORDER BY movie_id, rank``: "people who liked this also liked"
 # (co-likes), which read better than the model's embedding neighbours (``similar_movies``):
-# on ml-latest-small they share a genre more often (80% against 76% of a movie's top 10),
-# are closer in time (median 3 years apart against 7) and are movies people know (88 ratings
-# on average against 27); Die Hard's are The Matrix, The Terminator and The Empire Strikes
-# Back rather than The Devil's Rejects and District 13.
+# they share a genre more often, are closer in time and are movies people know
+# (docs/benchmarks.md, "Design measurements").
 TASTE_SOURCE = ("also_liked", "other_movie_id", "score")
 # What the taste page says its neighbours are, for each source it may read.
 TASTE_EXPLAINED = {
@@ -202,8 +200,8 @@ def load_site_data(
 ) -> tuple[SiteData, dict[str, float]]:
     """Read what the pages show from a merged run; returns the data and the time of each step."""
     manifest = manifest or read_manifest(out)
-    started = time.perf_counter()
-    with _open_database(out) as con:
+    watch = Stopwatch()
+    with watch.time("read"), _open_database(out) as con:
         tables = {
             row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
         }
@@ -243,7 +241,7 @@ def load_site_data(
             popular_min_ratings=threshold,
             neighbours=neighbours,
         )
-    return data, {"read": time.perf_counter() - started}
+    return data, watch.seconds
 
 
 def _open_database(out: Path) -> Any:

@@ -28,6 +28,8 @@ files).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -36,27 +38,24 @@ import os
 import pickle
 import shutil
 import tempfile
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from importlib import resources
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import jinja2
-import markupsafe
 
-from job.core.baselines import BASELINE_NAMES
 from job.core.config import default_cache_dir
 from job.core.errors import JobError
 from job.core.files import atomic_path
 from job.core.layout import DATABASE_FILE, SITE_DIR
 from job.core.signals import ignore_interrupts
 from job.core.tables import CATALOG
-from job.runfolder.manifest import StageRecord
+from job.core.timing import Stopwatch
+from job.runfolder.manifest import Manifest, StageRecord
 from job.runfolder.preflight import damaged_database, require
 from job.site.chart import (
     RatingChart,
@@ -83,34 +82,17 @@ from job.site.sql import (
     write_browser_database,
 )
 from job.site.taste import n_taste_shards, write_taste_shards
+from job.site.templates import (
+    COUNT_COLUMNS,
+    SECONDS_COLUMNS,
+    check_templates,
+    make_environment,
+)
 
 log = logging.getLogger(__name__)
 
-# Every page template and static file the site needs; `check_templates` looks for each before
-# any work starts (the static folder is copied whole, so these are its required part).
-PAGE_TEMPLATES = (
-    "_macros.html",
-    "base.html",
-    "index.html",
-    "movie.html",
-    "popular.html",
-    "runs.html",
-    "sql.html",
-    "taste.html",
-    "user.html",
-)
-STATIC_FILES = (
-    "site.css",
-    "search.js",
-    "taste.js",
-    "runs.js",
-    "sql.js",
-    "vendor/minisearch.min.js",
-    BROWSER_MODULE,
-)
-# Below this many pages a process pool costs more to start than it saves. Measured on 2
-# cores with ml-latest-small (10,354 pages): one process writes them in about 3 s; two
-# spawned workers took longer (each re-imports numpy and Jinja2 and unpickles the data).
+# Below this many pages a process pool costs more to start than it saves: each spawned
+# worker re-imports numpy and Jinja2 and unpickles the data (docs/benchmarks.md).
 PARALLEL_MIN_PAGES = 50_000
 
 
@@ -125,6 +107,14 @@ class SiteSummary:
     timings: dict[str, float] = field(default_factory=dict)
     record: StageRecord | None = None  # for run.json (job.pipeline.run_stage writes it)
 
+    def describe(self) -> str:
+        """One line: pages, users, movies, seconds, workers, each step's time, the folder."""
+        steps = ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items())
+        return (
+            f"site: {self.pages:,} pages ({self.users:,} users, {self.movies:,} movies) in "
+            f"{self.seconds:.1f} s with {self.workers} worker(s) [{steps}] -> {self.site}"
+        )
+
 
 # ---------------------------------------------------------------------------------------
 # Entry point
@@ -137,7 +127,8 @@ def render_site(
     workers: int | None = None,
     n_top_rated: int = 10,
     n_popular: int = 100,
-    cache_dir: Path | None = None,
+    engine: SqlEngine | None = None,
+    manifest: Manifest | None = None,
 ) -> SiteSummary:
     """Render ``OUT/site`` from a merged run (``job.pipeline.run_stage`` records its time).
 
@@ -149,181 +140,48 @@ def render_site(
         n_top_rated: a user's top-rated movies shown on their page.
         n_popular: the head of the cold-start ranking shown on popular.html (the table in
             the DuckDB file ranks the whole catalogue).
-        cache_dir: where the SQL page's engine is cached (fetched there on first use);
-            default ``$MOVIELENS_CACHE`` or ~/.cache/movielens-job. Without it (no network)
-            the page says the engine is missing.
+        engine: the SQL page's engine (``job.site.sql.engine_for_site``, which
+            ``job.pipeline.render`` calls before the stage); ``None``: fetched here, into
+            ``$MOVIELENS_CACHE`` or ~/.cache/movielens-job. Without it (no network) the page
+            says the engine is missing.
+        manifest: the run's, when ``require(out, "render")`` has read it already.
 
     Raises:
         JobError: the run is not merged yet, or the templates are missing.
     """
-    started = time.perf_counter()
-    templates = check_templates(templates)
-    manifest = require(out, "render")
-    try:
-        data, timings = load_site_data(out, manifest, n_top_rated=n_top_rated, n_popular=n_popular)
-    except duckdb.Error as exc:  # damage inside a table, past require's cheap checks
-        raise damaged_database(out, exc) from None
-    engine = engine_for_site(cache_dir or default_cache_dir())
-    if engine.folder is not None:
-        install_engine(engine.folder, out)
-    summary = write_site(
-        out / SITE_DIR,
-        data,
-        templates=templates,
-        workers=workers,
-        database=out / DATABASE_FILE,
-        engine=engine,
+    watch = Stopwatch()
+    with watch.time("render"):
+        templates = check_templates(templates)
+        manifest = manifest or require(out, "render")
+        try:
+            data, timings = load_site_data(
+                out, manifest, n_top_rated=n_top_rated, n_popular=n_popular
+            )
+        except duckdb.Error as exc:  # damage inside a table, past require's cheap checks
+            raise damaged_database(out, exc) from None
+        engine = engine or engine_for_site(default_cache_dir())
+        if engine.folder is not None:
+            install_engine(engine.folder, out)
+        summary = write_site(
+            out / SITE_DIR,
+            data,
+            templates=templates,
+            workers=workers,
+            database=out / DATABASE_FILE,
+            engine=engine,
+        )
+    summary = dataclasses.replace(
+        summary,
+        seconds=watch.seconds["render"],
+        timings={**timings, **summary.timings},
+        record=StageRecord(manifest),
     )
-    seconds = time.perf_counter() - started
-    timings = {**timings, **summary.timings}
-    log.info(
-        "site: %s pages (%s users, %s movies) in %.1f s with %d worker(s) [%s] -> %s",
-        f"{summary.pages:,}",
-        f"{summary.users:,}",
-        f"{summary.movies:,}",
-        seconds,
-        summary.workers,
-        ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()),
-        summary.site,
-    )
-    return SiteSummary(
-        summary.site,
-        summary.users,
-        summary.movies,
-        summary.pages,
-        summary.workers,
-        seconds,
-        timings,
-        StageRecord(manifest),
-    )
+    log.info("%s", summary.describe())
+    return summary
 
 
 # ---------------------------------------------------------------------------------------
-# Writing the site
-
-
-def installed_templates() -> Path:
-    """The templates installed with the job: the top-level ``site_templates/`` travels in the
-    wheel as the package ``job.site_templates`` (an editable install maps it to the source)."""
-    try:
-        return Path(str(resources.files("job.site_templates")))
-    except ModuleNotFoundError:
-        raise JobError(
-            "no site templates installed with the job (package job.site_templates is missing): "
-            "reinstall it (pip install movielens-job, or make run from a checkout)"
-        ) from None
-
-
-def check_templates(templates: Path | None = None) -> Path:
-    """The template folder, once every page template parses and every static file is there.
-
-    Cheap (well under a second), so ``run`` calls it before training, like the publish
-    target's check: a broken install fails at once instead of after the expensive stages.
-
-    Raises:
-        JobError: a template or static file is missing, or a template does not parse.
-    """
-    templates = templates or installed_templates()
-    env = make_environment(templates)
-    for name in PAGE_TEMPLATES:
-        try:
-            env.get_template(name)
-        except jinja2.TemplateNotFound:
-            raise JobError(
-                f"site template {name} missing in {templates}: reinstall the job"
-            ) from None
-        except jinja2.TemplateSyntaxError as exc:
-            raise JobError(
-                f"site template {templates / name} line {exc.lineno}: {exc.message}"
-            ) from None
-    for name in STATIC_FILES:
-        if not (templates / "static" / name).is_file():
-            raise JobError(
-                f"site static file {name} missing in {templates / 'static'}: reinstall the job"
-            )
-    return templates
-
-
-def make_environment(templates: Path) -> jinja2.Environment:
-    """The one Jinja2 environment: autoescaping on, a missing variable is an error."""
-    if not (templates / "base.html").is_file():
-        raise JobError(f"no site templates in {templates} (base.html missing)")
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates)),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters.update(
-        thousands=lambda n: f"{int(n):,}",
-        num=_number,
-        stars=stars,
-        genre_list=lambda genres: ", ".join(genres) if genres else "(no genres listed)",
-        metric_label=metric_label,
-        metric_value=metric_value,
-        markdown_code=markdown_code,
-    )
-    env.globals["baseline_names"] = BASELINE_NAMES
-    return env
-
-
-def markdown_code(text: str) -> markupsafe.Markup:
-    """``text`` escaped, its `backquoted` spans as <code>: the tables' catalogue is written
-    once, for the docs (Markdown) and for the SQL page (HTML)."""
-    parts = str(markupsafe.escape(text)).split("`")
-    return markupsafe.Markup(
-        "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
-    )
-
-
-METRIC_LABELS = {
-    "rmse": "RMSE",
-    "mae": "MAE",
-    "ndcg": "nDCG",
-    "map": "MAP",
-    "mrr": "MRR",
-    "auc": "AUC",
-    "training_seconds": "Fit time (s)",
-    "ranked_users": "Ranked users",
-}
-
-
-def _number(value: Any, digits: int = 3) -> str:
-    """A number to ``digits`` decimals; a dash where there is none."""
-    return "–" if value is None or not _finite(value) else f"{float(value):.{digits}f}"
-
-
-# How a metrics column prints, by its meaning rather than by the type a row happens to hold:
-# counts as integers, seconds to two decimals, scores (errors, ranking metrics) to four.
-COUNT_COLUMNS = ("n", "ranked_users")
-SECONDS_COLUMNS = ("training_seconds",)
-
-
-def metric_value(value: Any, column: str) -> str:
-    """One cell of the metrics table: "559", "19.18", "0.8379"; a dash where there is none."""
-    if value is None or not _finite(value):
-        return "–"
-    if column in COUNT_COLUMNS:
-        return f"{round(float(value)):,}"
-    return _number(value, 2 if column in SECONDS_COLUMNS else 4)
-
-
-def metric_label(column: str) -> str:
-    """A metrics column as a table header: "rmse" -> "RMSE", "recall_at_10" -> "Recall@10"."""
-    if column in METRIC_LABELS:
-        return METRIC_LABELS[column]
-    name, _, k = column.partition("_at_")
-    name = METRIC_LABELS.get(name, name.replace("_", " ").capitalize())
-    return f"{name}@{k}" if k else name
-
-
-def stars(rating: float, high: float = 5.0) -> str:
-    """A rating as five stars, to the nearest half: 3.7 -> "★★★½☆"."""
-    halves = round(max(0.0, min(rating, high)) * 2)
-    full, half = divmod(halves, 2)
-    return "★" * full + ("½" if half else "") + "☆" * (int(high) - full - half)
+# Writing the site (the templates and their filters: ``job.site.templates``)
 
 
 @dataclass(frozen=True)
@@ -425,62 +283,74 @@ def write_site(
 
     ``database`` (the run's recommendations.duckdb) is copied for the SQL page in the format
     DuckDB-Wasm reads, and ``engine`` says whether the page has its engine; without either
-    the page says why it cannot run.
+    the page says why it cannot run. The summary's timings: each step, and the replacement
+    of the previous site by the new folder.
 
     Raises:
         JobError: the templates are missing or a page refers to something undefined.
     """
-    started = time.perf_counter()
     if templates is None:
         templates = check_templates()
     n_pages = len(data.users) + len(data.movies) + 5  # index, popular, taste, sql, runs
     if workers is None:
         workers = (os.cpu_count() or 1) if n_pages >= PARALLEL_MIN_PAGES else 1
     workers = max(1, workers)
-    timings: dict[str, float] = {}
+    if database is None:
+        engine = SqlEngine(None, "this site was rendered without the run's database")
+    engine = engine or SqlEngine(None, "this site was rendered without it")
+    watch = Stopwatch()
     try:
-        with atomic_path(site) as tmp:
-            tmp.mkdir()
-            for folder in ("users", "movies", "search", "taste"):
-                (tmp / folder).mkdir()
-            static = templates / "static"
-            if static.is_dir():
-                shutil.copytree(static, tmp / "static")
-            _write_top_pages(tmp, data, templates)
-            sql_started = time.perf_counter()
-            engine = engine or SqlEngine(None, "this site was rendered without it")
-            if database is not None and engine.folder is not None:
-                write_browser_database(database, tmp / BROWSER_DATABASE)
-            elif database is None:
-                engine = SqlEngine(None, "this site was rendered without the run's database")
-            _write_sql_page(tmp, data, templates, engine)
-            timings["index"] = sql_started - started
-            timings["sql"] = time.perf_counter() - sql_started
-            index_started = time.perf_counter()
-            _write_search_shards(tmp / "search", data)
-            write_title_index(tmp / "search", data.movies)
-            write_taste_shards(tmp / "taste", data.movies, data.neighbours)
-            timings["search"] = time.perf_counter() - index_started
-            pages_started = time.perf_counter()
-            # matplotlib draws the ratings chart once; every movie page scales its bars
-            chart = RatingChart.draw(data.rating_values or (1.0, 2.0, 3.0, 4.0, 5.0))
-            _write_entity_pages(tmp, data, templates, workers, chart)
-            timings["pages"] = time.perf_counter() - pages_started
-            replace_started = time.perf_counter()
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(site))
+            _write_into(tmp, data, templates, workers, database, engine, watch)
+            written = stack.pop_all()  # the new folder, not yet in place
+        with watch.time("replace"):
+            written.close()  # atomic_path puts it in place of the previous site
     except jinja2.TemplateNotFound as exc:
         raise JobError(f"site template {exc.name} not found in {templates}") from exc
     except jinja2.UndefinedError as exc:
         raise JobError(f"site templates in {templates}: {exc.message}") from exc
-    timings["replace"] = time.perf_counter() - replace_started
     return SiteSummary(
         site=site,
         users=len(data.users),
         movies=len(data.movies),
         pages=n_pages,
         workers=workers,
-        seconds=time.perf_counter() - started,
-        timings=timings,
+        seconds=watch.total(),
+        timings=watch.seconds,
     )
+
+
+def _write_into(
+    tmp: Path,
+    data: SiteData,
+    templates: Path,
+    workers: int,
+    database: Path | None,
+    engine: SqlEngine,
+    watch: Stopwatch,
+) -> None:
+    """Every file of the site into the new folder ``tmp``, each step timed by ``watch``."""
+    with watch.time("top pages"):  # index, popular, runs, taste; the static files
+        tmp.mkdir()
+        for folder in ("users", "movies", "search", "taste"):
+            (tmp / folder).mkdir()
+        static = templates / "static"
+        if static.is_dir():
+            shutil.copytree(static, tmp / "static")
+        _write_top_pages(tmp, data, templates)
+    with watch.time("sql"):
+        if database is not None and engine.folder is not None:
+            write_browser_database(database, tmp / BROWSER_DATABASE)
+        _write_sql_page(tmp, data, templates, engine)
+    with watch.time("search"):
+        _write_search_shards(tmp / "search", data)
+        write_title_index(tmp / "search", data.movies)
+        write_taste_shards(tmp / "taste", data.movies, data.neighbours)
+    with watch.time("pages"):
+        # matplotlib draws the ratings chart once; every movie page scales its bars
+        chart = RatingChart.draw(data.rating_values or (1.0, 2.0, 3.0, 4.0, 5.0))
+        _write_entity_pages(tmp, data, templates, workers, chart)
 
 
 def _write_top_pages(site: Path, data: SiteData, templates: Path) -> None:

@@ -3,7 +3,7 @@ browser can open.
 
 The engine is ``@duckdb/duckdb-wasm`` at a pinned version, downloaded once from the npm
 registry (``$MOVIELENS_NPM_REGISTRY``, else registry.npmjs.org) into the dataset cache, its
-SHA-512 checked against the registry's pinned integrity by ``job.data.movielens.download``; only the
+SHA-512 checked against the registry's pinned integrity by ``job.data.download.download``; only the
 files of the one variant the page loads (``eh``: WebAssembly exceptions, every current
 browser) are unpacked. ``render`` links them into ``OUT/engine/duckdb-wasm-VERSION/``, which
 ``publish`` uploads once to ``PREFIX/engine/...``, outside the runs: a later run finds them
@@ -39,7 +39,8 @@ import duckdb
 from job.core.errors import DataError, JobError
 from job.core.files import atomic_path
 from job.core.layout import ENGINE_DIR
-from job.data.movielens import download
+from job.core.timing import Stopwatch
+from job.data.download import download
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class NpmPackage:
 
     @property
     def hexdigest(self) -> str:
-        """The integrity's digest in hex, as ``job.data.movielens.download`` compares it."""
+        """The integrity's digest in hex, as ``job.data.download.download`` compares it."""
         return base64.b64decode(self.integrity.split("-", 1)[1]).hex()
 
 
@@ -79,7 +80,7 @@ ENGINE = NpmPackage(
     "1.32.0",
     "sha512-IewXTNYEjsZCPE9weUWgtjGxUlMRo7qhX0GF6tq/KjK8bnY+RAl4cyUdYUfcdzbyb4b9ZxPC+FOsCcxgaKFWMg==",
 )
-# The eh variant only: 34 MB of wasm (mvp is 39 MB, and needs no browser feature eh lacks).
+# The eh variant only: the smaller of the two, and mvp needs no browser feature eh lacks.
 ENGINE_FILES = ("duckdb-eh.wasm", "duckdb-browser-eh.worker.js")
 # Where the engine sits in OUT, and under the publish prefix (job.publish uploads it there).
 ENGINE_FOLDER = f"{ENGINE_DIR}/duckdb-wasm-{ENGINE.version}"
@@ -291,18 +292,30 @@ class SqlEngine:
 
 
 def engine_for_site(cache_dir: Path) -> SqlEngine:
-    """The engine from the cache (fetched on first use), or why it is missing: a failure is
-    one warning line and the page says so; rendering never fails for it."""
+    """The engine from the cache (fetched on first use, said in one line), or why it is
+    missing: a failure is one warning line and the page says so; rendering never fails for it.
+    """
+    tarball = cache_dir / "npm" / ENGINE.tarball_name
+    had_tarball = tarball.is_file()
+    watch = Stopwatch()
     try:
-        return SqlEngine(fetch_engine(cache_dir))
+        with watch.time("fetch"):
+            folder = fetch_engine(cache_dir)
     except DataError as exc:
         log.warning("sql page: no DuckDB-Wasm engine, the page says so: %s", exc)
         return SqlEngine(None, str(exc))
+    seconds = watch.seconds["fetch"]
+    if had_tarball or not tarball.is_file():
+        log.info("DuckDB-Wasm engine: cached in %s (%.1f s)", folder, seconds)
+    else:
+        size = tarball.stat().st_size / 1e6
+        log.info("DuckDB-Wasm engine: downloaded %.0f MB in %.1f s", size, seconds)
+    return SqlEngine(folder)
 
 
 def install_engine(engine: Path, out: Path) -> Path:
     """``OUT/engine/duckdb-wasm-VERSION/``: the engine's files, hard-linked from the cache
-    where the file system allows (no copy of 34 MB per run), else copied. Left alone when
+    where the file system allows (no copy of the engine per run), else copied. Left alone when
     already complete."""
     target = out / ENGINE_FOLDER
     if all(

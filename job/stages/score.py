@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,20 +19,14 @@ import pyarrow as pa
 from job.core.config import ScoreOptions
 from job.core.errors import ConfigError, JobError
 from job.core.files import write_json
-from job.core.layout import PARTS_DIR, RANKER_FILE
+from job.core.layout import PARTS_DIR, RANKER_FILE, part_path, summary_path
+from job.core.timing import Stopwatch
 from job.data.features import IdEncoding
 from job.data.interactions import Interactions, SeenPairs, interactions_of
 from job.models.itemitem import WatchAndLike
-from job.runfolder.manifest import load_run
+from job.runfolder.manifest import TrainedRun, load_run
 from job.runfolder.preflight import require
-from job.stages.merge import (
-    PREDICTIONS_SCHEMA,
-    TOP_K_SCHEMA,
-    parquet_part,
-    part_path,
-    remove_stale_parts,
-    summary_path,
-)
+from job.stages.parts import PREDICTIONS_SCHEMA, TOP_K_SCHEMA, parquet_part, remove_stale_parts
 
 if TYPE_CHECKING:
     from job.models.rank import ScoredBlock
@@ -130,6 +123,7 @@ class ScoreSummary:
     prediction_rows: int
     top_k_rows: int
     seconds: float
+    startup_seconds: float | None = None  # the process's, when this was its first stage
 
     @property
     def pairs_per_second(self) -> float:
@@ -166,47 +160,82 @@ def check_row_budget(rows: int, max_rows: int, n_users: int, keep_top: int | Non
 
 
 def score_stage(
-    out: Path, shard: Shard | None = None, options: ScoreOptions | None = None
+    out: Path,
+    shard: Shard | None = None,
+    options: ScoreOptions | None = None,
+    startup_s: float | None = None,
 ) -> ScoreSummary:
     """Score one shard of a trained run into ``OUT/parts``.
 
     Writes ``predictions-IIIII-of-NNNNN.parquet``, ``top_k-IIIII-of-NNNNN.parquet`` and, last,
     ``score-IIIII-of-NNNNN.json``. ``options.max_rows`` budgets the whole ``predictions`` table (all
-    shards together), checked before anything is scored.
+    shards together), checked before anything is scored. ``startup_s``: the start-up of the
+    process, when this is its first stage; the summary carries it to merge, for run.json.
 
     Raises:
         JobError: no trained run in ``out``; the row budget would be exceeded.
     """
     shard = shard or Shard()
     options = options or ScoreOptions()
-    top_k, keep_top, max_rows = options.top_k, options.keep_top, options.max_rows
-    started = time.perf_counter()
-    run = load_run(out, require(out, "score"))
-    encoding = run.encoding
-    inputs = interactions_of(encoding, run.ratings, run.scale)
-    everyone = np.arange(encoding.n_users, dtype="int32")
-    check_row_budget(
-        estimate_rows(inputs.seen, everyone, keep_top), max_rows, len(everyone), keep_top
+    watch = Stopwatch()
+    with watch.time("score"):
+        run = load_run(out, require(out, "score"))
+        inputs = interactions_of(run.encoding, run.ratings, run.scale)
+        users = shard_users(run.encoding, inputs.seen, shard, options)
+        remove_stale_parts(out / PARTS_DIR, run.manifest.run_id, (shard.index, shard.count))
+        log.info(
+            "scoring shard %s: %s of %s users", shard, f"{len(users):,}", _catalogue(run.encoding)
+        )
+        counts = _score_users(out, run, inputs, users, shard, options)
+    summary = ScoreSummary(
+        run_id=run.manifest.run_id,
+        shard=str(shard),
+        top_k=options.top_k,
+        keep_top=options.keep_top,
+        users=len(users),
+        movies=run.encoding.n_movies,
+        seconds=round(watch.seconds["score"], 3),
+        startup_seconds=None if startup_s is None else round(startup_s, 3),
+        **counts,
     )
-    users = everyone[shard_mask(encoding.user_ids, shard)]
-    run_id = run.manifest.run_id
-    parts = out / PARTS_DIR
-    remove_stale_parts(parts, run_id, (shard.index, shard.count))
-    log.info("scoring shard %s: %s of %s users", shard, f"{len(users):,}", _catalogue(encoding))
+    write_json(summary_path(out / PARTS_DIR, shard.index, shard.count), summary.as_dict())
+    return summary
 
+
+def shard_users(
+    encoding: IdEncoding, seen: SeenPairs, shard: Shard, options: ScoreOptions
+) -> np.ndarray:
+    """The encoded users of ``shard``, once the whole table is known to fit ``options.max_rows``."""
+    everyone = np.arange(encoding.n_users, dtype="int32")
+    keep_top = options.keep_top
+    check_row_budget(
+        estimate_rows(seen, everyone, keep_top), options.max_rows, len(everyone), keep_top
+    )
+    return everyone[shard_mask(encoding.user_ids, shard)]
+
+
+def _score_users(
+    out: Path,
+    run: TrainedRun,
+    inputs: Interactions,
+    users: np.ndarray,
+    shard: Shard,
+    options: ScoreOptions,
+) -> dict[str, int]:
+    """Stream the rows of ``users`` into the shard's parts; return the summary's counts."""
     # Keras (job.models.rating, job.models.rank) is imported here, not with this module: `python -m job
     # score` imports it once its flags are known good, with TensorFlow's start-up noise hidden.
     from job.models.rank import BlockScorer, score_blocks
     from job.models.rating import load_model
 
+    encoding, top_k, keep_top = run.encoding, options.top_k, options.keep_top
     model = load_model(out)
     # A preset that ranks by predicted rating has no ranker: no EASE weights to load, and
     # no reasons (the liked movie that adds most to a pick's EASE score explains nothing
     # about a pick made by predicted rating).
     ranker = WatchAndLike.load(out / RANKER_FILE) if run.manifest.ranker == "ease" else None
-    full = keep_top is None
-    k = max(top_k, keep_top or 0)
-    predictions_rows = top_k_rows = pairs = 0
+    parts = out / PARTS_DIR
+    counts = {"pairs": 0, "prediction_rows": 0, "top_k_rows": 0}
     with (
         parquet_part(
             part_path(parts, "predictions", shard.index, shard.count), PREDICTIONS_SCHEMA
@@ -216,41 +245,26 @@ def score_stage(
         scorer = BlockScorer(
             model,
             inputs,
-            k,
+            max(top_k, keep_top or 0),
             options.block_users,
-            with_ratings=full,
+            with_ratings=keep_top is None,
             n_users=len(users),
             ranker=ranker,
         )
         for block in score_blocks(scorer, users):
-            pairs += int(block.seen.size - block.seen.sum())
+            counts["pairs"] += int(block.seen.size - block.seen.sum())
             rows = top_rows(block, inputs, encoding, top_k, explain_with=ranker)
             rows.setdefault("because_movie_id", pa.nulls(len(rows["user_id"]), pa.int64()))
             best.write(rows)
-            top_k_rows += len(rows["user_id"])
+            counts["top_k_rows"] += len(rows["user_id"])
             rows = (
                 all_rows(block, inputs, encoding)
                 if keep_top is None
                 else top_rows(block, inputs, encoding, keep_top)
             )
             predictions.write(rows)
-            predictions_rows += len(rows["user_id"])
-
-    summary = ScoreSummary(
-        run_id=run_id,
-        shard=str(shard),
-        top_k=top_k,
-        keep_top=keep_top,
-        block_users=scorer.block_users,
-        users=len(users),
-        movies=encoding.n_movies,
-        pairs=pairs,
-        prediction_rows=predictions_rows,
-        top_k_rows=top_k_rows,
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    write_json(summary_path(parts, shard.index, shard.count), summary.as_dict())
-    return summary
+            counts["prediction_rows"] += len(rows["user_id"])
+    return {**counts, "block_users": scorer.block_users}
 
 
 def _catalogue(encoding: IdEncoding) -> str:
