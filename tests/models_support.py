@@ -11,7 +11,7 @@ from job.core.config import model_config
 from job.data.features import (
     SideFeatures,
 )
-from job.data.interactions import Interactions
+from job.data.interactions import EncodedRatings, Interactions
 from job.data.movielens import HALF_STARS, RatingScale
 from job.models.rank import BlockScorer
 from job.models.rating import (
@@ -29,9 +29,8 @@ def scorer(
 ) -> BlockScorer:
     """The production scorer over a catalogue no user has rated."""
     none = np.zeros(0, "int32")
-    inputs = Interactions.from_ratings(
-        none, none, np.zeros(0), np.zeros(0, bool), n_users, n_movies, HALF_STARS
-    )
+    nothing = EncodedRatings(np.stack([none, none], axis=1), np.zeros(0), n_users, n_movies)
+    inputs = Interactions.from_ratings(nothing, np.zeros(0, bool), HALF_STARS)
     return BlockScorer(model, inputs, k=1, block_users=block_users)
 
 

@@ -64,15 +64,7 @@ def test_popularity_order_most_rated_first_ties_by_index() -> None:
 
 def test_interactions_see_every_rating_and_like_the_good_ones() -> None:
     r = rated(2)
-    inputs = Interactions.from_ratings(
-        r.users,
-        r.movies,
-        r.ratings,
-        np.ones(len(r.ratings), bool),
-        r.n_users,
-        r.n_movies,
-        HALF_STARS,
-    )
+    inputs = Interactions.from_ratings(r, np.ones(len(r.ratings), bool), HALF_STARS)
     assert (inputs.n_users, inputs.n_movies) == (r.n_users, r.n_movies)
     seen = inputs.seen.mask(np.arange(r.n_users))
     np.testing.assert_array_equal(seen, r.liked(-np.inf).toarray() > 0)

@@ -12,7 +12,7 @@ from job.data.features import (
 from job.data.interactions import EncodedRatings
 from job.models.dlrm import DLRMModel, SideColumns
 from job.models.rating import build_model, predict_ratings
-from job.stages.train import train
+from job.stages.fit import FitOptions, train
 
 # ---------------------------------------------------------------------------------------
 # Side features carry signal the ids alone cannot learn
@@ -60,9 +60,7 @@ def test_dlrm_beats_id_only_model_when_genre_carries_the_signal() -> None:
             config,
             rated.where(train_i),
             rated.where(val_i),
-            seed=0,
-            verbose=0,
-            side=side,
+            FitOptions(seed=0, verbose=0, side=side),
         )
         predicted = np.clip(
             predict_ratings(result.model, pairs[test_i, 0], pairs[test_i, 1]), 0.5, 5.0

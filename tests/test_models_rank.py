@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from job.core.config import model_config
-from job.data.interactions import Interactions
+from job.data.interactions import EncodedRatings, Interactions
 from job.data.movielens import HALF_STARS
 from job.models.itemitem import WatchAndLike, fit_ease
 from job.models.rank import BlockScorer, nearest_neighbours
@@ -24,9 +24,8 @@ def setting() -> tuple[Interactions, WatchAndLike]:
     )
     ratings = rng.choice(HALF_STARS.values, len(pairs))
     is_train = ~np.isin(pairs[:, 0], COLD_USERS)
-    inputs = Interactions.from_ratings(
-        pairs[:, 0], pairs[:, 1], ratings, is_train, N_USERS, N_MOVIES, HALF_STARS
-    )
+    rated = EncodedRatings(pairs, ratings, N_USERS, N_MOVIES)
+    inputs = Interactions.from_ratings(rated, is_train, HALF_STARS)
     ranker = WatchAndLike(
         watch=fit_ease(inputs.watched, 3.0, min_likes=1)[0],
         like=fit_ease(inputs.liked, 2.0, min_likes=1)[0],

@@ -28,7 +28,7 @@ from job.models.rating import (
     build_model,
     training_targets,
 )
-from job.stages.train import train
+from job.stages.fit import FitOptions, train
 
 # ---------------------------------------------------------------------------------------
 # The classifier
@@ -75,9 +75,7 @@ def test_classifier_trains_with_mae_and_accuracy() -> None:
         config,
         rated.where(np.arange(300) < 250),
         rated.where(np.arange(300) >= 250),
-        seed=0,
-        verbose=0,
-        scale=HALF_STARS,
+        FitOptions(seed=0, verbose=0, scale=HALF_STARS),
     )
     assert {"loss", "mae", "accuracy", "val_mae", "val_accuracy"} <= set(result.history.columns)
     assert result.history["val_accuracy"].between(0, 1).all()

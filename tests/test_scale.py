@@ -3,56 +3,15 @@ scale, and the typed fast path for ratings.csv (same frame as the checked string
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import job.data.movielens
-from job.core.config import PRESETS, model_config
+from job.core.config import model_config
 from job.data.movielens import SHIPPED_DIR, _read_csv_layout
 from job.data.synthetic import write_movielens
-from job.stages.train import LARGE_TRAINING, MAX_BATCH, training_settings
-
-
-def test_training_settings_change_nothing_below_the_scale_threshold() -> None:
-    for preset in PRESETS.values():
-        assert training_settings(preset, 80_000) is preset  # ml-latest-small's train split
-        assert training_settings(preset, LARGE_TRAINING - 1) is preset
-
-
-@pytest.mark.parametrize(("n_train", "batch"), [(8_000_000, 8_192), (20_000_000, MAX_BATCH)])
-def test_training_settings_at_scale_grow_the_batch_and_the_learning_rate(
-    n_train: int, batch: int
-) -> None:
-    tuned = model_config("tuned")
-    large = training_settings(tuned, n_train)
-    assert large.batch_size == batch
-    assert large.learning_rate == pytest.approx(
-        tuned.learning_rate * math.sqrt(batch / tuned.batch_size)
-    )
-    assert large.patience == 1 and large.epochs <= 10
-    # Warmed up over half an epoch, halved every epoch.
-    steps_per_epoch = math.ceil(n_train / batch)
-    assert abs(large.warmup_steps - steps_per_epoch / 2) <= 0.5
-    assert large.halve_every == steps_per_epoch
-    # Nothing else changes.
-    assert (
-        dataclasses.replace(
-            large,
-            batch_size=tuned.batch_size,
-            learning_rate=tuned.learning_rate,
-            warmup_steps=0,
-            halve_every=0,
-            patience=tuned.patience,
-            epochs=tuned.epochs,
-        )
-        == tuned
-    )
-    seed = model_config("seed")  # patience 0 stays 0
-    assert training_settings(seed, n_train).patience == 0
 
 
 def _string_path(folder: Path, monkeypatch: pytest.MonkeyPatch) -> pd.DataFrame:
@@ -93,7 +52,7 @@ def test_ranked_top_k_alone_equals_the_full_block(preset: str) -> None:
     import numpy as np
 
     from job.data.features import SideFeatures
-    from job.data.interactions import Interactions
+    from job.data.interactions import EncodedRatings, Interactions
     from job.data.movielens import HALF_STARS
     from job.models.itemitem import WatchAndLike, fit_ease
     from job.models.rank import BlockScorer
@@ -106,9 +65,8 @@ def test_ranked_top_k_alone_equals_the_full_block(preset: str) -> None:
     )
     ratings = rng.choice(HALF_STARS.values, len(pairs))
     is_train = ~np.isin(pairs[:, 0], (2, 9)) & (pairs[:, 1] != 7)  # cold users and a movie
-    inputs = Interactions.from_ratings(
-        pairs[:, 0], pairs[:, 1], ratings, is_train, n_users, n_movies, HALF_STARS
-    )
+    rated = EncodedRatings(pairs, ratings, n_users, n_movies)
+    inputs = Interactions.from_ratings(rated, is_train, HALF_STARS)
     ranker = WatchAndLike(
         watch=fit_ease(inputs.watched, 3.0, min_likes=1)[0],
         like=fit_ease(inputs.liked, 2.0, min_likes=1)[0],

@@ -16,7 +16,13 @@ from job.cli import main
 from job.core.config import PRESETS, ModelConfig, ScoreOptions, model_config
 from job.core.errors import ConfigError, JobError
 from job.data.features import SideFeatures
-from job.data.interactions import PRIOR_COUNT, Interactions, SeenPairs, bayesian_average
+from job.data.interactions import (
+    PRIOR_COUNT,
+    EncodedRatings,
+    Interactions,
+    SeenPairs,
+    bayesian_average,
+)
 from job.data.movielens import HALF_STARS
 from job.models.rank import BlockScorer, score_blocks
 from job.models.rating import build_model
@@ -51,7 +57,8 @@ def inputs() -> Interactions:
     users, movies = np.nonzero(seen)
     ratings = rng.choice(HALF_STARS.values, size=len(users))
     train = ~np.isin(users, COLD_USERS) & ~np.isin(movies, COLD_MOVIES)
-    return Interactions.from_ratings(users, movies, ratings, train, N_USERS, N_MOVIES, HALF_STARS)
+    rated = EncodedRatings(np.stack([users, movies], axis=1), ratings, N_USERS, N_MOVIES)
+    return Interactions.from_ratings(rated, train, HALF_STARS)
 
 
 def random_side(n_movies: int, seed: int = 0) -> SideFeatures:

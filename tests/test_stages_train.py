@@ -9,43 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from job.core.config import N_SIMILAR, SIMILAR_MIN_RATINGS, build_config
+from job.core.config import build_config
 from job.core.layout import RANKER_FILE
 from job.data.features import IdEncoding
-from job.data.movielens import HALF_STARS
 from job.data.split import TRAIN
-from job.models.itemitem import also_liked, covered_items, gram
 from job.runfolder.manifest import read_manifest
-from job.stages.train import (
-    SplitData,
-    TrainOutputs,
-    also_liked_neighbours,
-    train_stage,
-)
-
-
-def test_also_liked_neighbours_are_in_raw_ids() -> None:
-    rng = np.random.default_rng(3)
-    n_users, n_movies = 40, 12
-    pairs = np.unique(
-        np.stack([rng.integers(0, n_users, 300), rng.integers(0, n_movies, 300)], axis=1), axis=0
-    )
-    ratings = rng.choice(HALF_STARS.values, len(pairs))
-    encoding = IdEncoding(np.arange(n_users) + 100, np.arange(n_movies) * 10 + 7)
-    data = SplitData(encoding, pairs, ratings, np.full(len(pairs), TRAIN), side=None)
-    neighbours = also_liked_neighbours(data)
-    # The same neighbours as also_liked on the co-like counts of every liked rating, decoded.
-    liked = data.rated.liked()
-    items = covered_items(liked)
-    expected = also_liked(gram(liked, items), items, N_SIMILAR, SIMILAR_MIN_RATINGS)
-    assert len(expected) > 0
-    assert list(neighbours.columns) == ["movie_id", "rank", "other_movie_id", "score"]
-    for column, raw in (("movie", "movie_id"), ("other", "other_movie_id")):
-        pd.testing.assert_series_equal(
-            neighbours[raw],
-            pd.Series(encoding.decode_movies(expected[column].to_numpy()), name=raw),
-        )
-    np.testing.assert_array_equal(neighbours["score"], expected["score"])
+from job.stages.train import TrainOutputs, train_stage
 
 
 @pytest.mark.parametrize(("ranker", "ease_fits"), [("ease", 4), ("rating", 1)])
@@ -157,56 +126,3 @@ def test_served_ranker_saw_the_held_out_ratings_and_evaluation_did_not(
     manifest = read_manifest(out)
     assert manifest.extra["served"]["ranker"]["fit_on"] == "all"
     assert manifest.extra["served"]["ranker"]["judged_fit_on"] == "train"
-
-
-@pytest.mark.parametrize("simulated_worse", [False, True])
-def test_served_rating_model_is_refit_on_every_rating_when_validation_allows(
-    simulated_worse: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With ``serve_refit``, a fit from scratch for the kept epochs is judged on validation
-    against the early-stopped model; no worse, and the saved model is a refit on every rating
-    (its mean is every rating's) for those epochs; worse, and the train-split model is kept.
-    run.json says which, with both models' validation figures."""
-    from synth import write_movielens
-
-    import job.stages.train as train_module
-    from job.models.rating import load_model
-
-    real_train = train_module.train
-    fits: list[tuple[int, object]] = []
-
-    def spy(*args: object, **kwargs: object) -> train_module.TrainingResult:
-        result = real_train(*args, **kwargs)  # type: ignore[arg-type]
-        fits.append((len(args[1].ratings), kwargs.get("fixed_epochs")))  # type: ignore[attr-defined]
-        if simulated_worse and kwargs.get("fixed_epochs") and len(fits) == 2:
-            settings = {**result.settings, "validation_rmse": 99.0}
-            return train_module.TrainingResult(
-                result.model, result.history, result.seconds, settings
-            )
-        return result
-
-    monkeypatch.setattr(train_module, "train", spy)
-    data = write_movielens(tmp_path / "data", n_users=30, n_movies=40, per_user=12, seed=2)
-    out = tmp_path / "out"
-    config = build_config(
-        data=str(data), out=out, preset="biased", epochs=3, serve_refit=True, ranker="rating"
-    )
-    train_stage(config, verbose=0)
-    served = read_manifest(out).extra["served"]["rating_model"]
-    ratings = pd.read_parquet(out / "dataset" / "ratings.parquet")
-    n_train = int((ratings["split"] == TRAIN).sum())
-    refit = served["refit"]
-    kept = refit["epochs"]
-    assert 1 <= kept <= 3
-    # the evaluated fit, the simulation on the train split; the refit on all if chosen
-    assert fits[:2] == [(n_train, None), (n_train, kept)]
-    assert refit["chosen"] == (not simulated_worse)
-    assert refit["validation_rmse"] == served["validation_rmse"]
-    mean = float(load_model(out).rating_mean)
-    if simulated_worse:
-        assert len(fits) == 2 and served["fit_on"] == "train"
-        assert mean == pytest.approx(ratings["rating"][ratings["split"] == TRAIN].mean())
-    else:
-        assert fits[2] == (len(ratings), kept) and served["fit_on"] == "all"
-        assert served["ratings"] == len(ratings) and served["epochs"] == kept
-        assert mean == pytest.approx(ratings["rating"].mean())

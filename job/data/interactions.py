@@ -13,9 +13,11 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from job.data.features import IdEncoding
-from job.data.movielens import RatingScale
-from job.data.split import TRAIN
+from job.core.config import Config
+from job.core.errors import JobError
+from job.data.features import IdEncoding, SideFeatures, side_features
+from job.data.movielens import Dataset, RatingScale
+from job.data.split import TRAIN, VAL, split_ratings
 
 # A rating of this or more counts as "liked". Learning from what users liked, not from all
 # they watched, is the biggest single lever (README, "How the ranking was chosen"): on the
@@ -184,17 +186,15 @@ class Interactions:
     @classmethod
     def from_ratings(
         cls,
-        users: np.ndarray,
-        movies: np.ndarray,
-        ratings: np.ndarray,
+        rated: EncodedRatings,
         is_train: np.ndarray,
-        n_users: int,
-        n_movies: int,
         scale: RatingScale,
         timestamps: np.ndarray | None = None,
     ) -> Interactions:
         """From encoded (user, movie, rating) triples and which of them trained the model
         (and when each was given, for the recency weighting)."""
+        users, movies, ratings = rated.users, rated.movies, rated.ratings
+        n_users, n_movies = rated.n_users, rated.n_movies
         return cls(
             seen=SeenPairs.from_pairs(users, movies, n_users, n_movies),
             cold=ColdStart.fit(users, movies, ratings, is_train, n_users, n_movies),
@@ -219,13 +219,16 @@ def interactions_of(
     encoding: IdEncoding, ratings: pd.DataFrame, scale: RatingScale
 ) -> Interactions:
     """From a run's ratings table (raw ids, rating, split): the seen pairs and the cold rule."""
+    pairs = np.stack(
+        [encoding.encode_users(ratings["user_id"]), encoding.encode_movies(ratings["movie_id"])],
+        axis=1,
+    )
+    rated = EncodedRatings(
+        pairs, ratings["rating"].to_numpy("float64"), encoding.n_users, encoding.n_movies
+    )
     return Interactions.from_ratings(
-        encoding.encode_users(ratings["user_id"]),
-        encoding.encode_movies(ratings["movie_id"]),
-        ratings["rating"].to_numpy("float64"),
+        rated,
         is_train(ratings["split"]),
-        encoding.n_users,
-        encoding.n_movies,
         scale,
         ratings["timestamp"].to_numpy("int64") if "timestamp" in ratings else None,
     )
@@ -282,3 +285,51 @@ def popularity_order(train_movies: np.ndarray, n_movies: int) -> np.ndarray:
     """
     counts = np.bincount(train_movies, minlength=n_movies)
     return np.lexsort((np.arange(n_movies), -counts))
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """A dataset encoded and split once: what training, evaluation and tuning share."""
+
+    encoding: IdEncoding
+    pairs: np.ndarray  # (n, 2) encoded (user, movie), one row per rating
+    ratings: np.ndarray  # (n,) float64
+    labels: np.ndarray  # (n,) TRAIN / VAL / TEST
+    side: SideFeatures | None  # built only for models that read it
+    timestamps: np.ndarray | None = None  # (n,) int64 seconds, when each rating was given
+
+    def mask(self, part: int) -> np.ndarray:
+        return self.labels == part
+
+    @property
+    def rated(self) -> EncodedRatings:
+        return EncodedRatings(
+            self.pairs, self.ratings, self.encoding.n_users, self.encoding.n_movies
+        )
+
+
+def split_data(dataset: Dataset, config: Config) -> SplitData:
+    """Encode ids, split ratings with the config's seed, build side features if the model needs them."""
+    encoding = IdEncoding.fit(dataset.ratings, dataset.movies)
+    users = encoding.encode_users(dataset.ratings["user_id"])
+    movies = encoding.encode_movies(dataset.ratings["movie_id"])
+    labels = split_ratings(
+        dataset.ratings, config.split, config.test_fraction, config.val_fraction, config.seed
+    )
+    if not (labels == TRAIN).any() or not (labels == VAL).any():
+        raise JobError(
+            f"{dataset.name}: too few ratings ({len(labels)}) to split into train and validation sets"
+        )
+    side = (
+        side_features(dataset.movies, dataset.tags, encoding, config.model.n_tags)
+        if config.model.architecture == "dlrm"
+        else None
+    )
+    return SplitData(
+        encoding=encoding,
+        pairs=np.stack([users, movies], axis=1),
+        ratings=dataset.ratings["rating"].to_numpy("float64"),
+        labels=labels,
+        side=side,
+        timestamps=dataset.ratings["timestamp"].to_numpy("int64"),
+    )

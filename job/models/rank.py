@@ -155,36 +155,19 @@ class BlockScorer:
         scores = self.model.block_scores(self.model.user_parts(users), movie_parts)
         return keras.ops.cast(scores, "float32") + self.model.rating_mean
 
-    def _block(
-        self,
-        users: Any,
-        movie_parts: Any,
-        seen: Any,
-        user_cold: Any,
-        movie_cold: Any,
-        popularity: Any,
-        affinity: Any,
-        rank_cold: Any,
-        candidate: Any,
-        candidate_movies: Any,
-    ) -> Any:
-        """``candidate``: (b, n_movies) bool, the rating term's re-rank candidates
-        (``rerank_candidates``, in numpy: a partition, where the compiled top_k sorts);
-        ``candidate_movies``: (b, c) the same as movie indexes, -1 past a row's last."""
+    def _block(self, users: Any, catalogue: Any, block: Any) -> Any:
+        """One block, compiled. ``catalogue``: (movie_parts, movie_cold, popularity), the same
+        for every block (arguments, not captured: a traced constant would be copied into the
+        compiled program); ``block``: (seen, user_cold, affinity, rank_cold, candidate,
+        candidate_movies) of these users. ``candidate``: (b, n_movies) bool, the rating term's
+        re-rank candidates (``rerank_candidates``, in numpy: a partition, where the compiled
+        top_k sorts); ``candidate_movies``: (b, c) the same as movie indexes, -1 past a row's
+        last."""
         ops = keras.ops
         if self._ranked_only:
-            return self._ranked_block(
-                users,
-                movie_parts,
-                seen,
-                user_cold,
-                movie_cold,
-                popularity,
-                affinity,
-                rank_cold,
-                candidate,
-                candidate_movies,
-            )
+            return self._ranked_block(users, catalogue, block)
+        movie_parts, movie_cold, popularity = catalogue
+        seen, user_cold, affinity, rank_cold, candidate, _ = block
         cold = ops.logical_or(user_cold[:, None], movie_cold[None, :])
         model_ratings = self._ratings(users, movie_parts)
         ratings = ops.where(cold, popularity[None, :], model_ratings)
@@ -204,25 +187,15 @@ class BlockScorer:
             return top_scores, top_movies, top_ratings
         return top_scores, top_movies, top_ratings, ratings, scores
 
-    def _ranked_block(
-        self,
-        users: Any,
-        movie_parts: Any,
-        seen: Any,
-        user_cold: Any,
-        movie_cold: Any,
-        popularity: Any,
-        affinity: Any,
-        rank_cold: Any,
-        candidate: Any,
-        candidate_movies: Any,
-    ) -> Any:
+    def _ranked_block(self, users: Any, catalogue: Any, block: Any) -> Any:
         """``_block`` for a ranker when only the top K is asked for: rank first, then run the
         rating model on the K picks alone, not on every movie. The same numbers as ``_block``
         (the rating of a pick does not depend on the other movies); on ml-25m's catalogue it
         is 62,423 / K times less model work per user (README, "Scale"). With a rating term,
         the model also runs on the term's candidates."""
         ops = keras.ops
+        movie_parts, movie_cold, popularity = catalogue
+        seen, user_cold, affinity, rank_cold, candidate, candidate_movies = block
         scores = ops.where(rank_cold[:, None], popularity[None, :], affinity)
         masked = ops.where(seen, -math.inf, scores)
         weight = self.ranker.rating_weight if self.ranker is not None else 0.0
@@ -352,15 +325,15 @@ class BlockScorer:
             candidate_movies[rows, column] = movies
         out = self._fn(
             padded,
-            self.movie_parts,
-            seen,
-            self.inputs.cold.cold_users[padded],
-            self.cold_movies,
-            self.popularity,
-            affinity,
-            rank_cold,
-            candidate,
-            candidate_movies,
+            (self.movie_parts, self.cold_movies, self.popularity),
+            (
+                seen,
+                self.inputs.cold.cold_users[padded],
+                affinity,
+                rank_cold,
+                candidate,
+                candidate_movies,
+            ),
         )
         out = [keras.ops.convert_to_numpy(x) for x in out]
         return ScoredBlock(

@@ -221,7 +221,6 @@ def build_model(
     seed: int,
     scale: RatingScale | None = None,
     side: SideFeatures | None = None,
-    steps_per_execution: int = 1,
 ) -> FactorisedModel:
     """A built, compiled model for ``config``.
 
@@ -230,15 +229,16 @@ def build_model(
             (required for ``output="classes"``).
         side: per-movie side features (required for ``architecture="dlrm"``; use
             ``SideFeatures.empty(n_movies)`` where there are none).
-        steps_per_execution: Keras' own, for training (``job.stages.train.STEPS_PER_EXECUTION``);
-            1 keeps ``predict`` the article's, one batch per call.
+
+    Compiled for ``predict`` as the article runs it, one batch per call; training compiles
+    it again with more steps per call (``compile_model``).
     """
     keras.utils.set_random_seed(seed)
     values = scale.values.tolist() if scale is not None else None
     if config.output == "classes" and values is None:
         raise ValueError("output='classes' needs the dataset's rating scale: pass scale=")
     model = _built_model(config, (n_users, n_movies), rating_mean, values, side)
-    compile_model(model, config, steps_per_execution)
+    compile_model(model, config)
     return model
 
 
@@ -268,7 +268,9 @@ def _built_model(
     return dlrm
 
 
-def compile_model(model: FactorisedModel, config: ModelConfig, steps_per_execution: int) -> None:
+def compile_model(
+    model: FactorisedModel, config: ModelConfig, steps_per_execution: int = 1
+) -> None:
     """Regression compiles as in the article (Adam, MSE loss, MAE metric); the classifier with
     cross-entropy, an MAE of its expected rating named ``mae`` and class accuracy."""
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate(config))

@@ -28,11 +28,15 @@ from job.data.movielens import RatingScale
 from job.models.itemitem import Ease, WatchAndLike, fit_ease, fit_watch_and_like
 from job.models.rank import BlockScorer
 from job.models.rating import predict_classes, predict_ratings
+from job.stages.metrics import (
+    RANK_K,
+    RankingMetrics,
+    ScoreFunction,
+    constant_scorer,
+    ranking_metrics,
+)
 
 log = logging.getLogger(__name__)
-
-RANK_K = 10  # the "@10" of the ranking metrics (their column names say 10)
-RELEVANT_RATING = 4.0  # a held-out rating of this or more marks a relevant movie
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,10 @@ def movie_mean_baseline(
         return np.where(counts > 0, sums / np.maximum(counts, 1), fallback)
 
 
+# The bias baseline's regularisation (the values Surprise's BaselineOnly uses) and its passes.
+BIAS_REG_USER, BIAS_REG_MOVIE, BIAS_ITERATIONS = 15.0, 10.0, 10
+
+
 @dataclass(frozen=True)
 class BiasModel:
     """rating ≈ mean + b_user + b_movie, fitted by regularised alternating least squares."""
@@ -119,12 +127,10 @@ def fit_biases(
     ratings: np.ndarray,
     n_users: int,
     n_movies: int,
-    reg_user: float = 15.0,
-    reg_movie: float = 10.0,
-    iterations: int = 10,
 ) -> BiasModel:
-    """The user+movie bias baseline. The regularisation (the values Surprise's BaselineOnly
-    uses) shrinks the biases of users and movies with few ratings towards zero."""
+    """The user+movie bias baseline. The regularisation shrinks the biases of users and
+    movies with few ratings towards zero."""
+    reg_user, reg_movie, iterations = BIAS_REG_USER, BIAS_REG_MOVIE, BIAS_ITERATIONS
     mean = float(np.mean(ratings))
     b_user = np.zeros(n_users)
     b_movie = np.zeros(n_movies)
@@ -150,134 +156,6 @@ def accuracy(predicted_ratings: np.ndarray, actual: np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
-class RankingMetrics:
-    precision: float  # mean over users of hits@k / k
-    recall: float  # mean over users of hits@k / (their relevant movies)
-    ndcg: float  # mean over users of DCG@k / ideal DCG@k, binary relevance
-    coverage: float  # distinct movies in all top-k lists / catalogue size
-    n_users: int  # users with at least one relevant held-out movie (the mean's denominator)
-
-
-# users (B,) int -> (B, n_movies) scores, higher is better
-ScoreFunction = Callable[[np.ndarray], np.ndarray]
-
-
-def _rows_of(sorted_users: np.ndarray, block_users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For pairs sorted by user: (row in block, index into the pairs) of the block's users' pairs."""
-    starts = np.searchsorted(sorted_users, block_users, side="left")
-    ends = np.searchsorted(sorted_users, block_users, side="right")
-    lengths = ends - starts
-    rows = np.repeat(np.arange(len(block_users)), lengths)
-    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return rows, offsets + np.arange(int(lengths.sum()))
-
-
-def top_k_stable(scores: np.ndarray, k: int) -> np.ndarray:
-    """(b, min(k, n)) column indexes of each row's ``k`` highest scores, best first, ties
-    by column: ``np.argsort(-scores, axis=1, kind="stable")[:, :k]`` without sorting whole
-    rows. Only the candidates (scores at or above each row's k-th highest) are sorted."""
-    b, n = scores.shape
-    k = min(k, n)
-    if k == 0 or b == 0:
-        return np.zeros((b, k), dtype=np.int64)
-    neg = -scores
-    kth = np.partition(neg, k - 1, axis=1)[:, k - 1 : k]
-    candidates = neg <= kth
-    if candidates.sum() > b * (4 * k + 64):  # mostly ties (a constant baseline): sort rows
-        return np.argsort(neg, axis=1, kind="stable")[:, :k]
-    rows, cols = np.nonzero(candidates)  # by row, then column
-    order = np.lexsort((cols, neg[rows, cols], rows))  # by row, then score, then column
-    rows, cols = rows[order], cols[order]
-    starts = np.searchsorted(rows, np.arange(b))
-    rank = np.arange(len(rows)) - starts[rows]
-    keep = rank < k
-    top = np.empty((b, k), dtype=np.int64)
-    top[rows[keep], rank[keep]] = cols[keep]
-    return top
-
-
-def ranking_metrics(
-    score_block: ScoreFunction,
-    n_movies: int,
-    seen: tuple[np.ndarray, np.ndarray],
-    held_out: tuple[np.ndarray, np.ndarray, np.ndarray],
-    order: np.ndarray,
-    k: int = RANK_K,
-    relevant_rating: float = RELEVANT_RATING,
-    block: int = 64,
-) -> RankingMetrics | None:
-    """Rank every movie a user has not rated in ``seen`` and score the top ``k``.
-
-    Args:
-        score_block: users (B,) -> (B, n_movies) scores (e.g. predicted ratings, unclipped).
-        seen: (users, movies) of the ratings the model learnt from (train and validation):
-            never candidates.
-        held_out: (users, movies, ratings) of the test ratings; every user among them is
-            ranked, those with a rating >= ``relevant_rating`` are the relevant movies.
-        order: the tie-break, movies in preferred order (``popularity_order``); among equal
-            scores the earlier movie ranks first.
-        block: users scored at once; memory is ``block x n_movies``.
-
-    Returns:
-        Means over users with at least one relevant movie, coverage over all ranked users;
-        None if no user has a relevant held-out movie.
-    """
-    seen_users, seen_movies = (np.asarray(a) for a in seen)
-    ho_users, ho_movies, ho_ratings = (np.asarray(a) for a in held_out)
-    by_user = np.argsort(seen_users, kind="stable")
-    seen_users, seen_movies = seen_users[by_user], seen_movies[by_user]
-    relevant = ho_ratings >= relevant_rating
-    rel_users, rel_movies = ho_users[relevant], ho_movies[relevant]
-    by_user = np.argsort(rel_users, kind="stable")
-    rel_users, rel_movies = rel_users[by_user], rel_movies[by_user]
-    # Columns are permuted into the tie-break order, so a stable sort on the score alone
-    # breaks ties by it; ``position`` maps a movie index to its column.
-    position = np.empty(n_movies, dtype="int64")
-    position[order] = np.arange(n_movies)
-    users = np.unique(ho_users)
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
-    precision, recall, ndcg = [], [], []
-    shown = np.zeros(n_movies, dtype=bool)
-    for start in range(0, len(users), block):
-        block_users = users[start : start + block]
-        scores = np.asarray(score_block(block_users), "float64")[:, order]
-        rows, index = _rows_of(seen_users, block_users)
-        scores[rows, position[seen_movies[index]]] = -np.inf
-        top = top_k_stable(scores, k)
-        candidate = np.isfinite(np.take_along_axis(scores, top, axis=1))
-        top_movies = order[top]
-        shown[top_movies[candidate]] = True
-        is_relevant = np.zeros((len(block_users), n_movies), dtype=bool)
-        rows, index = _rows_of(rel_users, block_users)
-        is_relevant[rows, rel_movies[index]] = True
-        n_relevant = is_relevant.sum(axis=1)
-        hits = np.take_along_axis(is_relevant, top_movies, axis=1) & candidate
-        judged = n_relevant > 0
-        if not judged.any():
-            continue
-        hits, n_rel = hits[judged], n_relevant[judged]
-        n_hits = hits.sum(axis=1)
-        precision.append(n_hits / k)
-        recall.append(n_hits / n_rel)
-        ideal = np.cumsum(discount)[np.minimum(n_rel, k) - 1]
-        ndcg.append((hits * discount).sum(axis=1) / ideal)
-    if not precision:
-        return None
-    return RankingMetrics(
-        precision=float(np.mean(np.concatenate(precision))),
-        recall=float(np.mean(np.concatenate(recall))),
-        ndcg=float(np.mean(np.concatenate(ndcg))),
-        coverage=float(shown.sum() / n_movies),
-        n_users=int(sum(len(p) for p in precision)),
-    )
-
-
-def constant_scorer(per_movie: np.ndarray) -> ScoreFunction:
-    """A baseline's scores: the same per-movie value for every user."""
-    return lambda users: np.broadcast_to(per_movie, (len(users), len(per_movie)))
-
-
-@dataclass(frozen=True)
 class HeldOut:
     """What evaluation reads: every rating, which of them trained the model (and fit the
     baselines), and which are held out to judge them."""
@@ -297,12 +175,8 @@ class HeldOut:
         """The scorers' input: the ratings ``mask`` selects, as a user's history."""
         rated = self.rated
         return Interactions.from_ratings(
-            rated.users[mask],
-            rated.movies[mask],
-            rated.ratings[mask],
+            rated.where(mask),
             self.train[mask],
-            rated.n_users,
-            rated.n_movies,
             self.scale,
             None if self.timestamps is None else self.timestamps[mask],
         )

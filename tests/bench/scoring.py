@@ -373,14 +373,10 @@ def _write_run(
 ) -> None:
     """A run folder as the train stage writes it (every rating a training one, no metrics),
     through the train stage's own writer, for ``score`` to read."""
+    from job.data.interactions import SplitData
     from job.data.split import TRAIN
-    from job.stages.train import (
-        SplitData,
-        TrainedArtifacts,
-        TrainingResult,
-        build_manifest,
-        write_train_outputs,
-    )
+    from job.stages.fit import TrainingResult
+    from job.stages.train import TrainedArtifacts, build_manifest, write_train_outputs
 
     data = synthetic.data
     encoding = IdEncoding(np.arange(1, size.users + 1, dtype="int64"), movie_ids(size.movies))

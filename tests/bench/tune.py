@@ -24,11 +24,12 @@ from job.core.config import TUNE_BASE, Config, ModelConfig, model_config
 from job.core.errors import ConfigError
 from job.core.files import write_json
 from job.data.features import side_features
+from job.data.interactions import SplitData, split_data
 from job.data.movielens import Dataset, load_dataset
 from job.data.split import TEST, TRAIN, VAL
 from job.models.rating import predict_classes, predict_ratings, trainable_parameters
 from job.stages.evaluate import HeldOut, accuracy, clip, error_metrics, evaluate
-from job.stages.train import SplitData, split_data, train_split
+from job.stages.fit import train_split
 
 log = logging.getLogger(__name__)
 
