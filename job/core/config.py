@@ -148,10 +148,8 @@ PRESETS: dict[str, ModelConfig] = {
     # Chosen on validation (seed 42; the test set is never read; README "How `tuned` was
     # chosen"): the DLRM model with no top MLP (its dot products go straight to the output, a
     # factorisation machine over user, movie, genres, tags and year), the per-rating
-    # ("batch") L2 0.03 and side_dim 64. Validation RMSE 0.8338 on ml-latest-small against
-    # 0.8384 for the previous winner (10-class head, top MLP, whole-table L2 1e-3), and on
-    # latent-factor data (`--signal latent`), where the previous winner never left the
-    # global mean, 0.6628 against the mean's 0.9421 at 2,000 x 3,000 (ALS: 0.6526).
+    # ("batch") L2 0.03 and side_dim 64: the best on ml-latest-small's validation set that
+    # also learns latent-factor data (docs/benchmarks.md, "The rating model").
     "tuned": dataclasses.replace(_DLRM, side_dim=64, top=(), l2=0.03, l2_scope="batch"),
 }
 
@@ -176,10 +174,9 @@ DEFAULT_PRESET = "tuned"
 TUNE_BASE = "dlrm"
 
 
-# Default budget of rows in `predictions` (all shards together). Measured on ml-latest-small:
-# ~16 bytes per row on disk across the three copies (5.6 in parts/, 4.2 in parquet/, 5.9 in
-# recommendations.duckdb), so 5e8 rows is ~8 GB: within a GitHub-hosted runner's free disk
-# with room to spare. It covers ml-latest-small, ml-100k and ml-1m (22M rows) in full;
+# Default budget of rows in `predictions` (all shards together): its three copies on disk
+# (parts/, parquet/, recommendations.duckdb) fit a GitHub-hosted runner's free disk with room
+# to spare (docs/benchmarks.md, "Design measurements"). It covers ml-latest-small, ml-100k and ml-1m (22M rows) in full;
 # ml-10m (0.74e9), ml-25m (10e9) and ml-32m (17.6e9) need --keep-top (or a larger budget).
 DEFAULT_MAX_ROWS = 500_000_000
 

@@ -20,9 +20,7 @@ from job.data.movielens import Dataset, RatingScale
 from job.data.split import TRAIN, VAL, split_ratings
 
 # A rating of this or more counts as "liked". Learning from what users liked, not from all
-# they watched, is the biggest single lever (README, "How the ranking was chosen"): on the
-# validation split EASE on ratings >= 4 reached nDCG@10 0.209, on >= 3.5 0.198, on every
-# rating 0.195.
+# they watched, is the biggest single lever (docs/benchmarks.md, "The ranker").
 LIKE_RATING = 4.0
 # The cold-start rule: a movie's popularity is the Bayesian average of its ratings,
 # (C * m + sum of ratings) / (C + n), m the global mean. C = 10 is about the mean number of
@@ -48,7 +46,7 @@ class SeenPairs:
         indptr = np.zeros(n_users + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
         # A run's ratings are usually stored by user, then movie (as MovieLens ships them):
-        # checking that is one pass; sorting 3.3M pairs again took 1-2 s of every score.
+        # checking that is one pass, where sorting them again costs seconds of every score.
         key = users.astype(np.int64) * n_movies + movies
         if len(key) < 2 or bool(np.all(key[1:] >= key[:-1])):
             return cls(indptr, movies.copy(), n_movies)

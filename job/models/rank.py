@@ -28,9 +28,8 @@ from job.core.progress import progress
 from job.data.interactions import Interactions
 from job.models.itemitem import WatchAndLike
 
-# The largest intermediate of a block is (users, movies, width of the first layer) float32.
-# 128 MiB keeps it inside a laptop's memory many times over and is large enough that the
-# per-call overhead (~0.1 ms) is noise: about 11 users x 87,585 movies for the seed model.
+# The largest intermediate of a block is (users, movies, width of the first layer) float32:
+# small enough for any laptop's memory, large enough that the per-call overhead is noise.
 BLOCK_BYTES = 128 << 20
 # (users, movies) float32 arrays alive at once on the ranked path (``BlockScorer._ranked_block``)
 RANKED_WIDTH = 8

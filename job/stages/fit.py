@@ -34,18 +34,14 @@ from job.stages.warmstart import PreviousRun, carry_over
 log = logging.getLogger(__name__)
 
 
-# Training at scale. On ml-10m-shaped data a step of the default preset costs ~25 ms of
-# fixed work (the whole-table L2 makes every step update every user and movie row with Adam)
-# plus ~7 us per example, so batch 500 ran ~12,000 ratings/s there and batch 8192 ~45,000
-# (README, "Scale"). From LARGE_TRAINING training ratings on, the batch grows to about
+# Training at scale: a step's fixed cost (the whole-table L2 updates every row with Adam)
+# dominates small batches, so from LARGE_TRAINING training ratings on the batch grows to about
 # n_train / STEPS_PER_EPOCH (a power of two, at most MAX_BATCH), the learning rate by the
 # square root of the batch's growth (Adam's usual rule: the gradient's noise falls with
-# sqrt(batch)), patience drops to 1 (an epoch is millions of ratings: a worse one is a real
-# signal), an epoch must improve validation MAE by LARGE_MIN_DELTA to count (on ml-10m's
-# shape, ~60-100 s an epoch on 2 cores, epochs 2-10 gained 0.0071, 0.0016, 0.0044, 0.0034,
-# 0.0023, 0.0008, 0.0008, ...: the rule stops after epoch 7 and keeps epoch 6, 0.0016 MAE
-# from the best of 10) and epochs are at most LARGE_EPOCHS. Below it (ml-latest-small, ml-100k, ml-1m)
-# nothing changes: their accuracy was tuned at batch 500.
+# sqrt(batch)), patience drops to 1 and an epoch must gain LARGE_MIN_DELTA validation MAE to
+# count (an epoch is millions of ratings: a worse one is a real signal), and epochs are at
+# most LARGE_EPOCHS. Below it (ml-latest-small, ml-100k, ml-1m) nothing changes: their
+# settings were tuned at batch 500. Figures: docs/benchmarks.md, "Large-batch settings".
 LARGE_TRAINING = 2_000_000
 STEPS_PER_EPOCH = 1_000
 MAX_BATCH = 16_384
@@ -53,20 +49,14 @@ LARGE_PATIENCE = 1
 LARGE_EPOCHS = 10
 LARGE_MIN_DELTA = 0.001
 # The large-batch rate is warmed up over half an epoch and halved every epoch from the first
-# step (the schedule in ModelConfig). Chosen on validation at 3.1M synthetic ratings, batch
-# 2,048 (README, "Large-batch settings"): RMSE 0.6293 against 0.6576 with a constant rate on
-# latent-factor data (ALS 0.6252), and 0.6184 against 0.6301 with the genre signal.
+# step (the schedule in ModelConfig), chosen on validation over a constant rate.
 LARGE_WARMUP_EPOCHS = 0.5
 # Training steps per call into the compiled train function (Keras' steps_per_execution): the
-# same batches in the same order, so the same weights and history (checked on
-# ml-latest-small: identical losses), without a Python round trip per step. An epoch of the
-# default preset there took 0.9-1.5 s instead of 2.3-2.7 s (2 busy cores).
+# same batches in the same order, so the same weights and history, without a Python round
+# trip per step.
 STEPS_PER_EXECUTION = 16
-# A warm start (job.stages.warmstart) begins near the previous optimum and overfits from its second
-# epoch on: on ml-latest-small split at the 90th percentile of time (`bench-warm-start`), the
-# previous default's warm run was best at epoch 2 of 5 under patience 3 (val MAE 0.6407,
-# 0.6387, then 0.6415, 0.6493, 0.6635); the current default's at epoch 1 (0.6401, then
-# 0.6405). Patience 1 keeps the same weights and stops two epochs sooner.
+# A warm start (job.stages.warmstart) begins near the previous optimum and overfits from its
+# second epoch on: patience 1 keeps the same weights as a longer patience and stops sooner.
 WARM_PATIENCE = 1
 
 
