@@ -139,7 +139,7 @@ LIMIT 10;""",
 FROM predictions p JOIN movies m USING (movie_id)
 WHERE list_contains(m.genres, 'Sci-Fi') AND NOT p.cold_start AND m.n_ratings >= 20
 GROUP BY m.title, m.n_ratings
-ORDER BY avg_predicted DESC
+ORDER BY avg_predicted DESC, m.title
 LIMIT 10;""",
     ),
     Example(
@@ -165,7 +165,7 @@ LIMIT 10;""",
         """SELECT model, round(rmse, 4) AS rmse, round(mae, 4) AS mae,
        round(ndcg_at_10, 4) AS ndcg_at_10, round(coverage_at_10, 4) AS coverage_at_10
 FROM metrics
-ORDER BY ndcg_at_10 DESC;""",
+ORDER BY ndcg_at_10 DESC, model;""",
     ),
 )
 
