@@ -24,9 +24,21 @@ ONE_WORKER_FIXTURES = ("shipped_run", "scenarios", "checkov_report")
 
 
 # What makes a test `slow` (left out of `make check`) besides its own mark: a scenario marker,
-# or a fixture that runs the whole job, a browser or a server.
+# a fixture that runs the whole job, a browser or a server, or a scenario suite (processes
+# killed and raced, linters and builds run, benchmarks, the executed workflow).
 SLOW_MARKERS = ("e2e", "browser", "container", "gpu_image")
-SLOW_FIXTURES = (*ONE_WORKER_FIXTURES, "browser")
+SLOW_FIXTURES = (*ONE_WORKER_FIXTURES, "browser", "s3_server")
+SLOW_SUITES = (
+    "test_hardening_",
+    "test_publish_stress",
+    "test_publish_concurrent",
+    "test_bench_",
+    "test_benchjob",
+    "test_packaging",
+    "test_workflow",
+    "test_infra",
+    "test_layers",
+)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the markers
@@ -39,8 +51,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for name in ONE_WORKER_FIXTURES:
             if name in fixtures:
                 item.add_marker(pytest.mark.xdist_group(name))
-        if any(item.get_closest_marker(m) for m in SLOW_MARKERS) or any(
-            name in fixtures for name in SLOW_FIXTURES
+        if (
+            any(item.get_closest_marker(m) for m in SLOW_MARKERS)
+            or any(name in fixtures for name in SLOW_FIXTURES)
+            or item.path.name.startswith(SLOW_SUITES)
         ):
             item.add_marker(pytest.mark.slow)
 

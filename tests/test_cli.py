@@ -120,6 +120,7 @@ def probe(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.mark.slow  # trains or starts processes: `make test` only
 def test_commands_that_never_train_or_score_never_import_tensorflow(
     scored_run: Path, tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ configuration keeps the flat keys of every model.keras."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from job.core.config import model_config
 from job.data.features import (
@@ -39,6 +40,7 @@ def genre_only_ratings(seed: int = 0) -> tuple[np.ndarray, np.ndarray, SideFeatu
     return np.stack([users, movies], axis=1), ratings, side
 
 
+@pytest.mark.slow  # trains or starts processes: `make test` only
 def test_dlrm_beats_id_only_model_when_genre_carries_the_signal() -> None:
     pairs, ratings, side = genre_only_ratings()
     n_users, n_movies = int(pairs[:, 0].max()) + 1, side.n_movies

@@ -59,6 +59,7 @@ def test_train_writes_every_output_and_a_manifest(tiny_data: Path, tmp_path: Pat
     assert split["train"] + split["validation"] + split["test"] == on_disk["dataset"]["n_ratings"]
 
 
+@pytest.mark.slow  # trains or starts processes: `make test` only
 def test_same_seed_same_run(tiny_data: Path, tmp_path: Path) -> None:
     a = train_stage(
         build_config(data=str(tiny_data), preset="seed", out=tmp_path / "a", epochs=2, seed=5),
