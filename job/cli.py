@@ -14,15 +14,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from job import flags
 from job.core.config import ScoreOptions
 from job.core.errors import ConfigError, JobError
 from job.core.signals import Interrupts
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("job")
 
