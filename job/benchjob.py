@@ -11,7 +11,7 @@ stage measured.
    published again, to count the re-run's writes) unless ``--no-publish``.
 
 Each stage gets a row: wall seconds, CPU seconds (this process and the child processes it
-waited for, e.g. render's workers; the moto server's own CPU is noted apart), peak RSS of
+waited for, e.g. render's workers), peak RSS of
 this process during the stage (Linux's ``VmHWM``, reset before each stage), what it made
 (ratings, rows, pages, objects) and the rate. The train stage's own timings (load, fit,
 evaluate, item-item) follow as sub-rows. The table is printed and stored in ``run.json``
