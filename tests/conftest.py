@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,16 +20,17 @@ pytest_plugins = ["publish_fixtures"]
 
 # Session and module fixtures too costly to make once per pytest-xdist worker: the tests that
 # use one (directly or through another fixture) form one group, run by one worker
-# (--dist loadgroup). shipped_run: the whole job on the shipped dataset; scenarios: eleven
-# signalled job processes (test_hardening_signals); checkov_report: checkov over infra/.
-ONE_WORKER_FIXTURES = ("shipped_run", "scenarios", "checkov_report")
+# (--dist loadgroup). published: the shipped run in moto's S3 server (test_browser);
+# scenarios: eleven signalled job processes (test_hardening_signals); checkov_report:
+# checkov over infra/. (shipped_run itself is shared by the workers through a folder.)
+ONE_WORKER_FIXTURES = ("published", "scenarios", "checkov_report")
 
 
 # What makes a test `slow` (left out of `make check`) besides its own mark: a scenario marker,
 # a fixture that runs the whole job, a browser or a server, or a scenario suite (processes
 # killed and raced, linters and builds run, benchmarks, the executed workflow).
 SLOW_MARKERS = ("e2e", "browser", "container", "gpu_image")
-SLOW_FIXTURES = (*ONE_WORKER_FIXTURES, "browser", "s3_server")
+SLOW_FIXTURES = (*ONE_WORKER_FIXTURES, "shipped_run", "browser", "s3_server")
 SLOW_SUITES = (
     "test_hardening_",
     "test_publish_stress",
@@ -43,9 +46,12 @@ SLOW_SUITES = (
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The container tests run last (a stable sort: otherwise in file order), so that the CPU
-    image's build, started below, overlaps everything else."""
-    items.sort(key=lambda item: item.get_closest_marker("container") is not None)
+    """Mark the slow tests, then order the run longest first, so that no worker is left
+    alone with a long test at the end: the one-worker groups (pytest-xdist hands out the
+    largest group first, and the first, published, makes the shipped run), the other slow
+    tests, those reading the shipped run (made by then), the container tests (by then the
+    CPU image's build, started below, is done), then the quick tests (a stable sort:
+    otherwise in file order)."""
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         for name in ONE_WORKER_FIXTURES:
@@ -57,6 +63,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             or item.path.name.startswith(SLOW_SUITES)
         ):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=_run_order)
+
+
+def _run_order(item: pytest.Item) -> int:
+    if not item.get_closest_marker("slow"):
+        return 3
+    if item.get_closest_marker("container"):
+        return 2
+    return 1 if "shipped_run" in getattr(item, "fixturenames", ()) else 0
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -84,13 +99,24 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 @pytest.fixture(scope="session")
 def shipped_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`make run`: the whole job on the shipped ml-latest-small with the default preset and
-    flags, once per test session. The end-to-end tests and the browser read its folder, and
-    the docs' outputs are made the same way. $DOCS_RUN names a finished one to reuse instead
-    (a quicker loop while editing the docs)."""
+    flags, once per test session, shared by the pytest-xdist workers: the first one to need
+    it makes it while the others wait. The end-to-end tests and the browser read its folder
+    (read-only), and the docs' outputs are made the same way. $DOCS_RUN names a finished one
+    to reuse instead (a quicker loop while editing the docs)."""
     if reuse := os.environ.get("DOCS_RUN"):
         return Path(reuse)
-    out = tmp_path_factory.mktemp("shipped") / "out"
-    assert main(["-q", "run", "--out", str(out)]) == 0
+    # Each worker's base folder is one of the session's (pytest-N/popen-gwK); without
+    # xdist the session has only its own.
+    session = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        session = session.parent
+    out, done = session / "shipped" / "out", session / "shipped" / "done"
+    with (session / "shipped.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)  # a worker that died half-way
+            assert main(["-q", "run", "--out", str(out)]) == 0
+            done.touch()
     return out
 
 

@@ -214,7 +214,8 @@ def published(shipped_run: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         yield Origin("http", site_index.removesuffix("index.html"), entry)
 
 
-@pytest.fixture(params=["file", "http"])
+# The bucket's tests run on the one worker that published it (tests/conftest.py).
+@pytest.fixture(params=["file", pytest.param("http", marks=pytest.mark.xdist_group("published"))])
 def origin(request: pytest.FixtureRequest, shipped: Shipped) -> Origin:
     """The shipped site from its folder, then from the bucket (published on first use)."""
     if request.param == "file":

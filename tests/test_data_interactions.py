@@ -14,6 +14,7 @@ from job.data.interactions import (
     is_train,
     liked_matrix,
     popularity_order,
+    recency_matrix,
 )
 from job.data.movielens import HALF_STARS
 from job.data.split import TEST, TRAIN, VAL
@@ -69,6 +70,22 @@ def test_interactions_see_every_rating_and_like_the_good_ones() -> None:
     seen = inputs.seen.mask(np.arange(r.n_users))
     np.testing.assert_array_equal(seen, r.liked(-np.inf).toarray() > 0)
     np.testing.assert_array_equal(inputs.liked.toarray(), r.liked().toarray())
+
+
+def test_the_user_movie_matrices_are_made_only_when_first_read() -> None:
+    """A preset ranked by predicted rating scores without them (on millions of ratings the
+    recency matrix alone is a three-key sort)."""
+    r = rated(3)
+    stamps = np.random.default_rng(3).integers(0, 10**9, len(r.ratings))
+    inputs = Interactions.from_ratings(r, np.ones(len(r.ratings), bool), HALF_STARS, stamps)
+    made = ("watched", "liked", "recency")
+    assert not any(name in vars(inputs) for name in made)
+    assert inputs.recency is not None
+    expected = recency_matrix(r.users, r.movies, stamps, r.n_users, r.n_movies)
+    np.testing.assert_array_equal(inputs.recency.toarray(), expected.toarray())
+    np.testing.assert_array_equal(inputs.watched.toarray(), r.liked(-np.inf).toarray())
+    np.testing.assert_array_equal(inputs.liked.toarray(), r.liked().toarray())
+    assert all(name in vars(inputs) for name in made)  # and kept for the next block
 
 
 @pytest.mark.parametrize("shuffled", [False, True], ids=["stored by user", "any order"])

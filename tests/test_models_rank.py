@@ -9,7 +9,7 @@ from job.core.config import model_config
 from job.data.interactions import EncodedRatings, Interactions
 from job.data.movielens import HALF_STARS
 from job.models.itemitem import WatchAndLike, fit_ease
-from job.models.rank import BlockScorer, nearest_neighbours
+from job.models.rank import BlockScorer, nearest_neighbours, score_blocks
 from job.models.rating import build_model
 
 N_USERS, N_MOVIES, K = 23, 37, 7
@@ -75,6 +75,24 @@ def test_score_matrix_with_a_ranker_is_the_compiled_blocks_scores(
     matrix = scorer.score_matrix(users)
     assert matrix.dtype == np.float64 and matrix.shape == (len(users), N_MOVIES)
     np.testing.assert_array_equal(matrix, compiled.astype("float64"))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_blocks_scored_on_threads_come_in_order_and_equal_one_threads(
+    setting: tuple[Interactions, WatchAndLike], threads: int
+) -> None:
+    inputs, ranker = setting
+    model = build_model(model_config("seed"), N_USERS, N_MOVIES, 3.5, seed=0, scale=HALF_STARS)
+    scorer = BlockScorer(model, inputs, K, 4, ranker=ranker)
+    users = np.arange(N_USERS, dtype="int32")[::-1].copy()
+    alone = list(score_blocks(scorer, users, threads=1))
+    together = list(score_blocks(scorer, users, threads=threads))
+    assert len(together) == len(alone) == -(-N_USERS // 4)
+    for one, many in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(many.users, one.users)
+        np.testing.assert_array_equal(many.top_movies, one.top_movies)
+        np.testing.assert_array_equal(many.top_scores, one.top_scores)
+    np.testing.assert_array_equal(np.concatenate([b.users for b in together]), users)
 
 
 def test_reasons_are_liked_movies_of_the_user(setting: tuple[Interactions, WatchAndLike]) -> None:

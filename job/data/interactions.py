@@ -7,6 +7,7 @@ indexes; no model.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,16 +171,15 @@ class EncodedRatings:
 
 @dataclass(frozen=True)
 class Interactions:
-    """Everything the scorers need besides the model, in encoded indexes."""
+    """Everything the scorers need besides the model, in encoded indexes. The user x movie
+    matrices are made on first use: a rating-ranked preset reads none of them, and on
+    millions of ratings each costs a sort."""
 
     seen: SeenPairs
     cold: ColdStart
     scale: RatingScale
-    watched: sparse.csr_matrix  # (n_users, n_movies): 1 where the user rated the movie
-    liked: sparse.csr_matrix  # (n_users, n_movies): 1 where the user rated >= LIKE_RATING
-    # (n_users, n_movies): each rating's place from the user's latest, plus one (None: no
-    # timestamps); the ranker's recency weighting reads it (itemitem.recency_weights).
-    recency: sparse.csr_matrix | None = None
+    rated: EncodedRatings
+    timestamps: np.ndarray | None = None  # (n,) when each rating was given, if known
 
     @classmethod
     def from_ratings(
@@ -197,11 +197,29 @@ class Interactions:
             seen=SeenPairs.from_pairs(users, movies, n_users, n_movies),
             cold=ColdStart.fit(users, movies, ratings, is_train, n_users, n_movies),
             scale=scale,
-            watched=liked_matrix(users, movies, ratings, n_users, n_movies, like_rating=-np.inf),
-            liked=liked_matrix(users, movies, ratings, n_users, n_movies),
-            recency=None
-            if timestamps is None
-            else recency_matrix(users, movies, timestamps, n_users, n_movies),
+            rated=rated,
+            timestamps=timestamps,
+        )
+
+    @functools.cached_property
+    def watched(self) -> sparse.csr_matrix:
+        """(n_users, n_movies): 1 where the user rated the movie."""
+        return self.rated.liked(-np.inf)
+
+    @functools.cached_property
+    def liked(self) -> sparse.csr_matrix:
+        """(n_users, n_movies): 1 where the user rated it >= LIKE_RATING."""
+        return self.rated.liked()
+
+    @functools.cached_property
+    def recency(self) -> sparse.csr_matrix | None:
+        """(n_users, n_movies): each rating's place from the user's latest, plus one (None:
+        no timestamps); the ranker's recency weighting reads it (itemitem.recency_weights)."""
+        if self.timestamps is None:
+            return None
+        rated = self.rated
+        return recency_matrix(
+            rated.users, rated.movies, self.timestamps, rated.n_users, rated.n_movies
         )
 
     @property

@@ -15,7 +15,9 @@ two movies that both clip to 5.0 stars keep the model's order.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from job.core.errors import ConfigError
+from job.core.memory import usable_cores
 from job.core.progress import progress
 from job.data.interactions import Interactions
 from job.models.itemitem import WatchAndLike
@@ -346,11 +349,28 @@ class BlockScorer:
         )
 
 
-def score_blocks(scorer: BlockScorer, users: np.ndarray) -> Iterator[ScoredBlock]:
-    """Score ``users`` (encoded indexes) block by block, with a progress bar on a terminal."""
-    with progress(len(users), "scoring", unit="user") as bar:
-        for start in range(0, len(users), scorer.block_users):
-            block = scorer(users[start : start + scorer.block_users])
+def score_blocks(
+    scorer: BlockScorer, users: np.ndarray, threads: int | None = None
+) -> Iterator[ScoredBlock]:
+    """Score ``users`` (encoded indexes) block by block, in order, with a progress bar on a
+    terminal. ``threads`` blocks are scored at once (default: one per core), while the
+    caller writes the finished ones: the compiled function runs without the GIL, and one
+    call alone leaves a core idle part of the time."""
+    threads = max(1, threads or usable_cores())
+    starts = range(0, len(users), scorer.block_users)
+    with (
+        progress(len(users), "scoring", unit="user") as bar,
+        ThreadPoolExecutor(threads, thread_name_prefix="score") as pool,
+    ):
+        pending: deque[Future[ScoredBlock]] = deque()
+        for start in starts:
+            pending.append(pool.submit(scorer, users[start : start + scorer.block_users]))
+            if len(pending) > threads:
+                block = pending.popleft().result()
+                yield block
+                bar.update(len(block.users))
+        while pending:
+            block = pending.popleft().result()
             yield block
             bar.update(len(block.users))
 

@@ -34,7 +34,7 @@ from job.core.errors import ConfigError
 from job.core.layout import PARTS_DIR, summary_path
 from job.core.memory import peak_rss, reset_peak_rss, usable_cores
 from job.data.features import IdEncoding, SideFeatures, side_features
-from job.data.interactions import ColdStart, Interactions, SeenPairs, liked_matrix
+from job.data.interactions import EncodedRatings, Interactions
 from job.data.movielens import HALF_STARS, Dataset
 from job.data.synthetic import (
     Ratings,
@@ -153,15 +153,10 @@ def _synthetic_inputs(size: Shape, seed: int, config: ModelConfig) -> _Synthetic
     started = time.perf_counter()
     data = synthetic_ratings(size, seed)
     user_index, movie_index, stars = data.users, data.movies, data.ratings
-    inputs = Interactions(
-        seen=SeenPairs.from_pairs(user_index, movie_index, size.users, size.movies),
-        cold=ColdStart.fit(
-            user_index, movie_index, stars, np.ones(len(stars), bool), size.users, size.movies
-        ),
-        scale=HALF_STARS,
-        watched=liked_matrix(user_index, movie_index, stars, size.users, size.movies, -np.inf),
-        liked=liked_matrix(user_index, movie_index, stars, size.users, size.movies),
+    rated = EncodedRatings(
+        np.stack([user_index, movie_index], axis=1), stars, size.users, size.movies
     )
+    inputs = Interactions.from_ratings(rated, np.ones(len(stars), bool), HALF_STARS)
     n_ratings = len(stars)
     rating_mean = float(stars.mean())
     side = None
