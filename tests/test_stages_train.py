@@ -77,7 +77,7 @@ def test_served_ranker_saw_the_held_out_ratings_and_evaluation_did_not(
     from synth import write_movielens
 
     import job.models.itemitem
-    from job.models.itemitem import WatchAndLike, fit_ease
+    from job.models.itemitem import MIN_WATCHES, WatchAndLike, fit_ease
 
     seen: list[np.ndarray] = []
     fit_ease_model = job.models.itemitem.Ease.fit
@@ -109,9 +109,9 @@ def test_served_ranker_saw_the_held_out_ratings_and_evaluation_did_not(
     train_counts, all_counts = watched(train), watched(every)
     assert len(seen) == 4
     evaluation_watch, served_watch = seen[0], seen[3]
-    covered = train_counts >= 2
+    covered = train_counts >= MIN_WATCHES
     np.testing.assert_array_equal(evaluation_watch, train_counts[covered])
-    np.testing.assert_array_equal(served_watch, all_counts[all_counts >= 2])
+    np.testing.assert_array_equal(served_watch, all_counts[all_counts >= MIN_WATCHES])
     assert served_watch.sum() > evaluation_watch.sum()
     # The saved ranker is that fit: EASE over every rating, to the last weight.
     served = WatchAndLike.load(out / RANKER_FILE)
@@ -120,7 +120,7 @@ def test_served_ranker_saw_the_held_out_ratings_and_evaluation_did_not(
     everything = liked_matrix(
         users, movies, ratings["rating"].to_numpy(), encoding.n_users, encoding.n_movies, -np.inf
     )
-    expected = fit_ease(everything, config.model.ease_watch_l2)[0]
+    expected = fit_ease(everything, config.model.ease_watch_l2, MIN_WATCHES)[0]
     np.testing.assert_array_equal(served.watch.items, expected.items)
     np.testing.assert_allclose(served.watch.weights, expected.weights, rtol=1e-5, atol=1e-6)
     manifest = read_manifest(out)

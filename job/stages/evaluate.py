@@ -25,7 +25,7 @@ from job.core.baselines import BASELINE_NAMES, EASE, POPULARITY
 from job.core.config import EASE_BASELINE_L2, RANK_SAMPLE_USERS, ModelConfig
 from job.data.interactions import EncodedRatings, Interactions, popularity_order
 from job.data.movielens import RatingScale
-from job.models.itemitem import Ease, WatchAndLike, fit_ease, fit_watch_and_like
+from job.models.itemitem import MIN_WATCHES, Ease, WatchAndLike, fit_ease, fit_watch_and_like
 from job.models.rank import BlockScorer
 from job.models.rating import predict_classes, predict_ratings
 from job.stages.metrics import (
@@ -211,7 +211,7 @@ def fit_baselines(trained: EncodedRatings) -> Baselines:
     biases = timed(BASELINE_NAMES[2], lambda: fit_biases(users, movies, ratings, n_users, n_movies))
     counts = timed(POPULARITY, lambda: np.bincount(movies, minlength=n_movies).astype(float))
     watched = trained.liked(-np.inf)
-    ease_watched, _ = timed(EASE, lambda: fit_ease(watched, EASE_BASELINE_L2))
+    ease_watched, _ = timed(EASE, lambda: fit_ease(watched, EASE_BASELINE_L2, MIN_WATCHES))
     return Baselines(global_mean, movie_mean, biases, counts, watched, ease_watched, fitting)
 
 
