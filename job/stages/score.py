@@ -252,7 +252,7 @@ def _score_users(
             ranker=ranker,
         )
         for block in score_blocks(scorer, users):
-            counts["pairs"] += int(block.seen.size - block.seen.sum())
+            counts["pairs"] += estimate_rows(inputs.seen, block.users, keep_top=None)
             rows = top_rows(block, inputs, encoding, top_k, explain_with=ranker)
             rows.setdefault("because_movie_id", pa.nulls(len(rows["user_id"]), pa.int64()))
             best.write(rows)
