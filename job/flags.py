@@ -113,7 +113,7 @@ def score_flags(parser: argparse.ArgumentParser) -> None:
     flag(
         parser,
         "--block-users",
-        "users scored per block; bounds memory (default: sized to ~128 MiB of intermediates)",
+        "users scored per block, a block per core at once; bounds memory (default: sized to ~128 MiB of intermediates)",
         type=int,
     )
     flag(

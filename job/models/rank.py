@@ -4,9 +4,10 @@
 (``user_parts``, ``movie_parts``, ``pair_scores``) plus ``rating_mean``, so it covers every
 model the project has. ``movie_parts`` is computed once for the whole catalogue; then a block
 of users x every movie is scored by one compiled (XLA) function that also applies the
-cold-start rule, masks the movies each user has rated and takes the top K. Memory is bounded
-by the block, not by the number of users. ``score`` (every user's unwatched movies),
-``evaluate`` (ranking metrics) and ``recommend`` (one user's example) all go through it.
+cold-start rule, masks the movies each user has rated and takes the top K; ``score_blocks``
+runs a block per core at once. Memory is bounded by the blocks, not by the number of users.
+``score`` (every user's unwatched movies), ``evaluate`` (ranking metrics) and ``recommend``
+(one user's example) all go through it.
 
 Ranking uses the unclipped score; the stored ``predicted_rating`` is clipped to the scale, so
 two movies that both clip to 5.0 stars keep the model's order.
