@@ -96,6 +96,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         pool.shutdown(wait=False)
 
 
+@pytest.fixture(autouse=True)
+def _not_a_first_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command called in-process is not its process's first stage: the test process's age
+    is no command's start-up, and whether an earlier test took it must not change what a
+    test sees (the start-up's own tests set it back)."""
+    from job.core import timing
+
+    monkeypatch.setattr(timing, "_startup_taken", True)
+
+
 @pytest.fixture(scope="session")
 def shipped_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`make run`: the whole job on the shipped ml-latest-small with the default preset and
