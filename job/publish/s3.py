@@ -16,7 +16,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -168,104 +167,43 @@ class S3Storage:
         cache_control: str,
         on_bytes: Callable[[int], None],
     ) -> None:
+        from s3transfer.manager import TransferManager
+
         failures: list[tuple[str, BaseException]] = []
         stop = self._stop_sending
+        subscribers = [_watcher(on_bytes, stop, failures)]
         stop.clear()
-        # Files under the multipart threshold (nearly all of a site) go up as one PutObject
-        # each: the transfer manager's futures, callbacks and deferred opens cost more CPU
-        # per small object than the request itself, and CPU is what bounds a 10,000-page
-        # publish from a 2-core runner. Larger files go through the manager, in parts.
-        whole = [(key, f) for key, f in files if f.size < runfiles.MULTIPART_THRESHOLD]
-        parts = [(key, f) for key, f in files if f.size >= runfiles.MULTIPART_THRESHOLD]
+        # On a failure the block is left normally: requests already sent finish whole (an S3
+        # PUT is all or nothing), every later one is refused before it is sent, and the
+        # manager's shutdown waits for its threads. Only then is the failure reported, so no
+        # request leaves after it. (Leaving the block by an exception would cancel the
+        # transfers, which cuts bodies in flight; that stays the way out for Ctrl-C. And the
+        # context manager, not shutdown(cancel=True), which passes its arguments wrongly:
+        # boto/s3transfer#143.)
         try:
-            self._put_whole(whole, cache_control, on_bytes, failures)
-            if parts and not stop.is_set():
-                self._put_in_parts(parts, cache_control, on_bytes, failures)
+            with TransferManager(self.client, self._transfer_config()) as manager:
+                futures = [
+                    manager.upload(
+                        str(f.path),
+                        self.bucket,
+                        self.prefix + key,
+                        extra_args={
+                            "ContentType": content_type(key),
+                            "CacheControl": cache_control,
+                            "Metadata": {"sha256": f.sha256},
+                        },
+                        subscribers=subscribers,
+                    )
+                    for key, f in files
+                ]
+                for future in futures:
+                    with contextlib.suppress(Exception):  # on_done has recorded it
+                        future.result()
         finally:
             stop.clear()
         if failures:
             key, exc = failures[0]
             raise self._translate(exc, key) from None
-
-    def _put_whole(
-        self,
-        files: Sequence[tuple[str, LocalFile]],
-        cache_control: str,
-        on_bytes: Callable[[int], None],
-        failures: list[tuple[str, BaseException]],
-    ) -> None:
-        """One PutObject per file from ``max_concurrency`` threads. The first failure stops
-        every later request before it is sent (``_refuse_after_failure``); requests already
-        sent finish whole (an S3 PUT is all or nothing). On Ctrl-C no queued upload starts."""
-        stop = self._stop_sending
-        failures_lock = threading.Lock()
-
-        def put(key: str, f: LocalFile) -> None:
-            if stop.is_set():
-                return
-            try:
-                data = f.path.read_bytes()
-                self._put_object(key, data, cache_control, sha256=f.sha256)
-            except _UploadStopped:
-                return
-            except Exception as exc:
-                with failures_lock:
-                    failures.append((self.prefix + key, exc))
-                if not stop.is_set():
-                    stop.set()
-                    logger.debug(
-                        "publish: first failed upload seen (%s); no new upload starts",
-                        self.prefix + key,
-                    )
-                return
-            on_bytes(len(data))
-
-        pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="put")
-        try:
-            for future in [pool.submit(put, key, f) for key, f in files]:
-                future.result()
-        except BaseException:
-            stop.set()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _put_in_parts(
-        self,
-        files: Sequence[tuple[str, LocalFile]],
-        cache_control: str,
-        on_bytes: Callable[[int], None],
-        failures: list[tuple[str, BaseException]],
-    ) -> None:
-        """Multipart uploads through s3transfer's manager, with the same stop on failure.
-
-        On a failure the block is left normally: requests already sent finish whole, every
-        later one is refused before it is sent, and the manager's shutdown waits for its
-        threads. (Leaving the block by an exception would cancel the transfers, which cuts
-        bodies in flight; that stays the way out for Ctrl-C. And the context manager, not
-        shutdown(cancel=True), which passes its arguments wrongly: boto/s3transfer#143.)
-        """
-        from s3transfer.manager import TransferManager
-
-        subscribers = [_watcher(on_bytes, self._stop_sending, failures)]
-        with TransferManager(self.client, self._transfer_config()) as manager:
-            futures = [
-                manager.upload(
-                    str(f.path),
-                    self.bucket,
-                    self.prefix + key,
-                    extra_args={
-                        "ContentType": content_type(key),
-                        "CacheControl": cache_control,
-                        "Metadata": {"sha256": f.sha256},
-                    },
-                    subscribers=subscribers,
-                )
-                for key, f in files
-            ]
-            for future in futures:
-                with contextlib.suppress(Exception):  # on_done has recorded it
-                    future.result()
 
     def _transfer_config(self) -> Any:
         from s3transfer.manager import TransferConfig
@@ -291,21 +229,14 @@ class S3Storage:
         except Exception as exc:
             raise self._translate(exc, self.prefix + key) from None
 
-    def _put_object(
-        self,
-        key: str,
-        data: bytes,
-        cache_control: str,
-        sha256: str | None = None,
-        **condition: str,
-    ) -> None:
+    def _put_object(self, key: str, data: bytes, cache_control: str, **condition: str) -> None:
         self.client.put_object(
             Bucket=self.bucket,
             Key=self.prefix + key,
             Body=data,
             ContentType=content_type(key),
             CacheControl=cache_control,
-            Metadata={"sha256": sha256 or hashlib.sha256(data).hexdigest()},
+            Metadata={"sha256": hashlib.sha256(data).hexdigest()},
             **condition,
         )
 
